@@ -1,0 +1,142 @@
+"""A dense network built from a :class:`gradcheck.spec.NetworkSpec`: init, forward, backward.
+
+``Network(spec).loss_and_grads(params, X, y) -> (loss, grads)`` is the checker's contract: a pure
+function of its arguments (nothing is written into ``params``, ``X`` or ``y``). Parameters are
+``W1, b1, W2, b2, ...``; ``W_i`` is ``(fan_in, fan_out)`` as in the origin document's ``X @ W + b``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from gradcheck.spec import NetworkSpec
+from reference.activations import Activation, get_activation
+from reference.losses import Loss, get_loss
+
+Array = np.ndarray
+Params = dict[str, Array]
+
+# the last activation that can deliver what each loss reads
+_OUTPUT_ACTIVATIONS = {"probability": {"sigmoid"}, "distribution": {"softmax"}}
+
+
+@dataclass
+class Cache:
+    """What backward needs from forward: each layer's input and pre-activation, and the output."""
+
+    inputs: list[Array]   # a_0 .. a_{L-1}
+    pre: list[Array]      # z_1 .. z_L
+    out: Array            # a_L
+
+
+class Network:
+    """A network of ``spec``; call it (or :meth:`loss_and_grads`) as ``fn(params, X, y)``."""
+
+    def __init__(self, spec: NetworkSpec,
+                 activations: Mapping[str, Activation] | None = None,
+                 losses: Mapping[str, Loss] | None = None) -> None:
+        """``activations``/``losses`` replace registry entries by name (e.g. a planted bug)."""
+        self.spec = spec
+        acts = dict(activations or {})
+        self.activations: list[Activation] = []
+        for i, layer in enumerate(spec.layers):
+            try:
+                self.activations.append(acts.get(layer.activation) or get_activation(layer.activation))
+            except ValueError as e:
+                raise ValueError(f"NetworkSpec.layers[{i}].activation={layer.activation!r}: {e}") from None
+        try:
+            self.loss_fn: Loss = dict(losses or {}).get(spec.loss) or get_loss(spec.loss)
+        except ValueError as e:
+            raise ValueError(f"NetworkSpec.loss={spec.loss!r}: {e}") from None
+        if spec.output_dim < self.loss_fn.min_outputs:
+            raise ValueError(
+                f"NetworkSpec.layers[-1].width={spec.output_dim}: loss {spec.loss!r} needs at least "
+                f"{self.loss_fn.min_outputs} outputs")
+        needs = self.loss_fn.output
+        last = spec.layers[-1].activation
+        if needs in _OUTPUT_ACTIVATIONS and last not in _OUTPUT_ACTIVATIONS[needs]:
+            raise ValueError(
+                f"NetworkSpec.layers[-1].activation={last!r}: loss {spec.loss!r} reads {needs} outputs; "
+                f"use one of {sorted(_OUTPUT_ACTIVATIONS[needs])} as the last activation")
+        self.dtype = np.dtype(spec.dtype)
+        self._skips_into: dict[int, list[int]] = {}
+        for s, t in spec.skips:
+            self._skips_into.setdefault(t, []).append(s)
+
+    # -- parameters -------------------------------------------------------------------------
+    def init_params(self) -> Params:
+        """Fresh parameters, deterministic from ``spec.seed`` (see NetworkSpec for the schemes)."""
+        spec, shapes = self.spec, self.spec.param_shapes()
+        params: Params = {}
+        if spec.init == "uniform":  # the origin document: legacy RNG, weights first, then biases
+            rs = np.random.RandomState(spec.seed)
+            for name in [n for n in shapes if n.startswith("W")] + [n for n in shapes if n.startswith("b")]:
+                params[name] = rs.rand(*shapes[name])
+        else:
+            rng = np.random.default_rng(spec.seed)
+            for name, shape in shapes.items():
+                if name.startswith("W"):
+                    fan_in, fan_out = shape
+                    var = {"normal": 1 / fan_in, "xavier": 2 / (fan_in + fan_out), "he": 2 / fan_in}[spec.init]
+                    params[name] = rng.normal(0.0, np.sqrt(var), size=shape)
+                else:
+                    params[name] = rng.normal(0.0, 0.1, size=shape)
+        return {name: params[name].astype(self.dtype) for name in shapes}
+
+    # -- forward and backward ---------------------------------------------------------------
+    def forward(self, params: Mapping[str, Array], X) -> tuple[Array, Cache]:
+        """The output ``a_L`` and the cache for :meth:`backward`."""
+        a = np.asarray(X, dtype=self.dtype)
+        if a.ndim == 1:
+            a = a.reshape(1, -1)
+        outputs, inputs, pre = [a], [], []
+        for i, act in enumerate(self.activations, start=1):
+            z = a @ params[f"W{i}"]
+            if f"b{i}" in params:
+                z = z + params[f"b{i}"]
+            for s in self._skips_into.get(i, ()):
+                z = z + outputs[s]
+            inputs.append(a)
+            pre.append(z)
+            a = act.f(z)
+            outputs.append(a)
+        return a, Cache(inputs, pre, a)
+
+    def backward(self, params: Mapping[str, Array], cache: Cache, y) -> Params:
+        """Gradient of the loss with respect to every parameter, by the chain rule, last layer first."""
+        L = len(self.activations)
+        grads: Params = {}
+        # dL/da_i for every layer output; skips add contributions to earlier outputs
+        d_out: dict[int, Array] = {L: self.loss_fn.grad(cache.out, y)}
+        for i in range(L, 0, -1):
+            dz = self.activations[i - 1].vjp(cache.pre[i - 1], d_out.pop(i))
+            grads[f"W{i}"] = cache.inputs[i - 1].T @ dz
+            if f"b{i}" in params:
+                grads[f"b{i}"] = dz.sum(axis=0)
+            for s in self._skips_into.get(i, ()):
+                d_out[s] = d_out.get(s, 0) + dz
+            if i > 1:
+                d_out[i - 1] = d_out.get(i - 1, 0) + dz @ params[f"W{i}"].T
+        return {name: grads[name].astype(self.dtype, copy=False) for name in params}
+
+    def loss(self, params: Mapping[str, Array], X, y) -> float:
+        """The loss only (no backward): what finite differences need."""
+        out, _ = self.forward(params, X)
+        return self.loss_fn.value(out, y)
+
+    def loss_and_grads(self, params: Mapping[str, Array], X, y) -> tuple[float, Params]:
+        """``(loss, grads)``: the checker's contract."""
+        out, cache = self.forward(params, X)
+        return self.loss_fn.value(out, y), self.backward(params, cache, y)
+
+    __call__ = loss_and_grads
+
+    def predict(self, params: Mapping[str, Array], X) -> Array:
+        return self.forward(params, X)[0]
+
+
+def build(spec: NetworkSpec) -> Network:
+    """The reference network for ``spec``."""
+    return Network(spec)
