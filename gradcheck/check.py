@@ -1,0 +1,545 @@
+"""``check`` and ``assert_gradients``: compare a function's claimed gradient with the oracles.
+
+The function under test is a black box ``fn(params, X, y) -> (loss, grads)``. It only ever sees
+private copies of ``params``, ``X`` and ``y``: the caller's objects are never handed to it, so they
+stay bit-for-bit unchanged whatever it does, and any writing into its inputs is detected and
+reported. A fault of ``fn`` (raising, NaN, wrong shapes or keys, nondeterminism, mutation) gives
+``passed=False`` with an explanation; only misuse of the harness itself raises.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any, Callable
+
+import numpy as np
+
+from gradcheck import numerical
+from gradcheck.compare import ANALYTIC_ULPS, compare, eps_of, pair_error
+from gradcheck.numerical import FunctionFault, _as_float
+from gradcheck.result import Element, Problem, Result, TensorReport, fmt_index
+
+Array = np.ndarray
+Fn = Callable[[dict, Any, Any], Any]
+
+SCHEME_CHOICES = ("auto",) + numerical.SCHEMES
+MODES = ("full", "fast")
+#: calls with identical inputs may differ by this many ulps of the tensor's scale (summation order)
+NONDETERMINISM_ULPS = 1024
+#: at most this many failing elements per check get a second look (h/2, kink test)
+MAX_REFINE = 1024
+#: failing elements listed on the result
+MAX_LISTED = 50
+
+
+# -- input validation (misuse of the harness raises) ---------------------------------------------
+def _validate_params(params: Any) -> None:
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a dict of str -> numpy array, got {type(params).__name__}")
+    if not params:
+        raise ValueError("params is empty: there is no gradient to check")
+    for k, v in params.items():
+        if not isinstance(k, str):
+            raise TypeError(f"params keys must be str, got {k!r} ({type(k).__name__})")
+        if not isinstance(v, np.ndarray):
+            raise TypeError(f"params[{k!r}] must be a numpy array, got {type(v).__name__}"
+                            + (" (use np.asarray)" if isinstance(v, (list, tuple, float, int)) else ""))
+        if v.dtype.kind != "f":
+            raise ValueError(f"params[{k!r}] has dtype {v.dtype}; finite differences need a floating "
+                             f"dtype (e.g. params[{k!r}].astype(np.float64))")
+        if v.size == 0:
+            raise ValueError(f"params[{k!r}] is empty (shape {v.shape})")
+        if not np.all(np.isfinite(v)):
+            bad = np.argwhere(~np.isfinite(v))[0]
+            raise ValueError(f"params[{k!r}] has a non-finite value at {fmt_index(k, bad)}")
+
+
+def _snapshot(obj: Any) -> Any:
+    """A deep, independent copy (arrays copied with their dtype and layout)."""
+    if isinstance(obj, np.ndarray):
+        return obj.copy()
+    if isinstance(obj, Mapping):
+        return {k: _snapshot(v) for k, v in obj.items()}
+    return copy.deepcopy(obj)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Bit-for-bit equality (dtype, shape, bytes; dict keys)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
+                and a.shape == b.shape and a.tobytes() == b.tobytes())
+    if isinstance(a, Mapping) or isinstance(b, Mapping):
+        return (isinstance(a, Mapping) and isinstance(b, Mapping) and list(a) == list(b)
+                and all(_same(a[k], b[k]) for k in a))
+    try:
+        return bool(a == b)
+    except Exception:  # objects without a usable ==: compare their reprs
+        return repr(a) == repr(b)
+
+
+def _mutated(snapshot: dict, given: dict, X0: Any, X: Any, y0: Any, y: Any) -> list[str]:
+    what = []
+    if list(given) != list(snapshot):
+        what.append("params (keys added or removed)")
+    for k in snapshot:
+        if k in given and not _same(snapshot[k], given[k]):
+            what.append(f"params[{k!r}]")
+    if not _same(X0, X):
+        what.append("X")
+    if not _same(y0, y):
+        what.append("y")
+    return what
+
+
+# -- reading what fn returned ---------------------------------------------------------------------
+class _Fault(Exception):
+    def __init__(self, problem: Problem):
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def _read_output(out: Any, params: Mapping[str, Array]) -> tuple[float, dict[str, Array]]:
+    """Validate ``(loss, grads)``; raise :class:`_Fault` naming what is wrong."""
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise _Fault(Problem("bad_return", f"fn must return (loss, grads); it returned "
+                                           f"{type(out).__name__}" + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else "")))
+    loss, grads = out
+    try:
+        a = np.asarray(loss)
+    except Exception as exc:
+        raise _Fault(Problem("bad_loss", f"the loss ({type(loss).__name__}) is not a number: {exc}"))
+    if a.dtype.kind not in "fiuc":
+        raise _Fault(Problem("bad_loss", f"the loss must be a number, got {type(loss).__name__} of dtype {a.dtype}"))
+    if a.size != 1:
+        raise _Fault(Problem("non_scalar_loss",
+                             f"the loss has shape {a.shape}, not a scalar: a per-sample vector? Return its "
+                             "mean or sum (gradcheck never reduces it for you, the gradient depends on which)"))
+    value = float(a.real.reshape(()))
+    if not math.isfinite(value):
+        raise _Fault(Problem("non_finite_loss", f"the loss is {value}"))
+    if not isinstance(grads, Mapping):
+        raise _Fault(Problem("bad_grads", f"grads must be a dict with the keys of params, got {type(grads).__name__}"))
+    missing = [k for k in params if k not in grads]
+    extra = [k for k in grads if k not in params]
+    if missing:
+        raise _Fault(Problem("missing_key", f"grads lacks {', '.join(map(repr, missing))} "
+                                            f"(params has {', '.join(map(repr, params))})", missing[0]))
+    if extra:
+        raise _Fault(Problem("extra_key", f"grads has key(s) {', '.join(map(repr, extra))} that params does not have",
+                             str(extra[0])))
+    out_grads = {}
+    for k, p in params.items():
+        try:
+            g = np.asarray(grads[k])
+        except Exception as exc:
+            raise _Fault(Problem("bad_grads", f"grads[{k!r}] ({type(grads[k]).__name__}) cannot be read as "
+                                              f"an array: {exc}", k))
+        if g.dtype.kind not in "f":
+            raise _Fault(Problem("dtype", f"grads[{k!r}] has dtype {g.dtype}; expected a floating dtype "
+                                          f"like params[{k!r}] ({p.dtype})", k))
+        if g.shape != p.shape:
+            hint = ""
+            if g.shape == p.shape[::-1] and len(p.shape) == 2:
+                hint = " (transposed?)"
+            elif g.size == p.size:
+                hint = " (same size, different shape: reshape it)"
+            raise _Fault(Problem("shape", f"grads[{k!r}] has shape {g.shape}, expected {p.shape} "
+                                          f"(the shape of params[{k!r}]){hint}", k))
+        bad = ~np.isfinite(g)
+        if bad.any():
+            where = np.argwhere(bad)[0]
+            raise _Fault(Problem("non_finite_grad", f"grads[{k!r}] is {g[tuple(where)]} at "
+                                                    f"{fmt_index(k, where)} ({int(bad.sum())} non-finite element(s))",
+                                 k, [int(i) for i in where]))
+        out_grads[k] = np.array(g, copy=True)
+    return value, out_grads
+
+
+def _failed(problem: Problem, *, name, scheme, dtype, t0, calls, notes=None, spec=None) -> Result:
+    return Result(passed=False, max_rel_error=math.inf, worst_param=problem.param, name=name,
+                  scheme=scheme, dtype=dtype, problems=[problem], calls=calls,
+                  seconds=time.perf_counter() - t0, notes=list(notes or []), spec=spec)
+
+
+def _nondeterminism(g1: dict[str, Array], g2: dict[str, Array], l1: float, l2: float,
+                    eps: float) -> Problem | None:
+    """Two calls with identical inputs: differences beyond rounding are a fault of fn."""
+    for k in g1:
+        a, b = g1[k].astype(np.float64), g2[k].astype(np.float64)
+        scale = float(np.max(np.abs(a))) if a.size else 0.0
+        diff = np.abs(a - b)
+        limit = NONDETERMINISM_ULPS * eps * (np.abs(a) + scale)
+        if np.any(diff > limit):
+            i = np.unravel_index(int(np.argmax(diff - limit)), a.shape)
+            with np.errstate(all="ignore"):
+                ratio = b / a
+            finite = ratio[np.isfinite(ratio) & (np.abs(a) > scale * 1e-6)]
+            if finite.size and np.allclose(finite, 2.0, rtol=1e-6):
+                msg = (f"gradients accumulate across calls: the second call with the same inputs returned "
+                       f"2.000 x the first grads[{k!r}] (gradients added to a stored .grad and never "
+                       "reset: a forgotten zero_grad?)")
+                return Problem("accumulating", msg, k, [int(v) for v in i])
+            msg = (f"fn is not deterministic: two calls with identical inputs gave {fmt_index(k, i)} = "
+                   f"{a[i]:.9g} and {b[i]:.9g} (beyond rounding). A fresh random mask per call (dropout?), "
+                   "state kept between calls, or an unseeded RNG; fix the randomness inside fn to check it")
+            return Problem("nondeterministic", msg, k, [int(v) for v in i])
+    if abs(l1 - l2) > NONDETERMINISM_ULPS * eps * max(abs(l1), abs(l2)):
+        return Problem("nondeterministic", f"fn is not deterministic: two calls with identical inputs gave "
+                                           f"loss {l1:.12g} and {l2:.12g} (beyond rounding)")
+    return None
+
+
+# -- the check ------------------------------------------------------------------------------------
+def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = "auto",
+          rtol: float | None = None, name: str | None = None, spec: Any = None,
+          loss_fn: Callable[[dict, Any, Any], Any] | None = None, mode: str = "full",
+          symbolic: bool | None = None, detect_kinks: bool = True, seed: int = 0) -> Result:
+    """Compare ``fn``'s claimed gradient with a numerical (and, given a spec, symbolic) oracle.
+
+    Parameters
+    ----------
+    fn : callable ``fn(params, X, y) -> (loss, grads)``
+        The code under test; ``grads`` must have the keys and shapes of ``params``.
+    params : dict of str -> floating numpy array
+    X, y : the batch, passed to ``fn`` as given (copies of them); ``X`` must not be None.
+    scheme : ``"auto"`` (complex step when fn is analytic in its parameters, else central
+        differences), or one of ``forward``, ``central``, ``central4``, ``richardson``, ``complex``.
+    rtol : optional relative tolerance that loosens the computed one (never tightens it).
+    name : a label for reports.
+    spec : a :class:`gradcheck.spec.NetworkSpec` describing fn's network: enables the symbolic
+        oracle (three-way comparison) where the network is small enough.
+    loss_fn : optional ``loss_fn(params, X, y) -> loss`` computing only the loss (faster finite
+        differences); it must agree with fn's loss.
+    mode : ``"full"`` (every element) or ``"fast"`` (random directions, then localization).
+    symbolic : force the symbolic oracle on (True) or off (False); default: on when ``spec`` given.
+    detect_kinks : leave non-differentiable points out of the verdict (default True).
+    """
+    t0 = time.perf_counter()
+    if not callable(fn):
+        raise TypeError(f"fn must be callable as fn(params, X, y) -> (loss, grads), got {type(fn).__name__}")
+    _validate_params(params)
+    if X is None:
+        raise ValueError("X is None: pass the input batch that fn(params, X, y) expects")
+    if scheme not in SCHEME_CHOICES:
+        raise ValueError(f"scheme={scheme!r}: expected one of {SCHEME_CHOICES}")
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: expected one of {MODES}")
+    if rtol is not None and not (isinstance(rtol, (int, float)) and rtol >= 0):
+        raise ValueError(f"rtol={rtol!r}: expected a number >= 0 or None")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(params, X, y) -> loss, got {type(loss_fn).__name__}")
+    spec_dict = spec.to_dict() if spec is not None and hasattr(spec, "to_dict") else None
+    dtypes = sorted({str(v.dtype) for v in params.values()}, key=lambda s: np.dtype(s).itemsize)
+    dtype = dtypes[0]
+    p_eps = eps_of(dtype)
+
+    # the caller's objects, frozen; fn only ever gets copies of these
+    frozen_p, frozen_X, frozen_y = _snapshot(dict(params)), _snapshot(X), _snapshot(y)
+    common = dict(name=name, scheme=scheme, dtype=dtype, spec=spec_dict)
+
+    def fresh():
+        return _snapshot(frozen_p), _snapshot(frozen_X), _snapshot(frozen_y)
+
+    # two calls with identical fresh inputs: validate, detect mutation and nondeterminism
+    calls = 0
+    outputs = []
+    notes: list[str] = []
+    for attempt in range(2):
+        p, Xc, yc = fresh()
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out = fn(p, Xc, yc)
+            calls += 1
+            for w in caught[:3]:
+                note = f"fn warned: {w.category.__name__}: {w.message}"
+                if note not in notes:
+                    notes.append(note)
+            loss, grads = _read_output(out, frozen_p)
+        except _Fault as f:
+            return _failed(f.problem, t0=t0, calls=calls + 1, notes=notes, **common)
+        except Exception as exc:
+            return _failed(Problem("raised", f"fn raised {type(exc).__name__}: {exc}"),
+                           t0=t0, calls=calls + 1, notes=notes, **common)
+        changed = _mutated(frozen_p, p, frozen_X, Xc, frozen_y, yc)
+        if changed:
+            prob = Problem("mutates_input",
+                           f"fn modified {', '.join(changed)} in place; it must leave what it is given "
+                           "unchanged (e.g. no `W += ...` weight update inside fn). The caller's arrays "
+                           "are untouched: gradcheck only passed it copies",
+                           changed[0][8:-2] if changed[0].startswith("params[") else None)
+            return _failed(prob, t0=t0, calls=calls, notes=notes, **common)
+        outputs.append((loss, grads))
+    (loss, claimed), (loss2, claimed2) = outputs
+    g_eps = max(eps_of(g.dtype) for g in claimed.values())
+    prob = _nondeterminism(claimed, claimed2, loss, loss2, max(g_eps, p_eps))
+    if prob is not None:
+        return _failed(prob, t0=t0, calls=calls, notes=notes, **common)
+
+    # the loss for finite differences: fn's, or the given loss-only function
+    work_X, work_y = _snapshot(frozen_X), _snapshot(frozen_y)
+    if loss_fn is not None:
+        def loss_of(w):
+            return loss_fn(w, work_X, work_y)
+        try:
+            alt = _as_float(loss_of(_snapshot(frozen_p)))
+        except Exception as exc:
+            return _failed(Problem("raised", f"loss_fn raised {type(exc).__name__}: {exc}"),
+                           t0=t0, calls=calls + 1, notes=notes, **common)
+        calls += 1
+        if abs(alt - loss) > NONDETERMINISM_ULPS * p_eps * max(abs(loss), abs(alt), 1e-300):
+            return _failed(Problem("loss_fn_mismatch", f"loss_fn gives {alt:.12g} but fn's loss is {loss:.12g}: "
+                                                       "they must compute the same function"),
+                           t0=t0, calls=calls, notes=notes, **common)
+    else:
+        def loss_of(w):
+            return fn(w, work_X, work_y)[0]
+
+    if mode == "fast":
+        from gradcheck import fastmode  # noqa: PLC0415 - optional path, imported on use
+        result = fastmode.run(loss_of, frozen_p, claimed, loss=loss, t0=t0, calls=calls, notes=notes,
+                              rtol=rtol, seed=seed, **common)
+        _finish(result, frozen_p, params, frozen_X, X, frozen_y, y)
+        return result
+
+    # the numerical oracle
+    work = _snapshot(frozen_p)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            noise, n = numerical.noise_level(loss_of, work, loss, seed=seed)
+            calls += n
+            used = scheme
+            est = None
+            if scheme in ("auto", "complex"):
+                ok, why, n = _complex_ok(loss_of, work, loss, noise, seed)
+                calls += n
+                if ok:
+                    used = "complex"
+                else:
+                    # central, not central4, even for float32: its smaller step crosses fewer kinks
+                    used = "central"
+                    if scheme == "complex":
+                        notes.append(f"complex step not usable ({why}); used central differences")
+            est = numerical.estimate(loss_of, work, scheme=used, noise=noise, f0=loss)
+            calls += est.calls
+    except FunctionFault as f:
+        return _failed(Problem("raised", str(f), f.param, list(f.index) if f.index else None),
+                       t0=t0, calls=calls, notes=notes, **common)
+    common["scheme"] = used
+
+    # compare, then take a second look at failing elements (truncation, kinks)
+    tensors: dict[str, TensorReport] = {}
+    all_failures: list[Element] = []
+    kinks: list[Element] = []
+    refined_total = 0
+    complex_distrusted = 0
+    for k, p in frozen_p.items():
+        c = claimed[k]
+        c_eps = eps_of(c.dtype) if c.dtype.itemsize <= p.dtype.itemsize else eps_of(p.dtype)
+        d = est.grad[k].astype(np.float64).copy()
+        e = est.error[k].astype(np.float64).copy()
+        h = est.step[k]
+        kink = np.zeros(p.shape, bool)
+        refined = np.zeros(p.shape, bool)
+        nonfinite = ~np.isfinite(d)
+        if nonfinite.any():
+            i = tuple(int(v) for v in np.argwhere(nonfinite)[0])
+            prob = Problem("numerical_non_finite",
+                           f"the loss became non-finite when {fmt_index(k, i)} was perturbed by "
+                           f"{float(h[i]):.3g}: fn overflows or divides by zero next to these parameters",
+                           k, list(i))
+            return _failed(prob, t0=t0, calls=calls, notes=notes, **common)
+        cmp = compare(c, d, e, claimed_eps=c_eps, rtol=rtol)
+        bad = np.flatnonzero(~cmp.passed.reshape(-1))
+        if bad.size and (detect_kinks or used != "central"):
+            todo = bad[: max(0, MAX_REFINE - refined_total)]
+            if todo.size < bad.size:
+                notes.append(f"{k}: {bad.size - todo.size} failing elements not re-examined (limit {MAX_REFINE})")
+            try:
+                for flat_i in todo:
+                    i = np.unravel_index(flat_i, p.shape)
+                    how = "central4" if used == "central4" else "central"
+                    hc = float(numerical.steps(np.array([p[i]]), how,
+                                               numerical.effective_eps(p.dtype, noise, loss))[0])
+                    ref = numerical.refine_element(loss_of, work, k, int(flat_i), hc, loss, noise,
+                                                   scheme=how, first=float(d[i]))
+                    calls += ref.calls
+                    refined[i] = True
+                    refined_total += 1
+                    if detect_kinks and ref.kink:
+                        kink[i] = True
+                        continue
+                    if used == "complex":
+                        # trust the complex step only where central differences agree with it
+                        if abs(d[i] - ref.value) > 10 * ref.error + 16 * c_eps * abs(ref.value):
+                            complex_distrusted += 1
+                            d[i], e[i] = ref.value, ref.error
+                    elif used in ("central", "forward", "central4"):
+                        d[i], e[i] = ref.value, ref.error
+            except FunctionFault as f:
+                return _failed(Problem("raised", str(f), f.param, list(f.index) if f.index else None),
+                               t0=t0, calls=calls, notes=notes, **common)
+            cmp = compare(c, d, e, claimed_eps=c_eps, rtol=rtol)
+        judged = ~kink
+        rel = np.where(judged, cmp.rel, 0.0)
+        failed = judged & ~cmp.passed
+        worst_flat = int(np.argmax(rel)) if judged.any() else None
+        worst_idx = list(map(int, np.unravel_index(worst_flat, p.shape))) if worst_flat is not None else None
+        tensors[k] = TensorReport(
+            name=k, shape=list(p.shape), dtype=str(c.dtype),
+            max_rel_error=float(rel.max()) if judged.any() else 0.0,
+            tolerance=float(cmp.tol.reshape(-1)[worst_flat]) if worst_flat is not None else math.nan,
+            passed=not failed.any(), worst_index=worst_idx, n_elements=int(p.size),
+            n_failed=int(failed.sum()), n_kinks=int(kink.sum()), n_refined=int(refined.sum()),
+            step=float(np.median(h)), floor=cmp.floor,
+            claimed=c.astype(np.float64), numerical=d, error=e, rel=cmp.rel, kink=kink)
+
+        def element(ix, note=""):
+            return Element(k, [int(v) for v in ix], float(c[ix]), float(d[ix]), float(cmp.rel[ix]),
+                           float(cmp.tol[ix]), float(e[ix]), float(h[ix]),
+                           note=note or ("refined" if refined[ix] else ""))
+        order = np.argsort(-np.where(failed, cmp.rel, -1).reshape(-1))[: int(failed.sum())]
+        all_failures += [element(np.unravel_index(j, p.shape)) for j in order[:MAX_LISTED]]
+        kinks += [element(tuple(ix), "kink") for ix in np.argwhere(kink)[:MAX_LISTED]]
+    if complex_distrusted:
+        notes.append(f"complex step disagreed with central differences at {complex_distrusted} element(s) "
+                     "(non-analytic code, e.g. abs/max/comparisons): central differences decided there")
+
+    result = _assemble(tensors, all_failures, kinks, used=used, rtol=rtol, notes=notes, calls=calls,
+                       noise=noise, loss=loss, t0=t0, common=common)
+
+    if spec is not None and symbolic is not False or symbolic:
+        _symbolic(result, spec, frozen_p, frozen_X, frozen_y, claimed, tensors, est)
+
+    if not result.passed:
+        _explain_failure(result, loss_of, work, spec_dict)
+    result.seconds = time.perf_counter() - t0
+    _finish(result, frozen_p, params, frozen_X, X, frozen_y, y)
+    return result
+
+
+def _assemble(tensors, failures, kinks, *, used, rtol, notes, calls, noise, loss, t0, common) -> Result:
+    failures.sort(key=lambda e: -e.rel_error)
+    # the worst tensor: the failing one with the largest error (a passing tensor may show a larger
+    # relative error where its tolerance is loose, e.g. tiny float32 entries); else the largest
+    worst_t = max(tensors.values(), key=lambda t: (not t.passed, t.max_rel_error))
+    passed = all(t.passed for t in tensors.values())
+    if failures:
+        w = failures[0]
+    elif worst_t.worst_index is not None:
+        ix = tuple(worst_t.worst_index)
+        w = Element(worst_t.name, list(ix), float(worst_t.claimed[ix]), float(worst_t.numerical[ix]),
+                    float(worst_t.rel[ix]), worst_t.tolerance, float(worst_t.error[ix]), worst_t.step)
+    else:
+        w = None
+    common = {**common, "scheme": used}
+    r = Result(passed=passed, max_rel_error=max(t.max_rel_error for t in tensors.values()),
+               worst_param=w.param if w else worst_t.name, tolerance=w.tolerance if w else math.nan,
+               rtol=rtol, tensors=tensors, worst=w, failures=failures[:MAX_LISTED], kinks=kinks[:MAX_LISTED],
+               calls=calls, noise=noise, loss=loss, notes=notes,
+               oracles={"analytic_vs_numerical": max(t.max_rel_error for t in tensors.values())},
+               seconds=time.perf_counter() - t0, **common)
+    return r
+
+
+def _complex_ok(loss_of, work, f0, noise, seed) -> tuple[bool, str, int]:
+    """Does fn evaluate with complex parameters and give the analytic derivative?
+
+    One complex call along a random direction, compared with a central difference along the same
+    direction. Non-analytic code (abs, max, comparisons, casts to float) fails this test or the
+    later per-element cross-check; either way central differences decide.
+    """
+    rng = np.random.default_rng(seed + 1)
+    direction = {k: rng.standard_normal(v.shape) for k, v in work.items()}
+    cw = {k: v.astype(np.complex128) for k, v in work.items()}
+    h = 1e-20
+    for k in cw:
+        cw[k] += 1j * h * direction[k]
+    try:
+        with np.errstate(all="ignore"):
+            val = np.asarray(loss_of(cw))
+    except Exception as exc:
+        return False, f"fn raised {type(exc).__name__} on complex input", 1
+    if val.dtype.kind != "c" or val.size != 1:
+        return False, "fn returned a real loss for complex input", 1
+    dc = float(val.imag.reshape(())) / h
+    hc = numerical.effective_eps(next(iter(work.values())).dtype, noise, f0) ** (1 / 3)
+    try:
+        d1 = numerical.directional(loss_of, work, direction, hc)
+        d2 = numerical.directional(loss_of, work, direction, hc / 2)
+    except Exception as exc:
+        return False, f"fn raised {type(exc).__name__}", 5
+    dr = (4 * d2 - d1) / 3
+    # Richardson's error bound: rounding (3 x 0.7 noise / h) plus the truncation seen between steps
+    tol = 10 * (2.1 * noise / hc + abs(d1 - d2) / 3) + 1e-9 * abs(dr)
+    if not math.isfinite(dc) or abs(dc - dr) > tol:
+        return False, "complex-step and central directional derivatives disagree (non-analytic code)", 5
+    return True, "", 5
+
+
+def _symbolic(result: Result, spec, params, X, y, claimed, tensors, est) -> None:
+    """Add the SymPy oracle: analytic vs symbolic and numerical vs symbolic errors."""
+    try:
+        from gradcheck import symbolic as sym  # noqa: PLC0415 - SymPy is slow to import; only on use
+        exact = sym.network_gradient(spec, params, X, y)
+    except Exception as exc:  # SymbolicSkipped, or the oracle itself failed
+        kind = type(exc).__name__
+        result.symbolic_status = str(exc) if kind == "SymbolicSkipped" else f"unavailable ({kind}: {exc})"
+        return
+    result.symbolic_status = "ok"
+    a_vs_s, n_vs_s = 0.0, 0.0
+    for k, t in tensors.items():
+        s = np.asarray(exact[k], dtype=np.float64)
+        t.symbolic = s
+        eps = eps_of(t.dtype)
+        t.symbolic_max_rel_error = pair_error(claimed[k], s, eps=eps, error=t.error)
+        a_vs_s = max(a_vs_s, t.symbolic_max_rel_error)
+        n_vs_s = max(n_vs_s, pair_error(t.numerical, s, eps=eps, error=t.error))
+    result.oracles["analytic_vs_symbolic"] = a_vs_s
+    result.oracles["numerical_vs_symbolic"] = n_vs_s
+    for e in [result.worst, *result.failures, *result.kinks]:
+        if e is not None and tensors[e.param].symbolic is not None:
+            e.symbolic = float(tensors[e.param].symbolic[tuple(e.index)])
+    # the oracles cross-check each other: a disagreement between them is not the user's bug
+    numerical_tol = max((t.tolerance for t in tensors.values() if math.isfinite(t.tolerance)), default=0.0)
+    if n_vs_s > max(10 * numerical_tol, 1e-6):
+        result.notes.append(f"oracle disagreement: numerical vs symbolic differ by {n_vs_s:.2e} (an oracle "
+                            "problem, e.g. a kink or an ill-conditioned point; not a verdict on fn)")
+
+
+def _explain_failure(result: Result, loss_of, work, spec_dict) -> None:
+    """Diagnosis and step-size curve for a failing result."""
+    try:
+        from gradcheck import diagnose  # noqa: PLC0415
+        result.diagnosis = diagnose.diagnose(result, spec=spec_dict)
+    except Exception as exc:  # a diagnosis is advice: never let it break the verdict
+        result.notes.append(f"diagnosis unavailable ({type(exc).__name__}: {exc})")
+    w = result.worst
+    if w is not None and w.param in work:
+        flat_i = int(np.ravel_multi_index(tuple(w.index), work[w.param].shape))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            curve = numerical.step_curve(loss_of, work, w.param, flat_i)
+        floor = result.tensors[w.param].floor
+        result.step_curve = [[h, abs(w.claimed - dh) / max(abs(dh), floor)] for h, dh in curve]
+        result.calls += 2 * len(curve)
+
+
+def _finish(result: Result, frozen_p, params, frozen_X, X, frozen_y, y) -> None:
+    """Verify the caller's objects are bit-for-bit what they were (they were never handed out)."""
+    changed = _mutated(frozen_p, dict(params), frozen_X, X, frozen_y, y)
+    if changed:  # only another thread could do this; say so rather than hide it
+        result.passed = False
+        result.problems.append(Problem("mutates_input", f"{', '.join(changed)} changed during the check "
+                                                        "(modified from outside gradcheck?)"))
+
+
+def assert_gradients(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, **options: Any) -> None:
+    """``check(...)``; raise ``AssertionError(str(result))`` unless it passed."""
+    result = check(fn, params, X, y, **options)
+    if not result.passed:
+        raise AssertionError(str(result))

@@ -1,0 +1,325 @@
+"""``Result``: what a check found, as plain data (JSON-ready via :meth:`Result.to_dict`), and the
+human explanation (``str(result)``)."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+#: names of the oracle pairs a result can report on
+ORACLE_PAIRS = ("analytic_vs_numerical", "analytic_vs_symbolic", "numerical_vs_symbolic")
+
+
+def _num(x: Any) -> Any:
+    """A JSON-safe number: floats stay floats, except nan/inf which become strings."""
+    if x is None:
+        return None
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+def _unnum(x: Any) -> Any:
+    if isinstance(x, str):
+        return float(x)
+    return x
+
+
+def fmt_index(name: str, index: Any) -> str:
+    if index is None:
+        return name
+    return f"{name}[{', '.join(str(int(i)) for i in index)}]"
+
+
+@dataclass
+class Problem:
+    """A fault of the function under test found before or while comparing gradients."""
+
+    kind: str
+    message: str
+    param: str | None = None
+    index: list[int] | None = None
+
+
+@dataclass
+class Element:
+    """One element of one tensor: the claimed and numerical values and how far apart they are."""
+
+    param: str
+    index: list[int]
+    claimed: float
+    numerical: float
+    rel_error: float
+    tolerance: float
+    error_bound: float = 0.0
+    step: float = 0.0
+    symbolic: float | None = None
+    note: str = ""
+
+    def label(self) -> str:
+        return fmt_index(self.param, self.index)
+
+
+@dataclass
+class TensorReport:
+    """Per-tensor verdict. The arrays (claimed, numerical, ...) are kept in memory for diagnosis
+    and reports but left out of :meth:`Result.to_dict` unless asked for."""
+
+    name: str
+    shape: list[int]
+    dtype: str
+    max_rel_error: float
+    tolerance: float
+    passed: bool
+    worst_index: list[int] | None
+    n_elements: int
+    n_failed: int = 0
+    n_kinks: int = 0
+    n_refined: int = 0
+    step: float = 0.0
+    floor: float = 0.0
+    symbolic_max_rel_error: float | None = None
+    claimed: np.ndarray | None = field(default=None, repr=False)
+    numerical: np.ndarray | None = field(default=None, repr=False)
+    error: np.ndarray | None = field(default=None, repr=False)
+    rel: np.ndarray | None = field(default=None, repr=False)
+    kink: np.ndarray | None = field(default=None, repr=False)
+    symbolic: np.ndarray | None = field(default=None, repr=False)
+
+    _ARRAYS = ("claimed", "numerical", "error", "rel", "kink", "symbolic")
+
+
+@dataclass
+class Diagnosis:
+    """A named bug pattern with its evidence; ``pattern`` is a stable identifier."""
+
+    pattern: str
+    message: str
+    confidence: str = "medium"
+    params: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Result:
+    """The outcome of :func:`gradcheck.check`. ``str(result)`` explains it."""
+
+    passed: bool
+    max_rel_error: float
+    worst_param: str | None
+    name: str | None = None
+    scheme: str = "central"
+    dtype: str = "float64"
+    tolerance: float = math.nan
+    rtol: float | None = None
+    tensors: dict[str, TensorReport] = field(default_factory=dict)
+    worst: Element | None = None
+    failures: list[Element] = field(default_factory=list)
+    kinks: list[Element] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    oracles: dict[str, float] = field(default_factory=dict)
+    symbolic_status: str | None = None
+    diagnosis: Diagnosis | None = None
+    notes: list[str] = field(default_factory=list)
+    calls: int = 0
+    seconds: float = 0.0
+    noise: float = 0.0
+    loss: float | None = None
+    spec: dict | None = None
+    step_curve: list[list[float]] = field(default_factory=list)
+    mode: str = "full"
+
+    # -- explanation --------------------------------------------------------------------------
+    def __str__(self) -> str:
+        return explain(self)
+
+    @property
+    def n_elements(self) -> int:
+        return sum(t.n_elements for t in self.tensors.values())
+
+    # -- serialization ------------------------------------------------------------------------
+    def to_dict(self, arrays: bool = False) -> dict[str, Any]:
+        """Plain builtins; nan/inf as the strings ``"nan"``/``"inf"``; arrays only if asked."""
+        d: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "tensors":
+                d["tensors"] = {k: _tensor_dict(t, arrays) for k, t in v.items()}
+            elif f.name in ("worst", "diagnosis") and v is not None:
+                d[f.name] = _clean(asdict(v))
+            elif f.name in ("failures", "kinks", "problems"):
+                d[f.name] = [_clean(asdict(x)) for x in v]
+            elif f.name == "oracles":
+                d[f.name] = {k: _num(x) for k, x in v.items()}
+            elif f.name == "step_curve":
+                d[f.name] = [[_num(a), _num(b)] for a, b in v]
+            else:
+                d[f.name] = _clean(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Result":
+        """Inverse of :meth:`to_dict` (arrays restored when present)."""
+        d = dict(d)
+        tensors = {}
+        for k, t in d.pop("tensors", {}).items():
+            t = {a: _unclean(b) for a, b in t.items()}
+            for a in TensorReport._ARRAYS:
+                if t.get(a) is not None:
+                    t[a] = np.asarray(_unclean_nested(t[a]), dtype=bool if a == "kink" else float)
+            tensors[k] = TensorReport(**t)
+        worst = d.pop("worst", None)
+        diagnosis = d.pop("diagnosis", None)
+        out = cls(**{k: _unclean(v) for k, v in d.items()
+                     if k not in ("failures", "kinks", "problems", "oracles", "step_curve")},
+                  tensors=tensors)
+        out.worst = Element(**_unclean(worst)) if worst else None
+        out.diagnosis = Diagnosis(**diagnosis) if diagnosis else None
+        out.failures = [Element(**_unclean(e)) for e in d.get("failures", [])]
+        out.kinks = [Element(**_unclean(e)) for e in d.get("kinks", [])]
+        out.problems = [Problem(**p) for p in d.get("problems", [])]
+        out.oracles = {k: _unnum(v) for k, v in d.get("oracles", {}).items()}
+        out.step_curve = [[_unnum(a), _unnum(b)] for a, b in d.get("step_curve", [])]
+        return out
+
+
+_FLOAT_FIELDS = {"max_rel_error", "tolerance", "rel_error", "claimed", "numerical", "error_bound",
+                 "step", "symbolic", "floor", "symbolic_max_rel_error", "rtol", "seconds", "noise",
+                 "loss"}
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: (_num(x) if k in _FLOAT_FIELDS and x is not None else _clean(x)) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        return _num(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, np.ndarray):
+        return _clean(v.tolist())
+    return v
+
+
+def _unclean(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: (_unnum(x) if k in _FLOAT_FIELDS else x) for k, x in v.items()}
+    return _unnum(v)
+
+
+def _tensor_dict(t: TensorReport, arrays: bool) -> dict[str, Any]:
+    d = {f.name: getattr(t, f.name) for f in fields(t) if f.name not in TensorReport._ARRAYS}
+    d = _clean(d)
+    if arrays:
+        for a in TensorReport._ARRAYS:
+            v = getattr(t, a)
+            if v is None:
+                d[a] = None
+            elif a == "kink":
+                d[a] = np.asarray(v, bool).tolist()
+            else:
+                d[a] = _clean_nested(np.asarray(v, float).tolist())
+    return d
+
+
+def _clean_nested(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_clean_nested(x) for x in v]
+    return _num(v)
+
+
+def _unclean_nested(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_unclean_nested(x) for x in v]
+    return _unnum(v)
+
+
+# -- the explanation -------------------------------------------------------------------------------
+SCHEME_NAMES = {"central": "central differences", "forward": "forward differences",
+                "central4": "4th-order central differences", "richardson": "Richardson extrapolation",
+                "complex": "complex step", "fast": "random directional derivatives"}
+
+
+def _e(x: float | None) -> str:
+    if x is None:
+        return "-"
+    x = float(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf"
+    return f"{x:.2e}"
+
+
+def _v(x: float | None) -> str:
+    return "-" if x is None else f"{float(x):.9g}"
+
+
+def explain(r: Result) -> str:
+    """The human explanation of a result (what ``str(result)`` prints)."""
+    title = f" {r.name}" if r.name else ""
+    scheme = SCHEME_NAMES.get(r.scheme, r.scheme)
+    lines = []
+    if r.passed:
+        where = f" in {r.worst_param}" if r.worst_param else ""
+        lines.append(f"gradcheck passed{title}: max relative error {_e(r.max_rel_error)}{where} "
+                     f"(tolerance {_e(r.tolerance)}); {len(r.tensors)} tensors, {r.n_elements} elements, "
+                     f"{scheme}, {r.dtype}, {r.calls} calls, {r.seconds:.2f} s")
+    else:
+        if r.worst is not None:
+            lines.append(f"gradcheck FAILED{title}: {r.worst.param} is off by a relative error of "
+                         f"{_e(r.worst.rel_error)} (tolerance {_e(r.worst.tolerance)})")
+            if r.max_rel_error > r.worst.rel_error:
+                other = max(r.tensors.values(), key=lambda t: t.max_rel_error)
+                lines.append(f"  (the max relative error, {_e(r.max_rel_error)}, is in {other.name}, within "
+                             "its looser tolerance: an entry too small for the numerical estimate to resolve)")
+        else:
+            where = f" in {r.worst_param}" if r.worst_param else ""
+            lines.append(f"gradcheck FAILED{title}: max relative error {_e(r.max_rel_error)}{where}")
+    for p in r.problems:
+        lines.append(f"  problem: {p.message}")
+    w = r.worst if not r.passed else None
+    if w is not None:
+        sym = f", symbolic {_v(w.symbolic)}" if w.symbolic is not None else ""
+        lines.append(f"  worst element {w.label()}: claimed {_v(w.claimed)}, numerical {_v(w.numerical)}"
+                     f"{sym} ({scheme}, h={w.step:.3g})")
+        lines.append(f"  error |claimed - numerical| / max(|numerical|, floor) = {_e(w.rel_error)} > "
+                     f"tolerance {_e(w.tolerance)}")
+        lines.append(f"  tolerance = 10 x the estimate's error bound {_e(w.error_bound)} (rounding noise "
+                     f"{_e(r.noise)} of the loss / step" + (", truncation from two steps" if w.note == "refined" else "")
+                     + f") + 16 ulp of {r.dtype}, over max(|numerical|, floor)"
+                     + (f"; at least rtol={r.rtol:g}" if r.rtol else ""))
+        if len(r.failures) > 1:
+            others = ", ".join(f"{e.label()} ({_e(e.rel_error)})" for e in r.failures[1:6])
+            more = len(r.failures) - 6
+            lines.append(f"  also failing: {others}" + (f" and {more} more listed" if more > 0 else ""))
+    if r.tensors and (not r.passed or len(r.tensors) <= 12):
+        parts = []
+        for t in r.tensors.values():
+            status = "ok" if t.passed else f"FAILED ({t.n_failed} of {t.n_elements})"
+            kinks = f", {t.n_kinks} kink" if t.n_kinks else ""
+            parts.append(f"{t.name} {_e(t.max_rel_error)} {status}{kinks}")
+        lines.append("  per tensor: " + " | ".join(parts))
+    if r.diagnosis is not None:
+        lines.append(f"  likely bug: {r.diagnosis.message} (confidence {r.diagnosis.confidence})")
+    elif not r.passed and r.worst is not None:
+        lines.append("  likely bug: no known pattern in the errors")
+    if r.kinks:
+        shown = ", ".join(e.label() for e in r.kinks[:5])
+        more = f" and {len(r.kinks) - 5} more" if len(r.kinks) > 5 else ""
+        lines.append(f"  kinks: {len(r.kinks)} element(s) left out of the verdict ({shown}{more}): "
+                     "one-sided differences disagree and do not shrink with the step, so the loss is not "
+                     "differentiable there and any subgradient is acceptable")
+    if r.oracles:
+        lines.append("  oracles: " + ", ".join(f"{k.replace('_', ' ')} {_e(v)}" for k, v in r.oracles.items()))
+    if r.symbolic_status and r.symbolic_status != "ok":
+        lines.append(f"  symbolic oracle: {r.symbolic_status}")
+    for n in r.notes:
+        lines.append(f"  note: {n}")
+    return "\n".join(lines)
