@@ -2,6 +2,7 @@
 human explanation (``str(result)``)."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -23,7 +24,7 @@ def _num(x: Any) -> Any:
 
 
 def _unnum(x: Any) -> Any:
-    if isinstance(x, str):
+    if isinstance(x, str) and x in ("nan", "inf", "-inf"):
         return float(x)
     return x
 
@@ -156,6 +157,8 @@ class Result:
                 d[f.name] = {k: _num(x) for k, x in v.items()}
             elif f.name == "step_curve":
                 d[f.name] = [[_num(a), _num(b)] for a, b in v]
+            elif f.name == "spec":  # already plain JSON; its "loss" is a name, not a float field
+                d[f.name] = json.loads(json.dumps(v)) if v is not None else None
             else:
                 d[f.name] = _clean(v)
         return d
@@ -164,18 +167,19 @@ class Result:
     def from_dict(cls, d: dict[str, Any]) -> "Result":
         """Inverse of :meth:`to_dict` (arrays restored when present)."""
         d = dict(d)
+        spec = d.pop("spec", None)
         tensors = {}
         for k, t in d.pop("tensors", {}).items():
-            t = {a: _unclean(b) for a, b in t.items()}
+            t = _unclean(t)  # only the float fields: names and dtypes stay strings
             for a in TensorReport._ARRAYS:
                 if t.get(a) is not None:
                     t[a] = np.asarray(_unclean_nested(t[a]), dtype=bool if a == "kink" else float)
             tensors[k] = TensorReport(**t)
         worst = d.pop("worst", None)
         diagnosis = d.pop("diagnosis", None)
-        out = cls(**{k: _unclean(v) for k, v in d.items()
+        out = cls(**{k: (_unnum(v) if k in _FLOAT_FIELDS else v) for k, v in d.items()
                      if k not in ("failures", "kinks", "problems", "oracles", "step_curve")},
-                  tensors=tensors)
+                  tensors=tensors, spec=spec)
         out.worst = Element(**_unclean(worst)) if worst else None
         out.diagnosis = Diagnosis(**diagnosis) if diagnosis else None
         out.failures = [Element(**_unclean(e)) for e in d.get("failures", [])]
