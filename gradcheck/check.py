@@ -9,6 +9,7 @@ reported. A fault of ``fn`` (raising, NaN, wrong shapes or keys, nondeterminism,
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import time
 import warnings
@@ -193,6 +194,22 @@ def _nondeterminism(g1: dict[str, Array], g2: dict[str, Array], l1: float, l2: f
 
 
 # -- the check ------------------------------------------------------------------------------------
+#: callables ``observer(result)`` told of every Result that :func:`check` returns (the pytest
+#: plugin's ``gradcheck`` marker records checks this way); an observer must not raise
+observers: list[Callable[[Result], None]] = []
+
+
+def _observed(check_fn: Callable[..., Result]) -> Callable[..., Result]:
+    @functools.wraps(check_fn)
+    def observed_check(*args: Any, **kwargs: Any) -> Result:
+        result = check_fn(*args, **kwargs)
+        for observe in tuple(observers):
+            observe(result)
+        return result
+    return observed_check
+
+
+@_observed
 def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = "auto",
           rtol: float | None = None, name: str | None = None, spec: Any = None,
           loss_fn: Callable[[dict, Any, Any], Any] | None = None, mode: str = "full",

@@ -124,17 +124,20 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
     base = {k: v.copy() for k, v in params.items()}
     dirs = {k: rng.choice([-1.0, 1.0], size=v.shape) * np.maximum(1.0, np.abs(v)) for k, v in params.items()}
     values = [f0]
+    floor = 0.5 * machine_eps(next(iter(params.values())).dtype) * abs(f0)
     try:
         for j in range(1, points + 1):
             for k, v in params.items():
                 ulp = machine_eps(v.dtype)
                 np.copyto(v, (base[k] + j * 4 * ulp * dirs[k]).astype(v.dtype), casting="unsafe")
             values.append(_as_float(loss(params)))
+    except Exception:
+        # the element-by-element pass will meet the same fault and name the element
+        return max(floor, np.finfo(np.float64).tiny), len(values)
     finally:
         for k, v in params.items():
             np.copyto(v, base[k])
     f = np.array(values)
-    floor = 0.5 * machine_eps(next(iter(params.values())).dtype) * abs(f0)
     if not np.all(np.isfinite(f)):
         return floor, points
     estimates = []
