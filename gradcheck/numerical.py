@@ -111,47 +111,54 @@ def steps(x: Array, scheme: str, eps: float) -> Array:
     return pow2((eps ** STEP_POWER[scheme]) * scale)
 
 
-def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: int = 8,
-                seed: int = 0) -> tuple[float, int]:
-    """Rounding noise (sd) of ``loss`` near ``params``, from a difference table (More & Wild, 2011).
+def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: int = 6,
+                directions: int = 2, seed: int = 0) -> tuple[float, int]:
+    """Rounding noise (sd) of ``loss`` near ``params``, from difference tables (More & Wild, 2011).
 
-    ``loss`` is evaluated at ``points`` steps along a random direction. The step is a quarter of
-    the central-difference step (``eps^(1/3) / 4``, relative): large enough that the rounding of
-    every intermediate quantity decorrelates between points (a probe a few ulps wide sees a
-    staircase of identical values and underestimates the noise of cancelling formulas by orders
-    of magnitude), small enough that the 4th-6th differences of the smooth part (~ f^(k) step^k)
-    vanish, leaving rounding noise with ``var(Delta^k f) = C(2k, k) sigma^2``. Returns
-    ``(sigma, calls)``; ``params`` is restored before returning. Never below half an ulp of ``f0``.
+    ``loss`` is evaluated at ``points`` steps along each of ``directions`` random unit directions
+    (each element scaled by ``max(1, |x|)``). The step, ``eps^(1/3) / 4`` of the whole vector, is
+    large enough that the rounding of every intermediate quantity decorrelates between points (a
+    probe a few ulps wide sees a staircase of identical values and underestimates the noise of
+    cancelling formulas by orders of magnitude) and small enough that the 4th-6th differences of
+    the smooth part (~ f^(k) step^k) vanish, leaving rounding noise with
+    ``var(Delta^k f) = C(2k, k) sigma^2``. The smallest estimate over the directions is kept (a
+    direction whose probe crosses a kink overestimates). Returns ``(sigma, calls)``; ``params`` is
+    restored before returning. Never below half an ulp of ``f0``.
     """
     rng = np.random.default_rng(seed)
     base = {k: v.copy() for k, v in params.items()}
-    dirs = {k: rng.choice([-1.0, 1.0], size=v.shape) * np.maximum(1.0, np.abs(v)) for k, v in params.items()}
-    values = [f0]
     floor = 0.5 * machine_eps(next(iter(params.values())).dtype) * abs(f0)
+    calls = 0
+    sigmas = []
     try:
-        for j in range(1, points + 1):
-            for k, v in params.items():
-                step = machine_eps(v.dtype) ** (1 / 3) / 4
-                np.copyto(v, (base[k] + j * step * dirs[k]).astype(v.dtype), casting="unsafe")
-            values.append(_as_float(loss(params)))
+        for _ in range(directions):
+            dirs = {k: rng.standard_normal(v.shape) * np.maximum(1.0, np.abs(v)) for k, v in params.items()}
+            norm = math.sqrt(sum(float(np.sum(d * d)) for d in dirs.values())) or 1.0
+            values = [f0]
+            for j in range(1, points + 1):
+                for k, v in params.items():
+                    step = machine_eps(v.dtype) ** (1 / 3) / 4 / norm
+                    np.copyto(v, (base[k] + j * step * dirs[k]).astype(v.dtype), casting="unsafe")
+                values.append(_as_float(loss(params)))
+                calls += 1
+            f = np.array(values)
+            if not np.all(np.isfinite(f)):
+                continue
+            estimates = []
+            diff = f
+            for k in range(1, points + 1):
+                diff = np.diff(diff)
+                gamma = math.factorial(k) ** 2 / math.factorial(2 * k)
+                estimates.append(math.sqrt(gamma * float(np.mean(diff ** 2))))
+            # orders 4..6: the smooth part is gone there; their median is robust to one odd order
+            sigmas.append(float(np.median(estimates[3:6])) if len(estimates) > 3 else float(max(estimates)))
     except Exception:
-        # the element-by-element pass will meet the same fault and name the element
-        return max(floor, np.finfo(np.float64).tiny), len(values)
+        pass  # the element-by-element pass will meet the same fault and name the element
     finally:
         for k, v in params.items():
             np.copyto(v, base[k])
-    f = np.array(values)
-    if not np.all(np.isfinite(f)):
-        return floor, points
-    estimates = []
-    diff = f
-    for k in range(1, min(6, points) + 1):
-        diff = np.diff(diff)
-        gamma = math.factorial(k) ** 2 / math.factorial(2 * k)
-        estimates.append(math.sqrt(gamma * float(np.mean(diff ** 2))))
-    # orders 4..6: the smooth part is gone there; their median is robust to one odd order
-    sigma = float(np.median(estimates[3:])) if len(estimates) > 3 else float(max(estimates))
-    return max(sigma, floor, np.finfo(np.float64).tiny), points
+    sigma = min(sigmas) if sigmas else floor
+    return max(sigma, floor, np.finfo(np.float64).tiny), calls
 
 
 def _evaluate(loss: LossFn, work: dict[str, Array], name: str, points: list[Array]) -> Array:
