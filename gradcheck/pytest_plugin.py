@@ -286,16 +286,20 @@ def summary_lines(results: list[dict[str, Any]], tests: int,
     """The terminal summary's lines, each with its style (``red``/``green`` keyword arguments)."""
     failed = [r for r in results if not r["passed"]]
     session = (" (session " + ", ".join(f"{k}={v}" for k, v in options.items()) + ")") if options else ""
+    if not results:
+        return [(f"no gradient checks were recorded{session}: use the gradcheck fixture, or mark tests "
+                 "that call gradcheck.check/assert_gradients with @pytest.mark.gradcheck", {})]
     lines = [(f"{_plural(len(results), 'gradient check')} in {_plural(tests, 'test')}: "
               f"{len(results) - len(failed)} passed, {len(failed)} failed{session}", {})]
-    if results:
-        worst = sorted(results, key=lambda r: (r["passed"], -float(r["max_rel_error"])))[:WORST_SHOWN]
-        lines.append((f"worst {len(worst)}: verdict, max relative error, worst parameter, check", {}))
-        for r in worst:
-            error = float(r["max_rel_error"])  # to_dict writes nan/inf as strings
-            shown = f"{error:.2e}" if math.isfinite(error) else str(error)
-            problem = f" ({r['problems'][0]['kind']})" if r.get("problems") else ""
-            lines.append((f"  {'PASSED' if r['passed'] else 'FAILED'}  {shown:>9}  "
-                          f"{r.get('worst_param') or '-':<10} {r['name']}{problem}",
-                          {"green": True} if r["passed"] else {"red": True}))
+    worst = sorted(results, key=lambda r: (r["passed"], -float(r["max_rel_error"])))[:WORST_SHOWN]
+    lines.append((f"worst {len(worst)}: verdict, max relative error, worst parameter, check", {}))
+    for r in worst:
+        error = float(r["max_rel_error"])  # to_dict writes nan/inf as strings
+        shown = f"{error:.2e}" if math.isfinite(error) else str(error)
+        problem = f" ({r['problems'][0]['kind']})" if r.get("problems") else ""
+        lines.append((f"  {'PASSED' if r['passed'] else 'FAILED'}  {shown:>9}  "
+                      f"{r.get('worst_param') or '-':<10} {r['name']}{problem}",
+                      {"green": True} if r["passed"] else {"red": True}))
+    if len(failed) > len(worst):
+        lines.append((f"  ... and {len(failed) - len(worst)} more failed checks", {"red": True}))
     return lines

@@ -159,6 +159,16 @@ def test_unused_plugin_prints_nothing_and_writes_nothing(suite):
     assert not [p for p in suite.path.rglob("*") if p.name in ("gradcheck.json", "index.html", "junit.xml")]
 
 
+def test_asked_for_report_without_checks_says_so_and_reports_a_write_failure(suite):
+    suite.makepyfile(test_plain="def test_plain():\n    pass\n")
+    (suite.path / "taken").write_text("a file where the report folder should go")
+    run = suite.runpytest(*plugin_args(), "-p", "no:cacheprovider", "--gradcheck-report=taken")
+    run.assert_outcomes(passed=1)
+    run.stdout.fnmatch_lines(["*= gradcheck =*",
+                              "no gradient checks were recorded: use the gradcheck fixture, or mark tests*",
+                              "gradcheck report NOT written: *taken*"])
+
+
 def test_ini_report_dir_is_used_when_checks_ran(suite):
     suite.makepyfile(test_checks=CHECKS)
     suite.makeini("[pytest]\ngradcheck_report_dir = reports/gradcheck\n")
