@@ -433,7 +433,7 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
         _symbolic(result, spec, frozen_p, frozen_X, frozen_y, claimed, tensors, est)
 
     if not result.passed:
-        _explain_failure(result, loss_of, work, spec_dict)
+        _explain_failure(result, loss_of, work, spec_dict, frozen_X)
     result.seconds = time.perf_counter() - t0
     _finish(result, frozen_p, params, frozen_X, X, frozen_y, y)
     return result
@@ -528,11 +528,11 @@ def _symbolic(result: Result, spec, params, X, y, claimed, tensors, est) -> None
                             "problem, e.g. a kink or an ill-conditioned point; not a verdict on fn)")
 
 
-def _explain_failure(result: Result, loss_of, work, spec_dict) -> None:
+def _explain_failure(result: Result, loss_of, work, spec_dict, X=None) -> None:
     """Diagnosis and step-size curve for a failing result."""
     try:
         from gradcheck import diagnose  # noqa: PLC0415
-        result.diagnosis = diagnose.diagnose(result, spec=spec_dict)
+        result.diagnosis = diagnose.diagnose(result, spec=spec_dict, params=work, X=X)
     except Exception as exc:  # a diagnosis is advice: never let it break the verdict
         result.notes.append(f"diagnosis unavailable ({type(exc).__name__}: {exc})")
     w = result.worst

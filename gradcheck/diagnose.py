@@ -1,74 +1,495 @@
 """Name the likely bug from the pattern of errors of a failing check.
 
-Each rule looks at the claimed and numerical gradients of the tensors that failed and claims a
-pattern only when the numbers support it (ratios constant to within the estimates' resolution,
-a transposed match within tolerance, ...); otherwise it returns None ("no known pattern").
+``diagnose(result, spec, params=, X=)`` looks at the claimed and numerical gradients of the
+tensors that failed and names a pattern only when the numbers support it; otherwise it returns
+None ("no known pattern"). Every test is judged against the estimates' own resolution (each
+element's error bound ``t.error`` and the claimed dtype's epsilon, with the safety factors of
+:mod:`gradcheck.compare`), never against a fixed constant: a ratio of 1.1 is as clear in float32
+as in float64, and noise is never read as a pattern.
+
+Two kinds of pattern (``Diagnosis.pattern``):
+
+* **specific** (a cause, checked exactly): ``sign_flip``, ``factor_two``, ``factor_half``,
+  ``missing_mean`` (x N), ``extra_mean`` (x 1/N), ``constant_factor``, ``zero_gradient``,
+  ``transposed``, ``weight_decay`` (claimed - numerical = lambda * W, needs ``params``),
+  ``bias_one_sample`` (bias gradient = the first sample's contribution, needs ``X``);
+* **location** (:data:`LOCATION_PATTERNS`: *where* the error enters, read off which tensors
+  fail, for networks whose parameters are named per layer: ``W1, b1, ...`` or ``0.weight, ...``):
+  ``one_element``, ``bias_reduction``, ``weights_only``, ``hidden_layer_derivative``,
+  ``one_layer``, ``output_gradient``.
 """
 from __future__ import annotations
 
-from typing import Any
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 
-from gradcheck.result import Diagnosis, Result, fmt_index
+from gradcheck.compare import ANALYTIC_ULPS, SAFETY, eps_of
+from gradcheck.result import Diagnosis, Result, TensorReport, fmt_index
+
+#: patterns that say where the error enters the backward pass, not what it is
+LOCATION_PATTERNS = frozenset({"one_element", "bias_reduction", "weights_only", "hidden_layer_derivative",
+                               "one_layer", "output_gradient"})
+#: patterns that name a cause, each confirmed by an exact numerical relation
+SPECIFIC_PATTERNS = frozenset({"sign_flip", "factor_two", "factor_half", "missing_mean", "extra_mean",
+                               "constant_factor", "zero_gradient", "transposed", "weight_decay",
+                               "bias_one_sample"})
+PATTERNS = LOCATION_PATTERNS | SPECIFIC_PATTERNS
+
+_TINY = 1e-300
 
 
-def _ratio(c: np.ndarray, d: np.ndarray, floor: float) -> float | None:
-    """The constant c/d if every significant element agrees on it (to 1e-6 relative), else None."""
-    mask = np.abs(d) > max(floor * 100, 1e-300)
-    if mask.sum() < 1:
+@dataclass
+class _View:
+    """One tensor as the rules see it: float64 arrays restricted to the judged (non-kink) elements."""
+
+    name: str
+    report: TensorReport
+    c: np.ndarray        # claimed
+    d: np.ndarray        # numerical
+    e: np.ndarray        # the numerical estimate's error bound
+    judged: np.ndarray   # bool mask: not a kink, all finite
+    eps: float           # epsilon of the claimed dtype
+    failed: bool
+    layer: int | None = None
+    kind: str | None = None  # "W" or "b"
+
+    def slack(self, c: np.ndarray | None = None, scale: float | None = None) -> np.ndarray:
+        """Absolute resolution of each element: SAFETY x error bound + ANALYTIC_ULPS ulps of the scale."""
+        c = self.c if c is None else c
+        scale = float(np.max(np.abs(c[self.judged]), initial=0.0)) if scale is None else scale
+        return SAFETY * self.e + ANALYTIC_ULPS * self.eps * (np.abs(c) + scale)
+
+
+def _views(result: Result) -> list[_View]:
+    out = []
+    for t in result.tensors.values():
+        if t.claimed is None or t.numerical is None:
+            continue
+        c = np.asarray(t.claimed, dtype=np.float64)
+        d = np.asarray(t.numerical, dtype=np.float64)
+        e = np.asarray(t.error, dtype=np.float64) if t.error is not None else np.zeros_like(d)
+        if c.shape != d.shape or e.shape != d.shape:
+            continue
+        judged = np.isfinite(c) & np.isfinite(d) & np.isfinite(e)
+        if t.kink is not None and np.shape(t.kink) == d.shape:
+            judged &= ~np.asarray(t.kink, dtype=bool)
+        e = np.where(np.isfinite(e), np.abs(e), 0.0)
+        layer = _layer_of(t.name)
+        out.append(_View(t.name, t, c, d, e, judged, eps_of(t.dtype), not t.passed,
+                         *(layer if layer else (None, None))))
+    return out
+
+
+# -- parameter names -> (layer, kind) ------------------------------------------------------------
+_NAMED = [
+    (re.compile(r"^(?:W|w|weights?|kernel)_?(\d+)$"), "W"),
+    (re.compile(r"^(?:b|bias|biases)_?(\d+)$"), "b"),
+]
+_DOTTED = re.compile(r"(\d+)[._](weight|bias)$")
+
+
+def _layer_of(name: str) -> tuple[int, str] | None:
+    """``W2 -> (2, "W")``, ``b1 -> (1, "b")``, ``net.0.weight -> (0, "W")``; None if not per-layer."""
+    for rx, kind in _NAMED:
+        m = rx.match(name)
+        if m:
+            return int(m.group(1)), kind
+    m = _DOTTED.search(name)
+    if m:
+        return int(m.group(1)), "W" if m.group(2) == "weight" else "b"
+    return None
+
+
+def _scope(views: list[_View], all_views: list[_View]) -> str:
+    if len(views) == len(all_views) and len(all_views) > 1:
+        return "every gradient"
+    names = [v.name for v in views]
+    return f"grads[{names[0]!r}]" if len(names) == 1 else ", ".join(names)
+
+
+def _batch_size(spec: Mapping[str, Any] | None, X: Any) -> int | None:
+    if spec and isinstance(spec.get("batch"), int):
+        return int(spec["batch"])
+    shape = getattr(X, "shape", None)
+    if shape and len(shape) >= 1 and int(shape[0]) > 0:
+        return int(shape[0])
+    return None
+
+
+# -- rule 1: one constant factor ------------------------------------------------------------------
+@dataclass
+class _Fit:
+    ratio: float
+    sigma: float       # 1-sd uncertainty of the ratio, from the error bounds
+    n_significant: int
+    eps: float         # the coarsest epsilon of the claimed dtypes
+
+    def matches(self, target: float) -> bool:
+        """Is the ratio ``target`` to within what the estimates resolve?"""
+        return abs(self.ratio - target) <= SAFETY * self.sigma + ANALYTIC_ULPS * self.eps * abs(target)
+
+
+def _fit_ratio(views: list[_View]) -> _Fit | None:
+    """The common ratio claimed/numerical, if every judged element agrees with it within resolution.
+
+    Weighted least squares of ``c = r d`` (weights 1/sigma_i^2, sigma_i = error bound + 1 ulp of
+    ``d``); then every element must satisfy ``|c - r d| <= SAFETY |r| e + ANALYTIC_ULPS eps_c
+    (|c| + max|c|)``, the same shape of tolerance as the verdict. At least two elements must be
+    resolved (``|d| > SAFETY e``): one element has a ratio to anything.
+    """
+    num = den = 0.0
+    n_sig = 0
+    for v in views:
+        m = v.judged
+        c, d, e = v.c[m], v.d[m], v.e[m]
+        s = e + v.eps * np.abs(d) + _TINY
+        num += float(np.sum(c * d / s**2))
+        den += float(np.sum(d * d / s**2))
+        n_sig += int(np.sum(np.abs(d) > SAFETY * e + ANALYTIC_ULPS * v.eps * np.abs(d)))
+    if n_sig < 2 or not den > 0 or not math.isfinite(den):
         return None
-    r = c[mask] / d[mask]
-    med = float(np.median(r))
-    if med == 0 or not np.all(np.abs(r - med) <= 1e-6 * abs(med) + 1e-9):
+    r = num / den
+    if not math.isfinite(r):
         return None
-    return med
+    for v in views:
+        m = v.judged
+        scale = float(np.max(np.abs(v.c[m]), initial=0.0))
+        lim = SAFETY * abs(r) * v.e[m] + ANALYTIC_ULPS * v.eps * (np.abs(v.c[m]) + scale)
+        if np.any(np.abs(v.c[m] - r * v.d[m]) > lim):
+            return None
+    return _Fit(r, 1.0 / math.sqrt(den), n_sig, max(v.eps for v in views))
 
 
-def _batch_size(spec: dict | None) -> int | None:
-    return int(spec["batch"]) if spec and "batch" in spec else None
+def _constant_factor(failed: list[_View], views: list[_View], n: int | None) -> Diagnosis | None:
+    fit = _fit_ratio(failed)
+    if fit is None:
+        return None
+    r = fit.ratio
+    if abs(r - 1) <= SAFETY * fit.sigma:  # not a factor the estimates can tell from 1
+        return None
+    scope = _scope(failed, views)
+    names = [v.name for v in failed]
+    ev = {"ratio": r, "ratio_uncertainty": fit.sigma, "elements": fit.n_significant}
+
+    def diag(pattern, text, confidence="high"):
+        return Diagnosis(pattern, f"{scope} = {_fmt_ratio(r)} x numerical: {text}", confidence, names, ev)
+
+    if fit.matches(-1):
+        return diag("sign_flip", "sign flipped (a delta kept as y - out, an ascent direction, `-=` for `+=`)")
+    if n and n > 1:
+        ev["batch"] = n
+        if fit.matches(n):
+            return diag("missing_mean", f"= the batch size {n}: the 1/N of the mean loss is missing in backward")
+        if fit.matches(1 / n):
+            return diag("extra_mean", f"= 1/{n}, one over the batch size: divided by N twice (the loss "
+                                      "gradient and again in a layer)")
+    if fit.matches(0.5):
+        return diag("factor_half", "a factor 2 is missing (the 2 of d(x^2)/dx = 2x?)")
+    if fit.matches(2):
+        return diag("factor_two", "a spurious factor 2 (the derivative of 0.5 x^2 is x, not 2x)")
+    hint = ""
+    if n and n > 1 and fit.matches(n / (n - 1)):
+        hint = f" = N/(N-1) with N = {n}: divided by N-1 instead of N"
+        ev["match"] = "N/(N-1)"
+    elif n and n > 1 and fit.matches(-n):
+        hint = f" = -N with N = {n}: sign flipped and the 1/N missing"
+        ev["match"] = "-N"
+    elif fit.matches(-2) or fit.matches(-0.5):
+        hint = ": a sign flip and a factor 2"
+    elif 0 < r < 1:
+        hint = ": a scale applied in forward is missing in backward (a dropout 1/keep, a temperature)?"
+    return diag("constant_factor", f"a constant factor is wrong{hint}",
+                "high" if hint.startswith(" =") else "medium")
 
 
-def diagnose(result: Result, spec: dict[str, Any] | None = None) -> Diagnosis | None:
-    """A :class:`Diagnosis` for a failing result with per-element data, or None."""
-    failed = [t for t in result.tensors.values() if not t.passed and t.claimed is not None]
+def _fmt_ratio(r: float) -> str:
+    return f"{r:.3f}" if 1e-3 <= abs(r) < 1e4 else f"{r:.4g}"
+
+
+def _zero(failed: list[_View], views: list[_View]) -> Diagnosis | None:
+    if all(np.all(v.c[v.judged] == 0) for v in failed):
+        names = [v.name for v in failed]
+        return Diagnosis("zero_gradient", f"{_scope(failed, views)} is exactly zero where the numerical gradient "
+                         "is not: never computed, or the delta did not reach it", "high", names)
+    return None
+
+
+# -- rule 2: transposed ---------------------------------------------------------------------------
+def _transposed(failed: list[_View], views: list[_View]) -> Diagnosis | None:
+    for v in failed:
+        if v.c.ndim != 2 or v.c.shape[0] != v.c.shape[1] or v.c.shape[0] < 2 or not v.judged.all():
+            return None
+        ct = v.c.T
+        scale = float(np.max(np.abs(v.d)))
+        lim = SAFETY * v.e + ANALYTIC_ULPS * v.eps * (np.abs(v.d) + scale)
+        if np.any(np.abs(ct - v.d) > lim):
+            return None
+    names = [v.name for v in failed]
+    what = f"grads[{names[0]!r}] matches" if len(names) == 1 else f"{', '.join(names)} each match"
+    return Diagnosis("transposed", f"{what} the numerical gradient transposed: a missing or extra .T "
+                     "(dz.T @ a instead of a.T @ dz), silent for square matrices", "high", names)
+
+
+# -- rule 3: weight decay -------------------------------------------------------------------------
+def _weight_decay(failed: list[_View], views: list[_View], params: Mapping[str, Any] | None) -> Diagnosis | None:
+    """claimed - numerical = lambda * param for every failing tensor, one lambda for all."""
+    if not params or any(v.name not in params for v in failed):
+        return None
+    ps = {}
+    for v in failed:
+        p = np.asarray(params[v.name], dtype=np.float64)
+        if p.shape != v.c.shape:
+            return None
+        ps[v.name] = p
+    num = den = 0.0
+    n_sig = 0
+    for v in failed:
+        m = v.judged
+        p, diff = ps[v.name][m], (v.c - v.d)[m]
+        s = v.e[m] + v.eps * (np.abs(v.c[m]) + np.abs(v.d[m])) + _TINY
+        num += float(np.sum(diff * p / s**2))
+        den += float(np.sum(p * p / s**2))
+        n_sig += int(np.sum(np.abs(p) > 0))
+    if n_sig < 2 or not den > 0:
+        return None
+    lam = num / den
+    if not math.isfinite(lam) or lam == 0:
+        return None
+    for v in failed:
+        m = v.judged
+        resid = np.abs((v.c - v.d)[m] - lam * ps[v.name][m])
+        if np.any(resid > v.slack()[m]):
+            return None
+    names = [v.name for v in failed]
+    ev = {"lambda": lam}
+    if lam < 0:
+        text = (f"claimed - numerical = -{abs(lam):.4g} x params for {', '.join(names)}: the L2 weight-decay "
+                f"term lambda * W (lambda = {abs(lam):.4g}) of the loss is missing from the gradient")
+    else:
+        text = (f"claimed - numerical = +{lam:.4g} x params for {', '.join(names)}: an extra L2 term lambda * W "
+                f"(lambda = {lam:.4g}) that the loss does not have: weight decay added twice, or added to the "
+                "gradient but not to the loss")
+    return Diagnosis("weight_decay", text, "high", names, ev)
+
+
+# -- rule 4: one element ----------------------------------------------------------------------------
+def _one_element(failed: list[_View], result: Result) -> Diagnosis | None:
+    if not all(v.report.n_failed == 1 and v.report.n_elements > 1 for v in failed):
+        return None
+    where = []
+    zeros = 0
+    for v in failed:
+        e = next((f for f in result.failures if f.param == v.name), None)
+        if e is None:
+            return None
+        where.append(e)
+        zeros += e.claimed == 0
+    labels = ", ".join(e.label() for e in where)
+    left = " (claimed exactly 0: never computed)" if zeros == len(where) else ""
+    if len(where) == 1:
+        text = f"only {labels} is wrong (every other element agrees){left}: an indexing slip or a special case"
+    else:
+        text = (f"one element in each of {', '.join(v.name for v in failed)} is wrong ({labels}){left}; every "
+                "other element agrees: a loop bound or an off-by-one index")
+    return Diagnosis("one_element", text, "medium", [v.name for v in failed],
+                     {"elements": [e.label() for e in where]})
+
+
+# -- rule 5: bias gradients -------------------------------------------------------------------------
+def _bias_rules(failed: list[_View], views: list[_View], X: Any) -> Diagnosis | None:
+    if not failed or any(v.kind != "b" for v in failed):
+        return None
+    weights = [v for v in views if v.kind == "W"]
+    if not weights or any(v.failed for v in weights):
+        return None
+    names = [v.name for v in failed]
+    sample = _bias_sample(views, X)
+    if sample is not None:
+        row, name, ev = sample
+        which = "first" if row == 0 else "last"
+        return Diagnosis("bias_one_sample",
+                         f"grads[{name!r}] equals the {which} sample's contribution alone (the layer's deltas "
+                         f"recovered from its weight gradient and X), every weight gradient is right: the sum over "
+                         f"the batch is missing (dz[{row}] instead of dz.sum(axis=0))"
+                         + (f"; {', '.join(n for n in names if n != name)} wrong as well" if len(names) > 1 else ""),
+                         "high", names, ev)
+    return Diagnosis("bias_reduction", f"only the bias gradients are wrong ({', '.join(names)}), every weight "
+                     "gradient is right: the deltas are right, their reduction over the batch is not "
+                     "(one sample, a mean instead of a sum, the wrong axis)", "medium", names)
+
+
+def _bias_sample(views: list[_View], X: Any) -> tuple[int, str, dict] | None:
+    """For the first layer (input X): recover the deltas dz from dW = X.T @ dz, then test whether the
+    claimed bias gradient is one row of dz (the first or the last sample)."""
+    if X is None:
+        return None
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if X.ndim != 2 or not np.all(np.isfinite(X)):
+        return None
+    layers = sorted({v.layer for v in views if v.layer is not None})
+    if not layers:
+        return None
+    first = {v.kind: v for v in views if v.layer == layers[0]}
+    W, b = first.get("W"), first.get("b")
+    if W is None or b is None or W.c.ndim != 2 or b.c.ndim != 1 or not (W.judged.all() and b.judged.all()):
+        return None
+    N, D = X.shape
+    dW, eW = W.d, W.e
+    if dW.shape == (D, b.c.size):
+        pass
+    elif dW.shape == (b.c.size, D):  # (out, in) convention: dW = dz.T @ X
+        dW, eW = dW.T, eW.T
+    else:
+        return None
+    if N > D or np.linalg.matrix_rank(X) < N:
+        return None  # the deltas are not determined by dW
+    P = np.linalg.pinv(X.T)                 # (N, D): dz = P @ dW
+    dz = P @ dW
+    dz_err = np.abs(P) @ eW + ANALYTIC_ULPS * W.eps * np.abs(P) @ np.abs(dW)
+    # the recovery is real only if it reproduces dW (when over-determined) and the bias gradient
+    scale = float(np.max(np.abs(dW)))
+    if np.any(np.abs(X.T @ dz - dW) > SAFETY * eW + ANALYTIC_ULPS * W.eps * (np.abs(dW) + scale)):
+        return None
+    db = b.d
+    if np.any(np.abs(dz.sum(axis=0) - db) > SAFETY * (dz_err.sum(axis=0) + b.e) + ANALYTIC_ULPS * b.eps
+              * (np.abs(db) + float(np.max(np.abs(db))))):
+        return None
+    for row in (0, N - 1):
+        lim = SAFETY * dz_err[row] + ANALYTIC_ULPS * b.eps * (np.abs(b.c) + float(np.max(np.abs(b.c))))
+        if N > 1 and np.all(np.abs(b.c - dz[row]) <= lim) and np.any(np.abs(dz[row] - db) > lim):
+            return row, b.name, {"sample": int(row), "batch": int(N), "verified_on": b.name}
+    return None
+
+
+# -- rule 6..9: where the error enters (per-layer parameter names) -----------------------------------
+def _by_layer(views: list[_View]) -> dict[int, dict[str, _View]] | None:
+    if any(v.layer is None for v in views):
+        return None
+    layers: dict[int, dict[str, _View]] = {}
+    for v in views:
+        if v.kind in layers.setdefault(v.layer, {}):
+            return None
+        layers[v.layer][v.kind] = v
+    if any("W" not in g for g in layers.values()):
+        return None
+    return dict(sorted(layers.items()))
+
+
+def _layer_error(group: dict[str, _View]) -> float:
+    return max(v.report.max_rel_error for v in group.values())
+
+
+def _weights_only(failed: list[_View], layers: dict[int, dict[str, _View]]) -> Diagnosis | None:
+    if any(v.kind != "W" for v in failed):
+        return None
+    for v in failed:
+        b = layers[v.layer].get("b")
+        if b is None or b.failed:
+            return None
+    names = [v.name for v in failed]
+    return Diagnosis("weights_only", f"{', '.join(names)} wrong while every bias gradient is right: the deltas dz "
+                     "are right, so in dW = a_prev.T @ dz the layer input a_prev is not (a wrong cache entry, an "
+                     "off-by-one layer index) or a term only the weights have is off", "medium", names)
+
+
+def _hidden_prefix(failed: list[_View], layers: dict[int, dict[str, _View]]) -> Diagnosis | None:
+    order = list(layers)
+    bad = [i for i in order if any(v.failed for v in layers[i].values())]
+    if len(order) < 2 or not bad or bad != order[: len(bad)] or bad[-1] == order[-1]:
+        return None
+    k = bad[-1]
+    if not all(v.failed for v in layers[k].values()):  # where it enters, both W and b see the wrong delta
+        return None
+    if not all(layers[i]["W"].failed for i in bad):
+        return None
+    errs = {layers[i]["W"].name: _layer_error(layers[i]) for i in bad}
+    grows = all(_layer_error(layers[a]) <= _layer_error(layers[b]) for a, b in zip(bad[1:], bad[:-1]))
+    right = [v.name for i in order if i not in bad for v in layers[i].values()]
+    wrong = [v.name for i in bad for v in layers[i].values()]
+    per_layer = ", ".join(f"{n} {x:.2e}" for n, x in reversed(errs.items()))
+    above = order[order.index(k) + 1]
+    trend = f"the error grows toward the input ({per_layer})" if grows and len(bad) > 1 else f"errors {per_layer}"
+    return Diagnosis("hidden_layer_derivative",
+                     f"only {', '.join(wrong)} wrong ({', '.join(right)} right), {trend}: the backward pass first "
+                     f"goes wrong below layer {above}: a hidden layer's activation derivative, or the delta passed "
+                     f"back through {layers[above]['W'].name} (weights transposed, stale or of another layer)",
+                     "medium", wrong, {"entry_layer": int(k), "per_layer": errs, "grows_toward_input": bool(grows)})
+
+
+def _one_layer(failed: list[_View], layers: dict[int, dict[str, _View]]) -> Diagnosis | None:
+    order = list(layers)
+    bad = sorted({v.layer for v in failed})
+    if len(bad) != 1 or bad[0] == order[0]:
+        return None
+    k = bad[0]
+    names = [v.name for v in failed]
+    return Diagnosis("one_layer", f"only layer {k}'s gradients are wrong ({', '.join(names)}) and the layers below "
+                     "it are right, so the delta it passes down is right: the error is in that layer's own "
+                     "gradient formula", "medium", names)
+
+
+def _output(failed: list[_View], layers: dict[int, dict[str, _View]]) -> Diagnosis | None:
+    if not all(g["W"].failed for g in layers.values()):
+        return None
+    names = [v.name for v in failed]
+    out = layers[list(layers)[-1]]
+    text = ("every layer's gradient is wrong, the output layer's included, by ratios that vary: the error "
+            "enters at the top of the backward pass (the loss gradient dL/dout, the output activation's "
+            "derivative, or the cached forward values they read)")
+    ev: dict[str, Any] = {}
+    if _shift_invariance_broken(out):
+        ev["shift_invariance"] = "broken"
+        text += ("; the loss does not change when one constant is added to every output (a softmax: the "
+                 "numerical output gradients sum to zero over the outputs) but the claimed ones do not sum to "
+                 "zero: probably the softmax is missing from the cross-entropy gradient (z - y instead of p - y)")
+    return Diagnosis("output_gradient", text, "low", names, ev)
+
+
+def _shift_invariance_broken(group: dict[str, _View]) -> bool:
+    b = group.get("b")
+    if b is None or b.c.ndim != 1 or b.c.size < 2 or not b.judged.all():
+        return False
+    tol = float(np.sum(SAFETY * b.e)) + ANALYTIC_ULPS * b.eps * float(np.sum(np.abs(b.d)))
+    return abs(float(np.sum(b.d))) <= tol and abs(float(np.sum(b.c))) > SAFETY * tol + _TINY
+
+
+# -- the entry point ----------------------------------------------------------------------------------
+def diagnose(result: Result, spec: Mapping[str, Any] | None = None, *, params: Mapping[str, Any] | None = None,
+             X: Any = None) -> Diagnosis | None:
+    """A :class:`Diagnosis` for a failing result with per-element data, or None (no known pattern).
+
+    ``spec`` (a NetworkSpec dict) gives the batch size; ``params`` (the checked parameters) enable
+    the weight-decay test; ``X`` (the input batch) the bias-from-one-sample test. All optional.
+    """
+    views = _views(result)
+    failed = [v for v in views if v.failed]
     if not failed:
         return None
-    names = [t.name for t in failed]
-    # 1. one constant factor across every failing tensor
-    ratios = [_ratio(t.claimed, t.numerical, t.floor) for t in failed]
-    if all(r is not None for r in ratios) and np.allclose(ratios, ratios[0], rtol=1e-6):
-        r = ratios[0]
-        scope = "every gradient" if len(failed) == len(result.tensors) else ", ".join(names)
-        n = _batch_size(spec)
-        if abs(r + 1) < 1e-6:
-            return Diagnosis("sign_flip", f"{scope} = -1.000 x numerical: sign flipped", "high", names, {"ratio": r})
-        if n and n > 1 and abs(r - n) < 1e-6 * n:
-            return Diagnosis("missing_mean", f"{scope} = {r:.3f} x numerical = the batch size: the 1/N of "
-                             "the mean loss is missing in backward", "high", names, {"ratio": r})
-        if n and n > 1 and abs(r - 1 / n) < 1e-6 / n:
-            return Diagnosis("extra_mean", f"{scope} = 1/{n} x numerical: divided by the batch size twice",
-                             "high", names, {"ratio": r})
-        if abs(r - 0.5) < 1e-6:
-            return Diagnosis("factor_half", f"{scope} = 0.500 x numerical: a factor 2 is missing (the 2 of "
-                             "d(x^2)/dx?)", "high", names, {"ratio": r})
-        if abs(r - 2) < 1e-6:
-            return Diagnosis("factor_two", f"{scope} = 2.000 x numerical: a spurious factor 2", "high", names,
-                             {"ratio": r})
-        return Diagnosis("constant_factor", f"{scope} = {r:.6g} x numerical: a constant factor is wrong",
-                         "medium", names, {"ratio": r})
-    # 2. a square matrix gradient that matches the numerical one transposed
-    for t in failed:
-        if t.claimed.ndim == 2 and t.claimed.shape[0] == t.claimed.shape[1] > 1:
-            if np.all(np.abs(t.claimed.T - t.numerical) <= 10 * t.error.T + 1e-12 + 16 * np.finfo(float).eps
-                      * np.abs(t.numerical)):
-                return Diagnosis("transposed", f"grads[{t.name!r}] matches the numerical gradient transposed: "
-                                 "a missing or extra .T", "high", [t.name])
-    # 3. a single wrong element
-    if len(failed) == 1 and failed[0].n_failed == 1 and failed[0].n_elements > 1:
-        t = failed[0]
-        w = result.worst
-        where = fmt_index(t.name, w.index) if w else t.name
-        return Diagnosis("one_element", f"only {where} is wrong (every other element agrees): an indexing "
-                         "slip or a special case for one element", "medium", [t.name])
+    n = _batch_size(spec, X)
+    for rule in (lambda: _zero(failed, views),
+                 lambda: _constant_factor(failed, views, n),
+                 lambda: _transposed(failed, views),
+                 lambda: _weight_decay(failed, views, params),
+                 lambda: _one_element(failed, result),
+                 lambda: _bias_rules(failed, views, X)):
+        d = rule()
+        if d is not None:
+            return d
+    layers = _by_layer(views)
+    if layers is None:
+        return None
+    for rule in (_weights_only, _hidden_prefix, _one_layer, _output):
+        d = rule(failed, layers)
+        if d is not None:
+            return d
     return None
+
+
+__all__ = ["diagnose", "LOCATION_PATTERNS", "SPECIFIC_PATTERNS", "PATTERNS"]
