@@ -139,7 +139,8 @@ def _fit_ratio(views: list[_View]) -> _Fit | None:
     Weighted least squares of ``c = r d`` (weights 1/sigma_i^2, sigma_i = error bound + 1 ulp of
     ``d``); then every element must satisfy ``|c - r d| <= SAFETY |r| e + ANALYTIC_ULPS eps_c
     (|c| + max|c|)``, the same shape of tolerance as the verdict. At least two elements must be
-    resolved (``|d| > SAFETY e``): one element has a ratio to anything.
+    resolved (``|d| > SAFETY e``); with a single one, only a named ratio (-1, 2, N, ...) pinned to
+    1e-3 or better is claimed (one element has an arbitrary ratio to anything).
     """
     num = den = 0.0
     n_sig = 0
@@ -150,7 +151,7 @@ def _fit_ratio(views: list[_View]) -> _Fit | None:
         num += float(np.sum(c * d / s**2))
         den += float(np.sum(d * d / s**2))
         n_sig += int(np.sum(np.abs(d) > SAFETY * e + ANALYTIC_ULPS * v.eps * np.abs(d)))
-    if n_sig < 2 or not den > 0 or not math.isfinite(den):
+    if n_sig < 1 or not den > 0 or not math.isfinite(den):
         return None
     r = num / den
     if not math.isfinite(r):
@@ -171,11 +172,16 @@ def _constant_factor(failed: list[_View], views: list[_View], n: int | None) -> 
     r = fit.ratio
     if abs(r - 1) <= SAFETY * fit.sigma:  # not a factor the estimates can tell from 1
         return None
+    single = fit.n_significant < 2
+    if single and SAFETY * fit.sigma > 1e-3 * abs(r):
+        return None
     scope = _scope(failed, views)
     names = [v.name for v in failed]
     ev = {"ratio": r, "ratio_uncertainty": fit.sigma, "elements": fit.n_significant}
 
     def diag(pattern, text, confidence="high"):
+        if single:
+            confidence = "medium"
         return Diagnosis(pattern, f"{scope} = {_fmt_ratio(r)} x numerical: {text}", confidence, names, ev)
 
     if fit.matches(-1):
@@ -191,6 +197,8 @@ def _constant_factor(failed: list[_View], views: list[_View], n: int | None) -> 
         return diag("factor_half", "a factor 2 is missing (the 2 of d(x^2)/dx = 2x?)")
     if fit.matches(2):
         return diag("factor_two", "a spurious factor 2 (the derivative of 0.5 x^2 is x, not 2x)")
+    if single:  # an unnamed ratio of one element says nothing
+        return None
     hint = ""
     if n and n > 1 and fit.matches(n / (n - 1)):
         hint = f" = N/(N-1) with N = {n}: divided by N-1 instead of N"

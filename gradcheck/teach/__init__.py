@@ -1,0 +1,1 @@
+"""Lessons on classic derivative bugs (``gradcheck teach``)."""
