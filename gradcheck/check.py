@@ -28,6 +28,7 @@ Fn = Callable[[dict, Any, Any], Any]
 
 SCHEME_CHOICES = ("auto",) + numerical.SCHEMES
 MODES = ("full", "fast")
+ORACLES = ("numerical", "structured")
 #: calls with identical inputs may differ by this many ulps of the tensor's scale (summation order)
 NONDETERMINISM_ULPS = 1024
 #: at most this many failing elements per check get a second look (h/2, kink test)
@@ -213,7 +214,8 @@ def _observed(check_fn: Callable[..., Result]) -> Callable[..., Result]:
 def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = "auto",
           rtol: float | None = None, name: str | None = None, spec: Any = None,
           loss_fn: Callable[[dict, Any, Any], Any] | None = None, mode: str = "full",
-          symbolic: bool | None = None, detect_kinks: bool = True, seed: int = 0) -> Result:
+          symbolic: bool | None = None, detect_kinks: bool = True, seed: int = 0,
+          oracle: str = "numerical") -> Result:
     """Compare ``fn``'s claimed gradient with a numerical (and, given a spec, symbolic) oracle.
 
     Parameters
@@ -233,6 +235,9 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
     mode : ``"full"`` (every element) or ``"fast"`` (random directions, then localization).
     symbolic : force the symbolic oracle on (True) or off (False); default: on when ``spec`` given.
     detect_kinks : leave non-differentiable points out of the verdict (default True).
+    oracle : ``"numerical"`` (black-box finite differences of fn's loss) or ``"structured"``: the
+        same finite differences computed from ``spec``'s network in batched, structure-aware passes
+        (much faster for large networks; :mod:`gradcheck.structured`). fn's loss must match the spec's.
     """
     t0 = time.perf_counter()
     if not callable(fn):
@@ -244,6 +249,11 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
         raise ValueError(f"scheme={scheme!r}: expected one of {SCHEME_CHOICES}")
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}: expected one of {MODES}")
+    if oracle not in ORACLES:
+        raise ValueError(f"oracle={oracle!r}: expected one of {ORACLES}")
+    if oracle == "structured":
+        from gradcheck import structured  # noqa: PLC0415 - optional path, imported on use
+        structured.validate(spec, params, scheme)
     if rtol is not None and not (isinstance(rtol, (int, float)) and rtol >= 0):
         raise ValueError(f"rtol={rtol!r}: expected a number >= 0 or None")
     if loss_fn is not None and not callable(loss_fn):
@@ -314,6 +324,13 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
     else:
         def loss_of(w):
             return fn(w, work_X, work_y)[0]
+
+    if oracle == "structured":  # the spec's network, evaluated in batched structure-aware passes
+        try:
+            loss_of = structured.oracle_loss(spec, frozen_p, work_X, work_y, expected=loss)
+        except structured.SpecMismatch as exc:
+            return _failed(Problem("spec_mismatch", str(exc)), t0=t0, calls=calls, notes=notes, **common)
+        scheme = "central" if scheme == "auto" else scheme
 
     if mode == "fast":
         from gradcheck import fastmode  # noqa: PLC0415 - optional path, imported on use
