@@ -379,6 +379,7 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
         h = est.step[k]
         kink = np.zeros(p.shape, bool)
         refined = np.zeros(p.shape, bool)
+        by_central = np.zeros(p.shape, bool)  # complex step overruled by central differences
         nonfinite = ~np.isfinite(d)
         if nonfinite.any():
             i = tuple(int(v) for v in np.argwhere(nonfinite)[0])
@@ -412,6 +413,7 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
                         if abs(d[i] - ref.value) > 10 * ref.error + 16 * c_eps * abs(ref.value):
                             complex_distrusted += 1
                             d[i], e[i] = ref.value, ref.error
+                            by_central[i] = True
                     elif used in ("central", "forward", "central4"):
                         d[i], e[i] = ref.value, ref.error
             except FunctionFault as f:
@@ -435,7 +437,7 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
         def element(ix, note=""):
             return Element(k, [int(v) for v in ix], float(c[ix]), float(d[ix]), float(cmp.rel[ix]),
                            float(cmp.tol[ix]), float(e[ix]), float(h[ix]),
-                           note=note or ("refined" if refined[ix] else ""))
+                           note=note or ("central" if by_central[ix] else "refined" if refined[ix] else ""))
         order = np.argsort(-np.where(failed, cmp.rel, -1).reshape(-1))[: int(failed.sum())]
         all_failures += [element(np.unravel_index(j, p.shape)) for j in order[:MAX_LISTED]]
         kinks += [element(tuple(ix), "kink") for ix in np.argwhere(kink)[:MAX_LISTED]]

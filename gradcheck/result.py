@@ -265,6 +265,22 @@ def _v(x: float | None) -> str:
     return "-" if x is None else f"{float(x):.9g}"
 
 
+def _bound_text(r: Result, w: Element) -> str:
+    """What the numerical estimate's error bound of element ``w`` is made of."""
+    if w.note == "central":
+        return (f"central differences, which overruled the complex step here: rounding noise {_e(r.noise)} "
+                "of the loss over the step, plus the truncation seen between h and h/2")
+    if r.scheme == "complex":
+        return ("a few ulps of the derivative: complex step has no cancellation"
+                + ("; central differences at this element agree with it" if w.note == "refined" else ""))
+    if w.note == "refined":
+        return (f"rounding noise {_e(r.noise)} of the loss over the step, plus the truncation seen "
+                "between steps h and h/2")
+    if r.scheme == "richardson":
+        return f"rounding noise {_e(r.noise)} of the loss over the step, plus the truncation seen between h and h/2"
+    return f"rounding noise {_e(r.noise)} of the loss over the step h"
+
+
 def explain(r: Result) -> str:
     """The human explanation of a result (what ``str(result)`` prints)."""
     title = f" {r.name}" if r.name else ""
@@ -295,9 +311,8 @@ def explain(r: Result) -> str:
                      f"{sym} ({scheme}, h={w.step:.3g})")
         lines.append(f"  error |claimed - numerical| / max(|numerical|, floor) = {_e(w.rel_error)} > "
                      f"tolerance {_e(w.tolerance)}")
-        lines.append(f"  tolerance = 10 x the estimate's error bound {_e(w.error_bound)} (rounding noise "
-                     f"{_e(r.noise)} of the loss / step" + (", truncation from two steps" if w.note == "refined" else "")
-                     + f") + 16 ulp of {r.dtype}, over max(|numerical|, floor)"
+        lines.append(f"  tolerance = 10 x the estimate's error bound {_e(w.error_bound)} ({_bound_text(r, w)}) "
+                     f"+ 16 ulp of {r.dtype}, over max(|numerical|, floor)"
                      + (f"; at least rtol={r.rtol:g}" if r.rtol else ""))
         if len(r.failures) > 1:
             others = ", ".join(f"{e.label()} ({_e(e.rel_error)})" for e in r.failures[1:6])
