@@ -246,12 +246,20 @@ class Recorder:
         for line, style in summary_lines(results, tests, self.session_options()):
             terminalreporter.write_line(line, **style)
         if self.report_path is not None:
-            terminalreporter.write_line(f"report: {self.report_path}")
+            terminalreporter.write_line(f"report: {_shown_path(self.report_path, config.invocation_params.dir)}")
         if self.report_error is not None:
             terminalreporter.write_line(f"gradcheck report NOT written: {self.report_error}", red=True, bold=True)
 
 
 _RECORDER = pytest.StashKey[Recorder]()
+
+
+def _shown_path(path: Path, start: Path) -> str:
+    """``path`` relative to where pytest was started when it lies below it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(start.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _is_worker(config: pytest.Config) -> bool:

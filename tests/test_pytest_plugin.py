@@ -120,7 +120,7 @@ def test_fixture_fails_with_the_explanation_summarizes_and_writes_one_report(sui
         "  FAILED   7.00e+00  W * test_checks.py::test_buggy::buggy@main",
         "  PASSED  *  test_checks.py::test_*",
         "  PASSED  *  test_checks.py::test_*",
-        "report: *out*",
+        "report: out*index.html",
     ])
     assert "unrecorded" not in out
     results = report_results(suite.path / "out")
