@@ -202,6 +202,12 @@ def summarize(outcome: SweepOutcome, cfg: SweepConfig) -> str:
              f"  passed {len(res) - len(outcome.failed)}, failed {len(outcome.failed)}"]
     for pair, (w, n) in worst.items():
         lines.append(f"  worst {pair.replace('_', ' ')}: {_fmt(w)} over {n} checks")
+    ratios = [(r.max_rel_error / r.tolerance, r) for r in res
+              if r.passed and r.tolerance and math.isfinite(r.tolerance) and r.tolerance > 0]
+    if ratios:
+        ratio, r = max(ratios, key=lambda t: t[0])
+        lines.append(f"  closest call: {ratio:.2f} x its tolerance ({_fmt(r.max_rel_error)} vs "
+                     f"{_fmt(r.tolerance)}) in {r.name}")
     for r in outcome.failed[:20]:
         lines.append(f"  FAILED {r.name}: max rel error {_fmt(r.max_rel_error)} in {r.worst_param}")
         if r.diagnosis is not None:
