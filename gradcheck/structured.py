@@ -210,8 +210,8 @@ class StructuredLoss:
 
     def value(self, params: Mapping[str, Array]) -> float:
         """The spec's loss at ``params`` (without the offset)."""
-        _, a = self.forward(params)
         with np.errstate(all="ignore"):
+            _, a = self.forward(params)
             return float(self.loss_value(a[-1], self._y(a[-1].dtype)))
 
     def __call__(self, params: Mapping[str, Array]) -> float:
@@ -228,7 +228,8 @@ class StructuredLoss:
         dt = self._dtype(work)
         deltas = np.stack([np.asarray(p, dtype=dt).reshape(-1) - x.astype(dt) for p in points], axis=1)
         n, m = deltas.shape
-        zs, a = self.forward(work)
+        with np.errstate(all="ignore"):
+            zs, a = self.forward(work)
         y = self._y(dt)
         batch = self.X.shape[0]
         downstream = sum(self.spec.widths[layer:]) + self.spec.widths[layer]
@@ -331,9 +332,9 @@ def oracle_loss(spec: Any, params: Mapping[str, Array], X: Any, y: Any, *, expec
     """
     _check_params(spec, params)
     oracle = StructuredLoss(spec, X, y, max_bytes=max_bytes)
-    _, a = oracle.forward(params)
-    out = a[-1]
     with np.errstate(all="ignore"):
+        _, a = oracle.forward(params)
+        out = a[-1]
         value = float(oracle.loss_value(out, oracle._y(out.dtype)))
     target = oracle.y.astype(np.float64) if oracle.y.dtype.kind in "fiub" else np.zeros(1)
     magnitude = abs(expected) + float(np.abs(out).sum() + np.abs(target).sum()) / out.shape[0]
