@@ -11,8 +11,9 @@ Loaded through the ``pytest11`` entry point ``gradcheck`` (disable with ``-p no:
 * ``--gradcheck-scheme``, ``--gradcheck-rtol``: session defaults for the fixture's checks.
 
 Under pytest-xdist each worker attaches its records to the test reports as plain builtins; the
-controller gathers them and writes the single report. Nothing heavy (numpy, the checker) is
-imported by this module itself: only when a check runs or a report is written.
+controller gathers them and writes the single report. This module imports only pytest and the
+standard library (the checker on the first check, the report code when writing); the package's
+``__init__``, which Python runs first, does import numpy and the checker.
 """
 from __future__ import annotations
 
