@@ -270,22 +270,24 @@ def _failure(finish, p: _Params, claimed, verdict: dict, outcome: _Outcome, kink
             f"{verdict['rel']:.2e} > tolerance {verdict['tol']:.2e}), but {where}, where bisection led, is "
             "within its own tolerance: the error is spread over many elements (e.g. a whole tensor off by a "
             f"tiny factor) around {e.param}; run mode='full' to see the elements", e.param, e.index))
-    reports = _tensor_reports(p, claimed, {e.param: e})
+    reports = _tensor_reports(p, claimed, {e.param: e}, failing={e.param})
     return finish(passed=False, max_rel_error=max(verdict["rel"], e.rel_error), worst_param=e.param,
                   tolerance=e.tolerance if not outcome.passed else verdict["tol"], worst=e,
                   failures=[] if outcome.passed else [e], kinks=kinks, problems=problems, tensors=reports,
                   oracles={"analytic_vs_numerical": max(verdict["rel"], e.rel_error)})
 
 
-def _tensor_reports(p: _Params, claimed: Mapping[str, Array], found: dict[str, Element]) -> dict[str, TensorReport]:
-    """Per-tensor records: fast mode measures no per-tensor error (nan) except where it localized."""
+def _tensor_reports(p: _Params, claimed: Mapping[str, Array], found: dict[str, Element],
+                    failing: frozenset[str] | set[str] = frozenset()) -> dict[str, TensorReport]:
+    """Per-tensor records: fast mode measures no per-tensor error (nan) except where it localized;
+    ``failing`` are the tensors bisection led to."""
     reports = {}
     for k in p.names:
         e = found.get(k)
-        failed = e is not None and e.rel_error > e.tolerance
+        failed = k in failing
         reports[k] = TensorReport(
             name=k, shape=list(p.work[k].shape), dtype=str(np.asarray(claimed[k]).dtype),
             max_rel_error=e.rel_error if e else math.nan, tolerance=e.tolerance if e else math.nan,
             passed=not failed, worst_index=e.index if e else None, n_elements=int(p.work[k].size),
-            n_failed=int(failed), step=e.step if e else 0.0)
+            n_failed=int(e is not None and e.rel_error > e.tolerance), step=e.step if e else 0.0)
     return reports
