@@ -1,0 +1,286 @@
+"""Charts as inline SVG strings, drawn with matplotlib without pyplot (no GUI backend is touched).
+
+Output is deterministic (``svg.hashsalt`` per chart, no date) and inlinable: no XML prolog, no
+comments or metadata, text as ``<text>`` (``svg.fonttype = none``, so it stays searchable), ids
+prefixed per chart so several charts in one page never collide, and axis/text colour set to
+``currentColor`` so the page's light or dark theme colours them. matplotlib is imported on first
+use only, keeping ``import gradcheck`` fast.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+from gradcheck.report.records import PAIR_TITLES, Cell, Row
+
+#: drawn in this colour, then replaced by ``currentColor`` (text, axes, ticks follow the page theme)
+_INK = "#010203"
+#: the log10 error range of the heatmap colour scale (values outside are clipped to the ends)
+LOG_MIN, LOG_MAX = -16.0, 0.0
+FAIL_COLOR = "#c0262d"
+SERIES_COLORS = {"float64": "#3b6fb6", "float32": "#e07b24"}
+_OTHER_COLORS = ("#5a9e4b", "#8e5ea2", "#b5651d", "#6c757d")
+
+
+def available() -> bool:
+    """True when matplotlib can be imported (charts are optional; tables carry the same numbers)."""
+    try:
+        import matplotlib  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+def _rc(key: str) -> dict[str, Any]:
+    return {"svg.hashsalt": f"gradcheck-{key}", "svg.fonttype": "none", "font.size": 9,
+            "font.family": "sans-serif", "font.sans-serif": ["DejaVu Sans"],
+            "text.color": _INK, "axes.edgecolor": _INK, "axes.labelcolor": _INK,
+            "xtick.color": _INK, "ytick.color": _INK, "axes.facecolor": "none",
+            "figure.facecolor": "none", "savefig.facecolor": "none", "savefig.edgecolor": "none",
+            "axes.spines.top": False, "axes.spines.right": False, "path.simplify": True}
+
+
+@contextmanager
+def _chart(key: str, size: tuple[float, float], layout: str | None = "constrained") -> Iterator[Any]:
+    """A Figure on an SVG canvas, built and saved under this module's style (rcParams are read when
+    artists are created, so the whole chart is drawn inside the context)."""
+    import matplotlib  # noqa: PLC0415
+    from matplotlib.backends.backend_svg import FigureCanvasSVG  # noqa: PLC0415
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    with matplotlib.rc_context(_rc(key)):
+        fig = Figure(figsize=size, layout=layout)
+        FigureCanvasSVG(fig)
+        yield fig
+
+
+def _render(fig, key: str, label: str) -> str:
+    """The figure as an inlinable SVG element (call inside :func:`_chart`; see the module docstring)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})
+    return clean_svg(buf.getvalue().decode("utf-8"), key, label)
+
+
+_ID_RE = re.compile(r'\sid="([^"]+)"')
+_REF_RE = re.compile(r'(xlink:href="#|href="#|url\(#)([^")]+)')
+
+
+def clean_svg(svg: str, key: str, label: str) -> str:
+    """Strip prolog, comments, metadata and the global ``*`` style; keep only referenced ids,
+    prefixed with ``key``; theme colour; responsive size; an accessible name."""
+    svg = svg[svg.index("<svg"):]
+    svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
+    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, flags=re.S)
+    svg = re.sub(r'\s*<style type="text/css">.*?</style>', "", svg, flags=re.S)
+    prefix = re.sub(r"[^A-Za-z0-9_-]", "-", key)
+    referenced = {m.group(2) for m in _REF_RE.finditer(svg)}
+
+    def rename(m: re.Match) -> str:
+        return f' id="{prefix}-{m.group(1)}"' if m.group(1) in referenced else ""
+
+    svg = _ID_RE.sub(rename, svg)
+    svg = _REF_RE.sub(lambda m: f"{m.group(1)}{prefix}-{m.group(2)}", svg)
+    svg = svg.replace(_INK, "currentColor")
+    svg = re.sub(r"\n\s*", "\n", svg).strip()
+    m = re.match(r'<svg([^>]*?) width="([\d.]+)pt" height="([\d.]+)pt"', svg)
+    if m:
+        width = float(m.group(2))
+        svg = (f'<svg{m.group(1)} class="chart" role="img" aria-label="{_attr(label)}" '
+               f'style="width:{width:g}pt"' + svg[m.end():])
+    return svg
+
+
+def _attr(text: str) -> str:
+    return (text.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace(">", "&gt;"))
+
+
+def _tick(text: str, limit: int = 28) -> str:
+    """A label safe for matplotlib (no mathtext: ``$`` escaped) and short enough for an axis."""
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.replace("$", r"\$")
+
+
+def _log10(value: float) -> float:
+    """log10 of an error; 0 maps to LOG_MIN - 1 (below the scale), inf to +inf, nan stays nan."""
+    if math.isnan(value):
+        return math.nan
+    if value <= 0:
+        return LOG_MIN - 1
+    return math.log10(value)
+
+
+# -- heatmap ---------------------------------------------------------------------------------------------
+def error_cmap():
+    """Pale blue for errors at rounding level, through pale orange (~1e-4) to dark red (>= 1): calm where
+    code is right, loud where it is wrong, and readable by colour-blind viewers (blue/orange)."""
+    from matplotlib.colors import LinearSegmentedColormap  # noqa: PLC0415
+
+    span = LOG_MAX - LOG_MIN
+    stops = [(-16, "#eef4fb"), (-10, "#c6dbef"), (-7, "#9ecae1"), (-5, "#fdf0d5"), (-3, "#fdb863"),
+             (-1, "#e6550d"), (0, "#8c1d04")]
+    return LinearSegmentedColormap.from_list("gradcheck_error", [((v - LOG_MIN) / span, c) for v, c in stops])
+
+
+def heatmap(cells: Sequence[Cell], pair: str) -> str:
+    """log10 of the max relative error over activation (rows) x loss (columns) for one oracle pair;
+    failing cells outlined in red and marked with a cross; nan cells grey."""
+    import numpy as np  # noqa: PLC0415
+    from matplotlib.colors import Normalize  # noqa: PLC0415
+    from matplotlib.patches import Rectangle  # noqa: PLC0415
+
+    acts = sorted({c.activation for c in cells})
+    losses = sorted({c.loss for c in cells})
+    key = f"heat-{pair}"
+    longest = max(len(_tick(a)) for a in acts)
+    width = min(1.6 + 0.07 * longest + 0.85 * len(losses), 13.0)
+    height = min(1.7 + 0.36 * len(acts), 11.0)
+    with _chart(key, (width, height)) as fig:
+        ax = fig.add_subplot()
+        grid = np.full((len(acts), len(losses)), np.nan)
+        for c in cells:
+            grid[acts.index(c.activation), losses.index(c.loss)] = _log10(c.value)
+        cmap = error_cmap()
+        norm = Normalize(LOG_MIN, LOG_MAX, clip=True)
+        mesh = ax.pcolormesh(np.ma.masked_invalid(np.clip(grid, LOG_MIN, LOG_MAX)), cmap=cmap, norm=norm,
+                             edgecolors="white", linewidth=1.5)
+        fs = 7 if len(losses) > 10 or len(acts) > 18 else 8
+        for c in cells:
+            i, j = acts.index(c.activation), losses.index(c.loss)
+            v = grid[i, j]
+            if math.isnan(c.value):
+                ax.add_patch(Rectangle((j, i), 1, 1, facecolor="#a3a3a3", edgecolor="white", linewidth=1.5))
+                text, ink = "nan", "black"
+            else:
+                r, g, b, _ = cmap(norm(min(max(v, LOG_MIN), LOG_MAX)))
+                ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+                text = "inf" if math.isinf(v) else ("0" if v < LOG_MIN else f"{v:.1f}".replace("-", "\u2212"))
+            if c.failed:
+                ax.add_patch(Rectangle((j + 0.05, i + 0.07), 0.9, 0.86, fill=False, edgecolor=FAIL_COLOR,
+                                       linewidth=2.2))
+                text = "\u2717 " + text
+            ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", color=ink, fontsize=fs,
+                    fontweight="bold" if c.failed else "normal")
+        ax.set_xticks(np.arange(len(losses)) + 0.5, [_tick(s) for s in losses], rotation=30, ha="right",
+                      rotation_mode="anchor")
+        ax.set_yticks(np.arange(len(acts)) + 0.5, [_tick(s) for s in acts])
+        ax.set_xlim(0, len(losses))
+        ax.set_ylim(len(acts), 0)
+        ax.tick_params(length=0)
+        for side in ax.spines:
+            ax.spines[side].set_visible(False)
+        ax.set_xlabel("loss")
+        ax.set_ylabel("activation")
+        bar = fig.colorbar(mesh, ax=ax, shrink=0.85, aspect=22, pad=0.02, ticks=range(int(LOG_MIN), 1, 4))
+        bar.set_label("log10 max relative error")
+        bar.outline.set_visible(False)
+        bar.ax.tick_params(length=2)
+        return _render(fig, key, f"heatmap of log10 max relative error, {PAIR_TITLES.get(pair, pair)}, "
+                                 f"{len(acts)} activations x {len(losses)} losses")
+
+
+# -- histogram --------------------------------------------------------------------------------------------
+def _series_color(dtype: str, k: int) -> str:
+    return SERIES_COLORS.get(dtype, _OTHER_COLORS[k % len(_OTHER_COLORS)])
+
+
+def histogram(rows: Sequence[Row], pairs: Sequence[str]) -> str:
+    """Distribution of log10 errors, one panel per oracle pair, one series per dtype; dashed lines at
+    the median tolerance per dtype (analytic vs numerical). Exact zeros go in the leftmost bin;
+    nan and inf are counted in the panel title."""
+    import numpy as np  # noqa: PLC0415
+
+    dtypes = sorted({r.dtype for r in rows})
+    key = "hist"
+    bins = np.arange(LOG_MIN - 1, 1.5 + 1e-9, 0.5)
+    width = 7.5 if len(pairs) == 1 else min(4.2 * len(pairs), 12.5)
+    with _chart(key, (width, 2.7)) as fig:
+        axes = fig.subplots(1, len(pairs), sharey=True, squeeze=False)[0]
+        for ax, pair in zip(axes, pairs):
+            nonfinite = 0
+            for k, dt in enumerate(dtypes):
+                vals = [r.errors[pair] for r in rows if r.dtype == dt and r.errors.get(pair) is not None]
+                finite = [min(max(_log10(v), bins[0]), bins[-1] - 1e-9) for v in vals if math.isfinite(v)]
+                nonfinite += len(vals) - len(finite)
+                color = _series_color(dt, k)
+                if finite:
+                    ax.hist(finite, bins=bins, histtype="stepfilled", alpha=0.4, color=color, edgecolor=color,
+                            linewidth=1.2, label=f"{dt} ({len(vals)} checks)")
+                if pair == "analytic_vs_numerical":
+                    tols = sorted(r.tolerance for r in rows if r.dtype == dt and math.isfinite(r.tolerance)
+                                  and r.tolerance > 0)
+                    if tols:
+                        ax.axvline(math.log10(tols[len(tols) // 2]), color=color, linestyle="--", linewidth=1.1,
+                                   label=f"median tolerance {dt}")
+            title = PAIR_TITLES.get(pair, pair) + (f"   (+{nonfinite} nan/inf)" if nonfinite else "")
+            ax.set_title(title, fontsize=9, loc="left")
+            ax.set_xlabel("log10 max relative error")
+            ax.set_xlim(bins[0], bins[-1])
+            ax.set_xticks(range(int(LOG_MIN), 2, 2))
+            ax.grid(axis="y", color=_INK, alpha=0.12, linewidth=0.6)
+        axes[0].set_ylabel("checks")
+        from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+        axes[0].yaxis.set_major_locator(MaxNLocator(integer=True))
+        if axes[0].get_legend_handles_labels()[0]:
+            axes[0].legend(frameon=False, fontsize=7.5, loc="upper left")
+        return _render(fig, key, "histogram of log10 max relative errors per dtype; dashed lines: median tolerance")
+
+
+# -- step-size curve --------------------------------------------------------------------------------------
+def step_curve(curve: Sequence[Sequence[float]], tolerance: float | None, key: str, title: str = "") -> str:
+    """Relative error of the claimed value against finite differences at step h (log-log) for the worst
+    element; the dashed line is its tolerance. A bug shows a flat curve far above the tolerance;
+    correct code a V (truncation error to the right, rounding to the left) dipping below it."""
+    pts = [(float(h), float(e)) for h, e in curve if _positive(h) and _positive(e)]
+    with _chart(key, (4.2, 2.5), layout=None) as fig:  # fixed margins: 2x faster than constrained
+        fig.subplots_adjust(left=0.16, right=0.97, bottom=0.19, top=0.88)
+        ax = fig.add_subplot()
+        if pts:
+            hs, es = zip(*pts)
+            ax.loglog(hs, es, "o-", color=SERIES_COLORS["float64"], markersize=3.5, linewidth=1.3,
+                      label="claimed vs finite difference at h")
+        else:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        if tolerance is not None and _positive(tolerance):
+            ax.axhline(tolerance, color=FAIL_COLOR, linestyle="--", linewidth=1.0, label="tolerance")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(frameon=False, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2,
+                      borderaxespad=0.2)
+        _log_ticks(ax.xaxis)
+        _log_ticks(ax.yaxis)
+        ax.set_xlabel("step h")
+        ax.set_ylabel("relative error")
+        ax.grid(color=_INK, alpha=0.12, linewidth=0.6, which="major")
+        return _render(fig, key, f"step-size curve: relative error vs step h {title}".strip())
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "\u207b\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079")
+
+
+def pow10_label(x: float, _pos: Any = None) -> str:
+    """``10⁻¹²`` in Unicode superscripts (plain text, no mathtext: several times faster to lay out)."""
+    if not (x > 0 and math.isfinite(x)):
+        return ""
+    e = math.log10(x)
+    if abs(e - round(e)) > 1e-9:
+        return ""
+    return "10" + str(int(round(e))).translate(_SUPERSCRIPT)
+
+
+def _log_ticks(axis) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator  # noqa: PLC0415
+
+    axis.set_major_locator(LogLocator(base=10, numticks=7))
+    axis.set_major_formatter(FuncFormatter(pow10_label))
+    axis.set_minor_locator(NullLocator())
+
+
+def _positive(x: Any) -> bool:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(x) and x > 0

@@ -1,0 +1,146 @@
+"""The HTML page: one self-contained file rendered with Jinja2 (autoescaping on: check names, parameter
+names and messages are user data). Styles, script and charts are inline; a Content-Security-Policy
+allows no network request at all and only the page's own script (by its SHA-256), so even an
+injected handler could not run.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from gradcheck.report import charts
+from gradcheck.report.records import PAIR_TITLES, Row, heatmap_cells, pairs_present
+
+TEMPLATES = Path(__file__).with_name("templates")
+#: failures shown in full detail (the rest: their explanation line in the table and in the JSON)
+MAX_DETAILED = 200
+#: failures that get a step-size chart (worst first); the others show the curve as numbers
+MAX_STEP_CHARTS = 40
+#: elements listed per failure (kinks, failing elements)
+MAX_LISTED = 12
+
+
+def fmt_error(x: Any) -> str:
+    """An error as ``1.23e-09``; nan/inf spelled out; ``–`` when absent."""
+    if x is None:
+        return "–"
+    x = float(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.2e}"
+
+
+def fmt_value(x: Any) -> str:
+    """A gradient value with 9 significant digits."""
+    if x is None:
+        return "–"
+    try:
+        return f"{float(x):.9g}"
+    except (TypeError, ValueError):
+        return str(x)
+
+
+def sort_key(x: Any) -> str:
+    """The ``data-sort`` value of an error cell: nan and inf sort as the largest, absent as empty."""
+    if x is None:
+        return ""
+    x = float(x)
+    if math.isnan(x) or math.isinf(x) and x > 0:
+        return "Infinity"
+    return repr(x)
+
+
+def fmt_index(index: Any) -> str:
+    if index is None:
+        return ""
+    return "[" + ", ".join(str(i) for i in index) + "]"
+
+
+def _environment(autoescape: bool = True):
+    import jinja2  # noqa: PLC0415
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=autoescape,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
+    env.filters.update(err=fmt_error, val=fmt_value, sortkey=sort_key, index=fmt_index)
+    return env
+
+
+def _failure(row: Row, with_chart: bool) -> dict[str, Any]:
+    d = row.data
+    worst = d.get("worst") or None
+    tensors = list((d.get("tensors") or {}).values())
+    curve = [c for c in d.get("step_curve") or [] if isinstance(c, (list, tuple)) and len(c) == 2]
+    chart = None
+    if curve and with_chart:
+        tol = worst.get("tolerance") if worst else row.tolerance
+        chart = charts.step_curve([[_num(h), _num(e)] for h, e in curve], _num(tol), key=f"step-{row.anchor}")
+    diag = d.get("diagnosis") or None
+    return {
+        "row": row, "worst": worst, "tensors": tensors,
+        "failing": (d.get("failures") or [])[:MAX_LISTED], "n_failing": len(d.get("failures") or []),
+        "kinks": (d.get("kinks") or [])[:MAX_LISTED], "n_kinks": row.n_kinks,
+        "problems": d.get("problems") or [], "notes": d.get("notes") or [],
+        "diagnosis": diag, "curve": [[_num(h), _num(e)] for h, e in curve], "chart": chart,
+        "explanation": row.explanation, "reproduction": row.reproduction,
+        "symbolic_status": d.get("symbolic_status"),
+    }
+
+
+def _num(x: Any) -> float | None:
+    from gradcheck.report.records import number  # noqa: PLC0415
+
+    try:
+        return number(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _meta_items(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
+    import json  # noqa: PLC0415
+
+    first = [k for k in ("seed", "command", "duration") if k in meta]
+    items = []
+    for k in first + [k for k in meta if k not in first]:
+        v = meta[k]
+        if k == "duration" and isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = f"{v:.1f} s"
+        items.append((str(k), v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)))
+    return items
+
+
+def render(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any], env: Mapping[str, str],
+           summary: Mapping[str, Any]) -> str:
+    """The report page as one HTML string."""
+    pairs = pairs_present(rows)
+    have_charts = charts.available()
+    heatmaps = []
+    for pair in pairs:
+        cells = heatmap_cells(rows, pair)
+        if cells:
+            heatmaps.append({"pair": pair, "title": PAIR_TITLES[pair], "cells": cells,
+                             "svg": charts.heatmap(cells, pair) if have_charts else None})
+    histogram = charts.histogram(rows, pairs) if have_charts and pairs and rows else None
+    failed = [r for r in rows if not r.passed]
+    by_error = sorted(failed, key=lambda r: (not math.isnan(r.max_rel_error), r.max_rel_error), reverse=True)
+    charted = {r.anchor for r in by_error[:MAX_STEP_CHARTS]} if have_charts else set()
+    failures = [_failure(r, r.anchor in charted) for r in failed[:MAX_DETAILED]]
+    ungrouped = sum(r.activation is None for r in rows)
+
+    jenv = _environment()
+    script = (TEMPLATES / "report.js").read_text(encoding="utf-8")
+    style = (TEMPLATES / "report.css").read_text(encoding="utf-8")
+    script_hash = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    return jenv.get_template("report.html.j2").render(
+        title=title, rows=rows, summary=summary, env=env, meta_items=_meta_items(meta), pairs=pairs,
+        pair_titles=PAIR_TITLES, heatmaps=heatmaps, histogram=histogram, failures=failures,
+        n_failed=len(failed), detailed={f["row"].anchor for f in failures}, has_duration=any(str(k).startswith("duration") for k in meta), have_charts=have_charts, ungrouped=ungrouped,
+        activations=sorted({r.activation for r in rows if r.activation is not None}),
+        losses=sorted({r.loss for r in rows if r.loss is not None}),
+        dtypes=sorted({r.dtype for r in rows}), style=style, script=script, script_hash=script_hash,
+        log_min=charts.LOG_MIN, log_max=charts.LOG_MAX)

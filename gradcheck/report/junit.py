@@ -1,0 +1,66 @@
+"""JUnit XML for CI systems: one ``<testcase>`` per check, a ``<failure>`` carrying ``str(result)``.
+
+The layout follows what pytest writes (``testsuites > testsuite > testcase``, per-case
+``<properties>``), which GitLab, Jenkins and GitHub test-report actions read. Characters that XML
+1.0 cannot hold (control characters from user-supplied names) are replaced by ``\\xNN`` escapes.
+"""
+from __future__ import annotations
+
+import math
+import re
+import xml.etree.ElementTree as ET
+from typing import Sequence
+
+from gradcheck.report.records import Row
+
+_INVALID_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: object) -> str:
+    """``text`` with characters that XML 1.0 forbids written as ``\\xNN``/``\\uNNNN`` escapes."""
+    return _INVALID_XML.sub(lambda m: repr(m.group(0))[1:-1], str(text))
+
+
+def _seconds(x: float) -> str:
+    return f"{x:.3f}" if math.isfinite(x) else "0.000"
+
+
+def _classname(r: Row) -> str:
+    if r.activation and r.loss:
+        return f"gradcheck.{r.activation}.{r.loss}"
+    return "gradcheck"
+
+
+def junit_xml(rows: Sequence[Row], *, suite: str = "gradcheck") -> str:
+    """The JUnit XML document (UTF-8 text with declaration)."""
+    failures = sum(not r.passed for r in rows)
+    total_time = sum(r.seconds for r in rows if math.isfinite(r.seconds))
+    root = ET.Element("testsuites", name=xml_text(suite), tests=str(len(rows)), failures=str(failures),
+                      errors="0", skipped="0", time=_seconds(total_time))
+    ts = ET.SubElement(root, "testsuite", name=xml_text(suite), tests=str(len(rows)),
+                       failures=str(failures), errors="0", skipped="0", time=_seconds(total_time))
+    for r in rows:
+        case = ET.SubElement(ts, "testcase", classname=xml_text(_classname(r)), name=xml_text(r.name),
+                             time=_seconds(r.seconds))
+        props = ET.SubElement(case, "properties")
+        for key, value in (("max_rel_error", r.max_rel_error), ("tolerance", r.tolerance),
+                           *((p, v) for p, v in r.errors.items() if v is not None),
+                           ("dtype", r.dtype), ("worst_param", r.worst_param), ("spec", r.label)):
+            if value is not None:
+                ET.SubElement(props, "property", name=key, value=xml_text(_prop(value)))
+        if not r.passed:
+            text = r.explanation
+            diag = r.data.get("diagnosis") or {}
+            kind = f"gradcheck.{diag.get('pattern')}" if diag.get("pattern") else "gradcheck.GradientMismatch"
+            fail = ET.SubElement(case, "failure", message=xml_text(text.splitlines()[0] if text else "failed"),
+                                 type=xml_text(kind))
+            fail.text = xml_text(text)
+    ET.indent(root, space="  ")
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def _prop(value: object) -> str:
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if math.isnan(value) else
+                                                         ("inf" if value > 0 else "-inf"))
+    return str(value)

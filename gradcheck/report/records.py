@@ -1,0 +1,350 @@
+"""Report records: check results (``Result`` objects or their ``to_dict()``) turned into plain rows,
+heatmap cells and a summary, plus the versioned JSON document they are saved in.
+
+Everything here is builtins only, so it crosses processes (pytest-xdist) and files. Non-finite
+numbers are the strings ``"nan"``, ``"inf"`` and ``"-inf"`` in the JSON document (as
+:meth:`gradcheck.Result.to_dict` writes them) and Python floats in the rows.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from gradcheck.result import ORACLE_PAIRS, Result
+
+#: the ``"schema"`` field of ``gradcheck.json``; the number changes on incompatible changes
+SCHEMA_ID = "gradcheck-report/1"
+SCHEMA_NAME = "gradcheck-report"
+SCHEMA_MAJOR = 1
+
+#: short column titles for the oracle pairs
+PAIR_TITLES = {"analytic_vs_numerical": "analytic vs numerical",
+               "analytic_vs_symbolic": "analytic vs symbolic",
+               "numerical_vs_symbolic": "numerical vs symbolic"}
+
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+# -- JSON-safe values -----------------------------------------------------------------------------
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON builtins: nan/inf as strings, numpy scalars/arrays as numbers/lists, tuples as
+    lists, any other object as its ``str``. ``json.dumps(..., allow_nan=False)`` accepts the result."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays, without importing numpy
+    if callable(tolist) and type(value).__module__ == "numpy":
+        return jsonable(tolist())
+    return str(value)
+
+
+def number(value: Any) -> float | None:
+    """A JSON number or nan/inf string as a float; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value in _NONFINITE:
+            return _NONFINITE[value]
+        raise ValueError(f"not a number: {value!r}")
+    return float(value)
+
+
+def result_dict(result: Any, where: str = "results[?]") -> dict[str, Any]:
+    """A check result as the JSON-ready dict of :meth:`Result.to_dict` (a dict is checked and copied)."""
+    if isinstance(result, Result):
+        return result.to_dict()
+    if isinstance(result, Mapping):
+        missing = [k for k in ("passed", "max_rel_error") if k not in result]
+        if missing:
+            raise ValueError(f"{where} is a dict without {missing}: expected gradcheck.Result.to_dict() output")
+        if not isinstance(result["passed"], bool):
+            raise ValueError(f"{where}['passed']={result['passed']!r}: expected True or False")
+        return jsonable(dict(result))
+    raise TypeError(f"{where} must be a gradcheck.Result or the dict of Result.to_dict(), "
+                    f"got {type(result).__name__}")
+
+
+# -- labels derived from a spec ---------------------------------------------------------------------
+def activation_label(spec: Mapping[str, Any] | None) -> str | None:
+    """The activation a check exercises: the distinct activations of the hidden layers (all layers but
+    the last, which the loss usually dictates) in order of first use, joined by ``+``; for a network
+    with one layer, that layer's activation. None without a spec."""
+    layers = list((spec or {}).get("layers") or [])
+    if not layers:
+        return None
+    acts = [str(_layer_activation(l)) for l in (layers[:-1] or layers)]
+    return "+".join(dict.fromkeys(acts))
+
+
+def _layer_activation(layer: Any) -> Any:
+    if isinstance(layer, Mapping):
+        return layer.get("activation", "?")
+    if isinstance(layer, (list, tuple)) and len(layer) > 1:
+        return layer[1]
+    return "?"
+
+
+def loss_label(spec: Mapping[str, Any] | None) -> str | None:
+    """The spec's loss name, or None without a spec."""
+    if not spec or spec.get("loss") is None:
+        return None
+    return str(spec["loss"])
+
+
+def spec_object(spec: Mapping[str, Any] | None):
+    """The :class:`NetworkSpec` of a spec dict, or None when there is none or it does not validate."""
+    if not spec:
+        return None
+    from gradcheck.spec import NetworkSpec  # noqa: PLC0415
+
+    try:
+        return NetworkSpec.from_dict(dict(spec))
+    except (TypeError, ValueError):
+        return None
+
+
+def spec_label(spec: Mapping[str, Any] | None) -> str | None:
+    """``NetworkSpec.label()`` (e.g. ``3-4(tanh)-1(identity) mse b4 float64``) or the spec as JSON."""
+    if not spec:
+        return None
+    obj = spec_object(spec)
+    return obj.label() if obj is not None else json.dumps(jsonable(spec), sort_keys=True)
+
+
+def reproduction(d: Mapping[str, Any]) -> str:
+    """A line that rebuilds the checked network (the spec's repr, which is valid Python), or, without a
+    spec, the check's name (a test id or label to re-run)."""
+    spec = d.get("spec")
+    if spec:
+        obj = spec_object(spec)
+        if obj is not None:
+            return f"from gradcheck.spec import NetworkSpec, Layer\nspec = {obj!r}"
+        return ("from gradcheck.spec import NetworkSpec\n"
+                f"spec = NetworkSpec.from_dict({json.dumps(jsonable(spec), sort_keys=True)})")
+    return str(d.get("name") or "(unnamed check: pass name=... to gradcheck.check)")
+
+
+def explanation(d: Mapping[str, Any]) -> str:
+    """``str(result)`` of a result dict (the checker's own explanation)."""
+    try:
+        return str(Result.from_dict(dict(d)))
+    except Exception as exc:  # a dict from another gradcheck version: say what we can
+        verdict = "passed" if d.get("passed") else "FAILED"
+        return (f"gradcheck {verdict} {d.get('name') or ''}: max relative error {d.get('max_rel_error')} "
+                f"(explanation unavailable: {type(exc).__name__}: {exc})")
+
+
+# -- rows ---------------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    """One check as the report shows it."""
+
+    index: int
+    anchor: str
+    name: str
+    label: str | None
+    activation: str | None
+    loss: str | None
+    n_params: int | None
+    dtype: str
+    passed: bool
+    errors: dict[str, float | None]
+    max_rel_error: float
+    tolerance: float
+    worst_param: str | None
+    n_kinks: int
+    n_problems: int
+    seconds: float
+    symbolic_status: str | None
+    data: dict[str, Any] = field(repr=False)
+
+    @property
+    def status(self) -> str:
+        return "passed" if self.passed else "failed"
+
+    @property
+    def diagnosis(self) -> str | None:
+        diag = self.data.get("diagnosis")
+        return diag.get("message") if isinstance(diag, Mapping) else None
+
+    @property
+    def explanation(self) -> str:
+        return explanation(self.data)
+
+    @property
+    def reproduction(self) -> str:
+        return reproduction(self.data)
+
+
+def _n_params(d: Mapping[str, Any]) -> int | None:
+    tensors = d.get("tensors") or {}
+    if tensors:
+        return int(sum(int(t.get("n_elements") or 0) for t in tensors.values()))
+    obj = spec_object(d.get("spec"))
+    return obj.n_params if obj is not None else None
+
+
+def make_rows(results: Iterable[Mapping[str, Any]]) -> list[Row]:
+    """Rows in the given order; ``anchor`` is ``check-<n>`` (1-based), unique in the page."""
+    rows = []
+    for i, d in enumerate(results):
+        spec = d.get("spec") or None
+        oracles = d.get("oracles") or {}
+        errors = {p: number(oracles[p]) if p in oracles else None for p in ORACLE_PAIRS}
+        if errors["analytic_vs_numerical"] is None and d.get("max_rel_error") is not None:
+            # a check that failed before comparing (fn raised, nan gradient) has only max_rel_error,
+            # which is the analytic-vs-numerical error by definition
+            errors["analytic_vs_numerical"] = number(d["max_rel_error"])
+        label = spec_label(spec)
+        rows.append(Row(
+            index=i, anchor=f"check-{i + 1}",
+            name=str(d.get("name") or label or f"check {i + 1}"), label=label,
+            activation=activation_label(spec), loss=loss_label(spec), n_params=_n_params(d),
+            dtype=str(d.get("dtype") or (spec or {}).get("dtype") or "?"), passed=bool(d["passed"]),
+            errors=errors, max_rel_error=number(d.get("max_rel_error")),
+            tolerance=_or_nan(d.get("tolerance")), worst_param=d.get("worst_param"),
+            n_kinks=sum(int(t.get("n_kinks") or 0) for t in (d.get("tensors") or {}).values())
+            or len(d.get("kinks") or []),
+            n_problems=len(d.get("problems") or []), seconds=_or_nan(d.get("seconds")) or 0.0,
+            symbolic_status=d.get("symbolic_status"), data=dict(d)))
+    return rows
+
+
+def _or_nan(value: Any) -> float:
+    v = number(value)
+    return math.nan if v is None else v
+
+
+# -- heatmap cells --------------------------------------------------------------------------------------
+@dataclass
+class Cell:
+    """One activation x loss cell of one oracle pair: the max error over its checks."""
+
+    activation: str
+    loss: str
+    value: float          # max over the checks; nan if any is nan
+    n: int                # checks in the cell
+    failed: int           # of which failed
+
+
+def cell_max(values: list[float]) -> float:
+    """The max of errors, nan when any is nan (a nan error is a broken check, the worst outcome)."""
+    if any(math.isnan(v) for v in values):
+        return math.nan
+    return max(values)
+
+
+def heatmap_cells(rows: list[Row], pair: str) -> list[Cell]:
+    """Cells for one oracle pair from the rows that have a spec and an error for that pair."""
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        if r.activation is None or r.loss is None or r.errors.get(pair) is None:
+            continue
+        groups.setdefault((r.activation, r.loss), []).append(r)
+    return [Cell(a, l, cell_max([r.errors[pair] for r in g]), len(g), sum(not r.passed for r in g))
+            for (a, l), g in sorted(groups.items())]
+
+
+def pairs_present(rows: list[Row]) -> list[str]:
+    """The oracle pairs that at least one check reports, in the canonical order."""
+    return [p for p in ORACLE_PAIRS if any(r.errors.get(p) is not None for r in rows)]
+
+
+# -- summary ------------------------------------------------------------------------------------------
+def summarize(rows: list[Row]) -> dict[str, Any]:
+    """Counts, the worst error per oracle pair (and which check), tolerances per dtype, oracle status."""
+    worst = {}
+    for p in pairs_present(rows):
+        have = [r for r in rows if r.errors.get(p) is not None]
+        w = max(have, key=lambda r: (math.isnan(r.errors[p]), r.errors[p]))
+        worst[p] = {"value": w.errors[p], "check": w.name, "anchor": w.anchor}
+    tolerances = {}
+    for dt in sorted({r.dtype for r in rows}):
+        tols = [r.tolerance for r in rows if r.dtype == dt and math.isfinite(r.tolerance)]
+        if tols:
+            tolerances[dt] = {"min": min(tols), "max": max(tols)}
+    symbolic = Counter(_symbolic_kind(r.symbolic_status) for r in rows)
+    cells = {(r.activation, r.loss) for r in rows if r.activation is not None}
+    return {
+        "checks": len(rows),
+        "passed": sum(r.passed for r in rows),
+        "failed": sum(not r.passed for r in rows),
+        "combinations": len(cells),
+        "structures": len({json.dumps(r.data.get("spec"), sort_keys=True) for r in rows if r.data.get("spec")}),
+        "worst": worst,
+        "tolerances": tolerances,
+        "kinks": sum(r.n_kinks for r in rows),
+        "dtypes": dict(sorted(Counter(r.dtype for r in rows).items())),
+        "symbolic": dict(sorted(symbolic.items())),
+        "seconds": sum(r.seconds for r in rows if math.isfinite(r.seconds)),
+    }
+
+
+def _symbolic_kind(status: str | None) -> str:
+    if status is None:
+        return "not run"
+    if status == "ok":
+        return "ok"
+    return "unavailable" if status.startswith("unavailable") else "skipped"
+
+
+# -- environment and the JSON document ---------------------------------------------------------------------
+def environment() -> dict[str, str]:
+    """Versions of Python and the libraries the verdicts depend on (read without importing them)."""
+    from importlib import metadata  # noqa: PLC0415
+
+    from gradcheck import __version__  # noqa: PLC0415
+
+    env = {"gradcheck": __version__, "python": platform.python_version(),
+           "platform": f"{platform.system()} {platform.machine()}"}
+    for pkg in ("numpy", "sympy", "hypothesis", "matplotlib", "jinja2"):
+        try:
+            env[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            env[pkg] = "not installed"
+    return env
+
+
+def document(results: list[dict[str, Any]], *, title: str, meta: Mapping[str, Any] | None,
+             env: Mapping[str, str], summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``gradcheck.json`` document (see ``schema.json``)."""
+    return {"schema": SCHEMA_ID, "title": title, "meta": jsonable(dict(meta or {})),
+            "environment": dict(env), "summary": jsonable(summary), "results": results}
+
+
+def check_document(doc: Any, source: str = "document") -> dict[str, Any]:
+    """Structural validation of a loaded document (without the optional ``jsonschema`` package)."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"{source}: expected a JSON object, got {type(doc).__name__}")
+    schema = doc.get("schema")
+    if not isinstance(schema, str) or not schema.startswith(SCHEMA_NAME + "/"):
+        raise ValueError(f"{source}: schema={schema!r}; expected {SCHEMA_ID!r} (a file written by "
+                         "gradcheck.report.write)")
+    try:
+        major = int(schema.split("/", 1)[1].split(".")[0])
+    except ValueError:
+        raise ValueError(f"{source}: schema={schema!r} has no version number") from None
+    if major != SCHEMA_MAJOR:
+        raise ValueError(f"{source}: schema={schema!r} is version {major}; this gradcheck reads "
+                         f"version {SCHEMA_MAJOR}")
+    results = doc.get("results")
+    if not isinstance(results, list):
+        raise ValueError(f"{source}: 'results' must be a list, got {type(results).__name__}")
+    for i, r in enumerate(results):
+        result_dict(r, f"{source}: results[{i}]")
+    if not isinstance(doc.get("meta", {}), dict):
+        raise ValueError(f"{source}: 'meta' must be an object")
+    return doc

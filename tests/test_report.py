@@ -1,0 +1,497 @@
+"""The report: JSON (schema, round trip, no NaN literals), JUnit XML, HTML content and safety, charts,
+atomic writes, the CLI. Results are real checks of the reference network, some with planted bugs."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import xml.etree.ElementTree as ET
+from functools import lru_cache
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradcheck
+from gradcheck import report
+from gradcheck.report import records
+from gradcheck.result import Result
+from gradcheck.spec import Layer, NetworkSpec
+from reference.network import Network
+
+HOSTILE_SCRIPT = "<script>alert(1)</script>"
+HOSTILE_IMG = '"><img src=x onerror=alert(1)>'
+
+ACTS = ("tanh", "sigmoid", "relu", "softplus", "gelu", "elu")
+LOSSES = ("mse", "huber", "bce", "softmax_cross_entropy")
+
+
+def _spec(act: str, loss: str, dtype: str = "float64", seed: int = 0, batch: int = 4) -> NetworkSpec:
+    out = {"bce": Layer(1, "sigmoid"), "softmax_cross_entropy": Layer(3, "identity")}.get(loss, Layer(2, "identity"))
+    return NetworkSpec(3, (Layer(4, act), out), loss, batch=batch, dtype=dtype, seed=seed)
+
+
+def _batch(spec: NetworkSpec, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(spec.dtype)
+    X = rng.standard_normal((spec.batch, spec.input_dim)).astype(dt)
+    out = spec.output_dim
+    if spec.loss == "bce":
+        y = rng.uniform(0.1, 0.9, (spec.batch, out)).astype(dt)
+    elif spec.loss == "softmax_cross_entropy":
+        y = np.eye(out, dtype=dt)[rng.integers(0, out, spec.batch)]
+    else:
+        y = rng.standard_normal((spec.batch, out)).astype(dt)
+    return X, y
+
+
+def _check(fn, spec: NetworkSpec, name: str, params=None, X=None, y=None) -> Result:
+    net = Network(spec)
+    params = net.init_params() if params is None else params
+    if X is None:
+        X, y = _batch(spec, spec.seed)
+    # symbolic=False keeps these tests independent of the SymPy oracle; the spec is still recorded
+    return gradcheck.check(fn, params, X, y, name=name, spec=spec, symbolic=False)
+
+
+def _wrap(net: Network, change):
+    """The reference network with ``change(grads, params, X, y)`` applied to its gradient: a planted bug."""
+    def fn(params, X, y):
+        loss, grads = net.loss_and_grads(params, X, y)
+        grads = {k: np.array(v, copy=True) for k, v in grads.items()}
+        change(grads, params, X, y)
+        return loss, grads
+    return fn
+
+
+def _set(key, ix, value):
+    def change(g, *_):
+        g[key][ix] = value
+    return change
+
+
+def _hostile_fn(net: Network):
+    """The reference network with parameters renamed to hostile strings, and W1's gradient halved."""
+    names = {"W1": HOSTILE_SCRIPT, "b1": HOSTILE_IMG}
+
+    def fn(params, X, y):
+        inner = {k: params[names.get(k, k)] for k in ("W1", "b1", "W2", "b2")}
+        loss, grads = net.loss_and_grads(inner, X, y)
+        grads = {names.get(k, k): np.array(v, copy=True) for k, v in grads.items()}
+        grads[HOSTILE_SCRIPT] *= 0.5
+        return loss, grads
+    return fn
+
+
+@lru_cache(maxsize=1)
+def sample_results() -> tuple[Result, ...]:
+    """About 35 real checks: a 6 x 4 grid of correct networks, float32, a relu kink, planted bugs
+    (sign flip, factor 2, one wrong element, batch factor, nan gradient, a raising fn) and hostile
+    check and parameter names."""
+    out = []
+    for act in ACTS:
+        for loss in LOSSES:
+            spec = _spec(act, loss, seed=len(out))
+            out.append(_check(Network(spec), spec, f"{act} x {loss}"))
+    spec = _spec("tanh", "mse", "float32", seed=3)
+    out.append(_check(Network(spec), spec, "tanh x mse float32"))
+    # relu at a kink: zero biases and a zero input row put every hidden pre-activation at 0
+    spec = _spec("relu", "mse", seed=5)
+    net = Network(spec)
+    params = {k: (np.zeros_like(v) if k.startswith("b") else v) for k, v in net.init_params().items()}
+    X, y = _batch(spec, 5)
+    X[0] = 0.0
+    out.append(_check(net, spec, "relu x mse at a kink", params, X, y))
+    # the same kink with a sign bug in the output layer: fails, kinks still listed
+    out.append(_check(_wrap(net, lambda g, *_: g.__setitem__("W2", -g["W2"])), spec,
+                      "relu x mse at a kink, W2 sign flipped", params, X, y))
+    bugs = [
+        ("tanh", "mse", "sign flip in W1", lambda g, *_: g.__setitem__("W1", -g["W1"])),
+        ("sigmoid", "bce", "factor 2 in b2", lambda g, *_: g.__setitem__("b2", 2 * g["b2"])),
+        ("relu", "huber", "one wrong element", _set("W1", (1, 2), 0.123)),
+        ("gelu", "softmax_cross_entropy", "gradient not averaged over the batch",
+         lambda g, p, X, y: [g.__setitem__(k, v * len(X)) for k, v in list(g.items())]),
+        ("elu", "mse", "nan in the gradient", _set("b1", (0,), math.nan)),
+        ("softplus", "huber", "off by 1e-6 relative", lambda g, *_: g.__setitem__("W2", g["W2"] * (1 + 1e-6))),
+    ]
+    for act, loss, what, change in bugs:
+        spec = _spec(act, loss, seed=len(out))
+        out.append(_check(_wrap(Network(spec), change), spec, f"{act} x {loss}: {what}"))
+    spec = _spec("tanh", "mse", seed=11)
+
+    def raises(params, X, y):
+        raise RuntimeError("backward not implemented for this layer")
+    r = gradcheck.check(raises, Network(spec).init_params(), *_batch(spec), name="user code that raises")
+    out.append(r)  # no spec: grouped under its name only
+    spec = _spec("tanh", "mse", seed=12)
+    net = Network(spec)
+    names = {"W1": HOSTILE_SCRIPT, "b1": HOSTILE_IMG}
+    params = {names.get(k, k): v for k, v in net.init_params().items()}
+    out.append(_check(_hostile_fn(net), spec, HOSTILE_SCRIPT, params))
+    out.append(_check(Network(spec), spec, HOSTILE_IMG))
+    return tuple(out)
+
+
+def sample_dicts() -> list[dict]:
+    return [r.to_dict() for r in sample_results()]
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    report.write(list(sample_results()), out, title="sample report",
+                 meta={"seed": 7, "command": "pytest tests/test_report.py", "duration": 1.5})
+    return out
+
+
+# -- the sample itself is what the tests below claim it is ----------------------------------------
+def test_sample_has_the_planted_outcomes():
+    rs = sample_results()
+    by_name = {r.name: r for r in rs}
+    assert all(by_name[f"{a} x {l}"].passed for a in ACTS for l in LOSSES)
+    assert by_name["relu x mse at a kink"].passed and by_name["relu x mse at a kink"].kinks
+    assert not by_name["tanh x mse: sign flip in W1"].passed
+    assert by_name["tanh x mse: sign flip in W1"].step_curve
+    assert math.isnan(by_name["elu x mse: nan in the gradient"].max_rel_error) or \
+        not by_name["elu x mse: nan in the gradient"].passed
+    assert not by_name["user code that raises"].passed and by_name["user code that raises"].spec is None
+    assert not by_name[HOSTILE_SCRIPT].passed and HOSTILE_SCRIPT in by_name[HOSTILE_SCRIPT].tensors
+
+
+# -- JSON ------------------------------------------------------------------------------------------
+def _strict_json(text: str):
+    def no_constants(name):
+        raise AssertionError(f"JSON literal {name} in gradcheck.json (nan/inf must be strings)")
+    return json.loads(text, parse_constant=no_constants)
+
+
+def test_json_is_versioned_and_has_no_nan_literals(written):
+    doc = _strict_json((written / "gradcheck.json").read_text(encoding="utf-8"))
+    assert doc["schema"] == report.SCHEMA_ID == "gradcheck-report/1"
+    assert doc["summary"]["checks"] == len(sample_results())
+    assert doc["summary"]["failed"] == sum(not r.passed for r in sample_results())
+    assert doc["meta"] == {"seed": 7, "command": "pytest tests/test_report.py", "duration": 1.5}
+    assert {"gradcheck", "python", "numpy", "sympy", "hypothesis"} <= set(doc["environment"])
+    nan_case = next(r for r in doc["results"] if r["name"] == "elu x mse: nan in the gradient")
+    assert "nan" in json.dumps(nan_case)  # encoded as the string "nan"
+
+
+def test_json_validates_against_the_schema(written):
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema (dev extra) not installed: "
+                                     "schema validation of gradcheck.json skipped")
+    schema = json.loads(report.SCHEMA_PATH.read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    doc = _strict_json((written / "gradcheck.json").read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    # the schema can fail: a NaN smuggled in as a JSON number, a wrong version, a missing field
+    validator = jsonschema.Draft202012Validator(schema)
+    bad = json.loads(json.dumps(doc))
+    bad["results"][0]["max_rel_error"] = "huge"
+    assert not validator.is_valid(bad)
+    assert not validator.is_valid({**doc, "schema": "gradcheck-report/2"})
+    assert not validator.is_valid({k: v for k, v in doc.items() if k != "results"})
+
+
+def test_load_round_trips_and_rerenders_identically(written, tmp_path):
+    saved = report.load(written / "gradcheck.json")
+    assert saved.title == "sample report" and saved.meta["seed"] == 7
+    assert saved.results == sample_dicts()
+    # Result.from_dict restores every result exactly
+    assert [Result.from_dict(d).to_dict() for d in saved.results] == saved.results
+    # re-rendering the saved file (the CLI path) reproduces the page byte for byte
+    from gradcheck.report import _write
+    _write(saved.results, tmp_path, title=saved.title, meta=saved.meta, environment=saved.environment)
+    assert (tmp_path / "index.html").read_bytes() == (written / "index.html").read_bytes()
+    assert (tmp_path / "junit.xml").read_bytes() == (written / "junit.xml").read_bytes()
+
+
+def test_dicts_and_results_give_the_same_report(tmp_path):
+    a = report.write(list(sample_results())[:8], tmp_path / "a")
+    b = report.write(sample_dicts()[:8], tmp_path / "b")
+    assert a.read_bytes() == b.read_bytes()
+    assert (tmp_path / "a/gradcheck.json").read_bytes() == (tmp_path / "b/gradcheck.json").read_bytes()
+
+
+def test_load_rejects_other_files(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"schema": "gradcheck-report/9", "results": []}))
+    with pytest.raises(ValueError, match="version 9"):
+        report.load(p)
+    p.write_text(json.dumps({"results": []}))
+    with pytest.raises(ValueError, match="schema=None"):
+        report.load(p)
+    p.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        report.load(p)
+    with pytest.raises(FileNotFoundError, match="json_path="):
+        report.load(tmp_path / "missing.json")
+
+
+def test_write_validates_its_arguments(tmp_path):
+    with pytest.raises(TypeError, match="results must be a list"):
+        report.write(sample_results()[0], tmp_path)
+    with pytest.raises(TypeError, match=r"results\[1\] must be a gradcheck.Result"):
+        report.write([sample_results()[0], 3.0], tmp_path)
+    with pytest.raises(ValueError, match=r"results\[0\] is a dict without"):
+        report.write([{"name": "x"}], tmp_path)
+    with pytest.raises(TypeError, match="meta must be a dict"):
+        report.write([], tmp_path, meta=[1])
+    assert not list(tmp_path.iterdir())  # nothing written on bad input
+
+
+def test_meta_with_numpy_and_nonfinite_values_serializes(tmp_path):
+    report.write(list(sample_results())[:2], tmp_path,
+                 meta={"seed": np.int64(3), "worst": math.inf, "ratio": np.float32(0.5), "path": Path("/x")})
+    doc = _strict_json((tmp_path / "gradcheck.json").read_text())
+    assert doc["meta"] == {"seed": 3, "worst": "inf", "ratio": 0.5, "path": "/x"}
+
+
+# -- JUnit ---------------------------------------------------------------------------------------------
+def test_junit_has_one_testcase_per_check_and_failures_carry_the_explanation(written):
+    root = ET.parse(written / "junit.xml").getroot()
+    assert root.tag == "testsuites"
+    cases = root.findall("./testsuite/testcase")
+    rs = sample_results()
+    assert len(cases) == len(rs)
+    assert root.get("tests") == str(len(rs)) and root.get("failures") == str(sum(not r.passed for r in rs))
+    for case, r in zip(cases, rs):
+        assert case.get("name") == r.name
+        failure = case.find("failure")
+        assert (failure is None) == r.passed
+        if failure is not None:
+            assert failure.text == str(r)
+            assert failure.get("message") == str(r).splitlines()[0]
+    sign = next(c for c in cases if c.get("name") == "tanh x mse: sign flip in W1")
+    assert sign.find("failure").get("type") == "gradcheck.sign_flip"
+    assert sign.get("classname") == "gradcheck.tanh.mse"
+
+
+def test_junit_survives_control_characters_in_names(tmp_path):
+    d = sample_dicts()[0]
+    d["name"] = "bell\x07 and nul\x00 name"
+    report.write([d], tmp_path)
+    case = ET.parse(tmp_path / "junit.xml").getroot().find("./testsuite/testcase")
+    assert case.get("name") == "bell\\x07 and nul\\x00 name"
+
+
+# -- HTML ---------------------------------------------------------------------------------------------
+class _Page(HTMLParser):
+    """Collects the tags, attributes and scripts of a page (the browser's view of its structure)."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts.append(data)
+
+
+def _page(path: Path) -> tuple[str, _Page]:
+    html = path.read_text(encoding="utf-8")
+    p = _Page()
+    p.feed(html)
+    return html, p
+
+
+def test_html_escapes_hostile_names(written):
+    html, page = _page(written / "index.html")
+    assert HOSTILE_SCRIPT not in html and HOSTILE_IMG not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html  # shown as text (check and parameter name)
+    assert len(page.scripts) == 1  # only the page's own script
+    assert not [t for t, a in page.tags if t == "img"]
+    assert not [a for _, attrs in page.tags for a in attrs if a.startswith("on")]  # no event handlers
+    # the parameter-name table of the hostile check lists both hostile names as text
+    section = html[html.index('id="fail-check-'):]
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in section and "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in section
+
+
+def test_html_is_self_contained(written):
+    html, page = _page(written / "index.html")
+    for tag, attrs in page.tags:
+        for key in ("src", "href", "xlink:href", "action"):
+            value = attrs.get(key)
+            assert value is None or value.startswith("#") or value.startswith("data:"), (tag, key, value)
+    assert "http://" not in re.sub(r'xmlns(:\w+)?="http://www\.w3\.org/[^"]*"', "", html)
+    assert "https://" not in html
+    csp = next(a["content"] for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy")
+    assert "default-src 'none'" in csp
+
+
+def test_csp_hash_matches_the_script(written):
+    import base64
+    import hashlib
+    _, page = _page(written / "index.html")
+    csp = next(a["content"] for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy")
+    digest = base64.b64encode(hashlib.sha256(page.scripts[0].encode()).digest()).decode()
+    assert f"'sha256-{digest}'" in csp
+
+
+def test_html_ids_are_unique(written):
+    _, page = _page(written / "index.html")
+    ids = [a["id"] for _, a in page.tags if "id" in a]
+    dup = {i for i in ids if ids.count(i) > 1}
+    assert not dup
+
+
+def test_html_shows_summary_table_and_failure_details(written):
+    html, page = _page(written / "index.html")
+    rs = sample_results()
+    rows = [a for t, a in page.tags if t == "tr" and "data-status" in a]
+    assert len(rows) == len(rs)
+    assert [a["data-status"] for a in rows] == ["passed" if r.passed else "failed" for r in rs]
+    assert {a["data-activation"] for a in rows} == set(ACTS) | {""}
+    failures = [a["id"] for t, a in page.tags if t == "article"]
+    assert len(failures) == sum(not r.passed for r in rs)
+    sign = html[html.index("sign flip in W1</h3>"):]
+    sign = sign[: sign.index("</article>")]
+    assert "sign flipped" in sign  # the diagnosis
+    assert "W1[" in sign and "Step-size curve" in sign and "<svg" in sign
+    assert "spec = NetworkSpec(input_dim=3" in sign  # the reproduction line
+    kink = html[html.index("at a kink, W2 sign flipped</h3>"):]
+    assert "Kinks left out of the verdict" in kink[: kink.index("</article>")]
+    assert "seed" in html and "pytest tests/test_report.py" in html and "1.5 s" in html
+    # the reproduction line is Python that rebuilds the spec
+    d = next(r for r in rs if r.name == "tanh x mse: sign flip in W1")
+    ns = {}
+    exec(records.reproduction(d.to_dict()), ns)  # noqa: S102 - our own generated line
+    assert ns["spec"] == NetworkSpec.from_dict(d.spec)
+
+
+def test_one_heatmap_per_oracle_pair_with_failures_marked(written):
+    html, page = _page(written / "index.html")
+    figures = [a["id"] for t, a in page.tags if t == "figure" and a.get("id", "").startswith("heatmap-")]
+    assert figures == ["heatmap-analytic_vs_numerical"]  # symbolic oracle off in these samples
+    heat = html[html.index('id="heatmap-analytic_vs_numerical"'):]
+    heat = heat[: heat.index("</figure>")]
+    # 6 activations x 4 losses; failing cells marked with a cross; nan shown as text
+    for name in ACTS + LOSSES:
+        assert f">{name}</text>" in heat
+    assert heat.count("✗") == len({(r.spec["layers"][0]["activation"], r.spec["loss"])
+                                    for r in sample_results() if not r.passed and r.spec})
+    assert ">✗ inf</text>" in heat  # the nan gradient: the check failed with an infinite error
+
+
+def test_three_oracle_pairs_give_three_heatmaps(tmp_path):
+    ds = sample_dicts()[:6]
+    for k, d in enumerate(ds):  # numbers standing in for the symbolic oracle: the report only renders them
+        d["oracles"]["analytic_vs_symbolic"] = 10.0 ** (-14 + k)
+        d["oracles"]["numerical_vs_symbolic"] = 10.0 ** (-10 + k) if k else "nan"
+    html = report.write(ds, tmp_path).read_text()
+    for pair in records.PAIR_TITLES:
+        assert f'id="heatmap-{pair}"' in html
+    heat = html[html.index('id="heatmap-numerical_vs_symbolic"'):]
+    assert ">nan</text>" in heat[: heat.index("</figure>")]  # a nan error renders as a grey "nan" cell
+    summary = json.loads((tmp_path / "gradcheck.json").read_text())["summary"]
+    assert summary["worst"]["numerical_vs_symbolic"]["value"] == "nan"  # nan is the worst outcome
+    assert summary["worst"]["analytic_vs_symbolic"]["value"] == 1e-9
+
+
+def test_activation_label_choice():
+    spec = lambda layers: {"layers": [{"width": 2, "activation": a} for a in layers], "loss": "mse"}
+    assert records.activation_label(spec(["tanh", "relu", "tanh", "sigmoid"])) == "tanh+relu"
+    assert records.activation_label(spec(["relu"])) == "relu"
+    assert records.activation_label(spec(["gelu", "gelu", "identity"])) == "gelu"
+    assert records.activation_label(None) is None
+
+
+def test_charts_are_deterministic_and_salted_per_chart(tmp_path):
+    from gradcheck.report import charts
+    pytest.importorskip("matplotlib")
+    curve = [[0.1, 2.0], [0.01, 2.0], [0.001, 2.0]]
+    a = charts.step_curve(curve, 1e-8, key="step-a")
+    assert a == charts.step_curve(curve, 1e-8, key="step-a")
+    b = charts.step_curve(curve, 1e-8, key="step-b")
+    ids_a = set(re.findall(r' id="([^"]+)"', a))
+    ids_b = set(re.findall(r' id="([^"]+)"', b))
+    assert ids_a and not ids_a & ids_b
+    assert a.startswith("<svg") and "<?xml" not in a and "<!--" not in a and "DOCTYPE" not in a
+    assert "<text" in a  # svg.fonttype none: text stays text
+    assert "currentColor" in a  # axes follow the page's light/dark theme
+
+
+def test_chart_labels_with_dollar_signs_do_not_crash_mathtext():
+    from gradcheck.report import charts
+    pytest.importorskip("matplotlib")
+    cells = [records.Cell("a$b$c", "lo$ss", 1e-3, 1, 1), records.Cell("<x>", "mse", math.inf, 1, 0)]
+    svg = charts.heatmap(cells, "analytic_vs_numerical")
+    assert "a$b$c" in svg and "&lt;x&gt;" in svg
+
+
+def test_report_without_spec_or_results(tmp_path):
+    html = report.write([], tmp_path / "empty").read_text()
+    assert "no checks" in html
+    r = sample_results()
+    raising = [x for x in r if x.name == "user code that raises"]
+    html = report.write(raising, tmp_path / "nospec").read_text()
+    assert "heatmap-" not in html
+    assert "user code that raises" in html and "backward not implemented" in html
+
+
+def test_size_of_a_500_check_report(tmp_path):
+    """~500 checks (the sample repeated, with 5% failures charted in detail) stay well under 3 MB."""
+    ds = sample_dicts()
+    many = []
+    for k in range(500):
+        d = json.loads(json.dumps(ds[k % len(ds)]))
+        d["name"] = f"{d.get('name')} #{k}"
+        many.append(d)
+    path = report.write(many, tmp_path)
+    size = path.stat().st_size
+    assert size < 3e6, size
+    assert (tmp_path / "gradcheck.json").stat().st_size < 3e6
+
+
+# -- atomic writes -----------------------------------------------------------------------------------------
+def test_interrupted_write_keeps_the_previous_report(tmp_path, monkeypatch):
+    first = report.write(list(sample_results())[:3], tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+    import gradcheck.report as rep
+    real_replace = os.replace
+    calls = []
+
+    def replace_then_die(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # interrupted between two files: the second is never replaced
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+    monkeypatch.setattr(rep.os, "replace", replace_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        report.write(list(sample_results())[:5], tmp_path)
+    monkeypatch.setattr(rep.os, "replace", real_replace)
+    # every file is either the old or the new complete version; no temporary file is left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before)
+    assert (tmp_path / "junit.xml").read_bytes() == before["junit.xml"]
+    assert first.read_bytes() == before["index.html"]
+    json.loads((tmp_path / "gradcheck.json").read_text())  # complete (the new one)
+    # a failure while rendering touches nothing
+    monkeypatch.setattr("gradcheck.report.html.render", boom)
+    with pytest.raises(KeyboardInterrupt):
+        report.write(list(sample_results())[:5], tmp_path)
+    assert (tmp_path / "index.html").read_bytes() == before["index.html"]
+
+
+# -- CLI ----------------------------------------------------------------------------------------------------
+def test_cli_rerenders_from_json(written, tmp_path, capsys):
+    from gradcheck.cli import main
+    assert main(["report", str(written / "gradcheck.json"), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "index.html").read_bytes() == (written / "index.html").read_bytes()
+    assert "checks" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    assert main(["report", str(bad)]) == 2
+    assert "expected a JSON object" in capsys.readouterr().err
