@@ -182,36 +182,35 @@ def _constant_factor(failed: list[_View], views: list[_View], n: int | None) -> 
     def diag(pattern, text, confidence="high"):
         if single:
             confidence = "medium"
-        return Diagnosis(pattern, f"{scope} = {_fmt_ratio(r)} x numerical: {text}", confidence, names, ev)
+        return Diagnosis(pattern, f"{scope} = {_fmt_ratio(r)} x numerical{text}", confidence, names, ev)
 
     if fit.matches(-1):
-        return diag("sign_flip", "sign flipped (a delta kept as y - out, an ascent direction, `-=` for `+=`)")
+        return diag("sign_flip", ": sign flipped (a delta kept as y - out, an ascent direction, `-=` for `+=`)")
     if n and n > 1:
         ev["batch"] = n
         if fit.matches(n):
-            return diag("missing_mean", f"= the batch size {n}: the 1/N of the mean loss is missing in backward")
+            return diag("missing_mean", f" = the batch size N = {n}: the 1/N of the mean loss is missing in backward")
         if fit.matches(1 / n):
-            return diag("extra_mean", f"= 1/{n}, one over the batch size: divided by N twice (the loss "
-                                      "gradient and again in a layer)")
+            return diag("extra_mean", f" = 1/N with N = {n}: divided by the batch size twice (in the loss "
+                                      "gradient and again later)")
     if fit.matches(0.5):
-        return diag("factor_half", "a factor 2 is missing (the 2 of d(x^2)/dx = 2x?)")
+        return diag("factor_half", ": a factor 2 is missing (the 2 of d(x^2)/dx = 2x?)")
     if fit.matches(2):
-        return diag("factor_two", "a spurious factor 2 (the derivative of 0.5 x^2 is x, not 2x)")
+        return diag("factor_two", ": a spurious factor 2 (the derivative of 0.5 x^2 is x, not 2x)")
     if single:  # an unnamed ratio of one element says nothing
         return None
-    hint = ""
     if n and n > 1 and fit.matches(n / (n - 1)):
-        hint = f" = N/(N-1) with N = {n}: divided by N-1 instead of N"
         ev["match"] = "N/(N-1)"
-    elif n and n > 1 and fit.matches(-n):
-        hint = f" = -N with N = {n}: sign flipped and the 1/N missing"
+        return diag("constant_factor", f" = N/(N-1) with N = {n}: divided by N-1 instead of N")
+    if n and n > 1 and fit.matches(-n):
         ev["match"] = "-N"
-    elif fit.matches(-2) or fit.matches(-0.5):
-        hint = ": a sign flip and a factor 2"
-    elif 0 < r < 1:
-        hint = ": a scale applied in forward is missing in backward (a dropout 1/keep, a temperature)?"
-    return diag("constant_factor", f"a constant factor is wrong{hint}",
-                "high" if hint.startswith(" =") else "medium")
+        return diag("constant_factor", f" = -N with N = {n}: sign flipped and the 1/N missing")
+    if fit.matches(-2) or fit.matches(-0.5):
+        return diag("constant_factor", ": a sign flip and a factor 2", "medium")
+    hint = ""
+    if 0 < r < 1:
+        hint = " (a scale applied in forward but not in backward: a dropout 1/keep, a temperature?)"
+    return diag("constant_factor", f": a constant factor is wrong{hint}", "medium")
 
 
 def _fmt_ratio(r: float) -> str:
@@ -422,12 +421,13 @@ def _hidden_prefix(failed: list[_View], layers: dict[int, dict[str, _View]]) -> 
     right = [v.name for i in order if i not in bad for v in layers[i].values()]
     wrong = [v.name for i in bad for v in layers[i].values()]
     per_layer = ", ".join(f"{n} {x:.2e}" for n, x in reversed(errs.items()))
-    above = order[order.index(k) + 1]
-    trend = f"the error grows toward the input ({per_layer})" if grows and len(bad) > 1 else f"errors {per_layer}"
+    above = layers[order[order.index(k) + 1]]["W"].name
+    trend = (f"; the error grows toward the input ({per_layer})" if grows and len(bad) > 1
+             else f"; max errors {per_layer}")
     return Diagnosis("hidden_layer_derivative",
-                     f"only {', '.join(wrong)} wrong ({', '.join(right)} right), {trend}: the backward pass first "
-                     f"goes wrong below layer {above}: a hidden layer's activation derivative, or the delta passed "
-                     f"back through {layers[above]['W'].name} (weights transposed, stale or of another layer)",
+                     f"only {', '.join(wrong)} wrong ({', '.join(right)} right): the delta reaching hidden layer {k} "
+                     f"is wrong: its activation derivative, or the delta passed back through {above} (transposed, "
+                     f"stale, or another layer's weights){trend}",
                      "medium", wrong, {"entry_layer": int(k), "per_layer": errs, "grows_toward_input": bool(grows)})
 
 

@@ -1,1 +1,12 @@
-"""Lessons on classic derivative bugs (``gradcheck teach``)."""
+"""Lessons on classic derivative bugs: a catalog of mutants of a textbook network, each with its fix,
+the reason it is wrong and what gradcheck should say about it (``gradcheck teach``).
+
+>>> from gradcheck.teach import LESSONS, get_lesson, run_lesson
+>>> outcome = run_lesson(get_lesson("tanh-one-minus-a"))   # doctest: +SKIP
+>>> outcome.caught, outcome.result.worst_param, outcome.pattern   # doctest: +SKIP
+(True, 'W1', 'hidden_layer_derivative')
+"""
+from gradcheck.teach.catalog import LESSONS, PASSES, Case, Lesson, get_lesson
+from gradcheck.teach.run import Outcome, run_lesson
+
+__all__ = ["LESSONS", "PASSES", "Case", "Lesson", "get_lesson", "Outcome", "run_lesson"]

@@ -1,13 +1,306 @@
-"""``gradcheck teach``: lessons on classic derivative bugs (being written)."""
+"""``gradcheck teach``: run lessons on classic derivative bugs.
+
+    gradcheck teach --list                    the lessons, as a table
+    gradcheck teach NAME [--report DIR]       one lesson: wrong vs right code, verdict, diagnosis, fix
+    gradcheck teach --quiz [NAME] [--seed N] [--answer X]
+                                              a failing result; which bug is it? (exit 0 right, 1 wrong)
+    gradcheck teach --check-all [--report DIR]
+                                              every lesson; exit 1 unless all behave as expected
+
+Exit codes: 0 as expected / right answer, 1 not as expected / wrong answer, 2 usage error or no
+answer available (``--quiz`` never waits on a stdin that is not a terminal).
+"""
 from __future__ import annotations
 
 import argparse
+import random
+import sys
+import textwrap
+import time
+from typing import Sequence
+
+from gradcheck.teach.catalog import LESSONS, Lesson, get_lesson
+from gradcheck.teach.run import Outcome, run_lesson
+
+N_CHOICES = 4
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", nargs="?", help="the lesson to run")
+    parser.add_argument("name", nargs="?", metavar="NAME", help="the lesson to run (see --list)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--list", action="store_true", help="list the lessons")
+    mode.add_argument("--quiz", action="store_true", help="show a failing result and ask which bug it is")
+    mode.add_argument("--check-all", action="store_true",
+                      help="run every lesson; print 'caught X/N, localized Y/N, diagnosed Z/N'")
+    parser.add_argument("--answer", metavar="X", help="--quiz answer: a choice number or a lesson name (no prompt)")
+    parser.add_argument("--seed", type=int, default=None, help="--quiz: which lesson and choices (default: random)")
+    parser.add_argument("--report", metavar="DIR", help="also write the HTML report (bug and fix) into DIR")
+    parser.add_argument("--symbolic", action="store_true",
+                        help="also run the SymPy oracle where the lesson's network is the spec's network")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("gradcheck teach: lessons are being written")
+    if args.answer is not None and not args.quiz:
+        return _usage("--answer is only for --quiz")
+    if args.seed is not None and not args.quiz:
+        return _usage("--seed is only for --quiz")
+    if args.name is not None and (args.list or args.check_all):
+        return _usage(f"NAME={args.name!r} does not go with {'--list' if args.list else '--check-all'}")
+    lesson = None
+    if args.name is not None:
+        try:
+            lesson = get_lesson(args.name)
+        except ValueError as exc:
+            return _usage(str(exc))
+    if args.list:
+        return list_lessons()
+    if args.check_all:
+        return check_all(args.report)
+    if args.quiz:
+        return quiz(lesson, answer=args.answer, seed=args.seed)
+    if lesson is None:
+        list_lessons()
+        print("\nrun one with `gradcheck teach NAME`; `--quiz`, `--check-all` for more")
+        return 0
+    return show_lesson(lesson, report=args.report, symbolic=args.symbolic)
+
+
+def _usage(message: str) -> int:
+    print(f"gradcheck teach: {message}", file=sys.stderr)
     return 2
+
+
+# -- output --------------------------------------------------------------------------------------
+def _rich_console():
+    """A rich Console when rich is installed and stdout is a terminal, else None (plain text)."""
+    if not sys.stdout.isatty():
+        return None
+    try:
+        from rich.console import Console
+    except ImportError:
+        return None
+    return Console()
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None,
+                console=None) -> None:
+    """A table: rich's when available on a terminal (or ``console`` given), else aligned plain text."""
+    console = console if console is not None else _rich_console()
+    if console is not None:
+        from rich.table import Table
+        table = Table(title=title)
+        for h in headers:
+            table.add_column(h, overflow="fold")
+        for row in rows:
+            table.add_row(*[str(x) for x in row])
+        console.print(table)
+        return
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    if title:
+        print(title)
+    print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip())
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+def _wrap(text: str, indent: str = "  ") -> str:
+    return textwrap.fill(text, width=100, initial_indent=indent, subsequent_indent=indent)
+
+
+def _indent(text: str, indent: str = "  ") -> str:
+    return textwrap.indent(text, indent)
+
+
+def _expected(lesson: Lesson) -> str:
+    return "passes (not a bug)" if lesson.passes else lesson.expected
+
+
+# -- --list ----------------------------------------------------------------------------------------
+def list_lessons() -> int:
+    rows = [(str(k), l.name, l.topic, l.title, _expected(l)) for k, l in enumerate(LESSONS, 1)]
+    print_table(("#", "lesson", "topic", "title", "gradcheck says"), rows, title=f"{len(LESSONS)} lessons")
+    return 0
+
+
+# -- one lesson ------------------------------------------------------------------------------------
+def show_code(lesson: Lesson) -> None:
+    labels = ("one way", "the other") if lesson.passes else ("wrong", "right")
+    print(f"The code ({lesson.where()} vs {lesson.where(fixed=True)}):")
+    for wrong, right in lesson.diff():
+        for line in wrong or ["(nothing)"]:
+            print(f"  - {labels[0]:>9}:  {line}")
+        for line in right or ["(nothing)"]:
+            print(f"  + {labels[1]:>9}:  {line}")
+    print(f"\n  the whole {'first version' if lesson.passes else 'wrong method'}:")
+    print(_indent(lesson.source().rstrip(), "    "))
+
+
+def _derivation(lesson: Lesson) -> str | None:
+    if lesson.derivation is None:
+        return None
+    try:
+        return lesson.derivation()
+    except Exception as exc:  # SymPy or gradcheck.symbolic missing or failing: the lesson goes on
+        return f"(SymPy derivation unavailable: {type(exc).__name__}: {exc})"
+
+
+def verdict_lines(outcome: Outcome) -> list[str]:
+    lesson, r = outcome.lesson, outcome.result
+    yes = {True: "as expected", False: "NOT as expected"}
+    lines = []
+    if lesson.passes:
+        lines.append(f"verdict: {'passed' if r.passed else 'FAILED'} ({yes[outcome.caught]}: correct code at a "
+                     "non-differentiable point or at float32 resolution)")
+        if r.kinks:
+            lines.append(f"kinks: {len(r.kinks)} element(s) left out of the verdict: "
+                         f"{', '.join(e.label() for e in r.kinks[:6])} ({yes[outcome.localized]})")
+    else:
+        lines.append(f"verdict: {'FAILED' if not r.passed else 'passed'} ({'caught' if outcome.caught else 'MISSED'})")
+        w = r.worst
+        where = f"worst element {w.label()}: claimed {w.claimed:.9g}, numerical {w.numerical:.9g}" if w else \
+            f"worst tensor {r.worst_param}"
+        want = f"expected in {', '.join(lesson.tensors)}" if lesson.tensors else "any tensor"
+        lines.append(f"{where} ({want}: {yes[outcome.localized]})")
+    d = r.diagnosis
+    if d is not None:
+        lines.append(f"diagnosis: {d.pattern} (confidence {d.confidence}; expected {_expected(lesson)}: "
+                     f"{yes[outcome.diagnosed]})")
+        lines.append(_wrap(d.message, "  "))
+    elif r.problems:
+        lines.append(f"found before comparing: {r.problems[0].kind} (expected {_expected(lesson)}: "
+                     f"{yes[outcome.diagnosed]})")
+        lines.append(_wrap(r.problems[0].message, "  "))
+    else:
+        lines.append(f"diagnosis: none (expected {_expected(lesson)}: {yes[outcome.diagnosed]})")
+    return lines
+
+
+def show_lesson(lesson: Lesson, *, report: str | None = None, symbolic: bool = False) -> int:
+    k = LESSONS.index(lesson) + 1
+    case = lesson.case()
+    print(f"== lesson {k}/{len(LESSONS)}: {lesson.name} ==")
+    print(lesson.title)
+    print(f"topic: {lesson.topic} | network: {case.spec.label()}\n")
+    show_code(lesson)
+    print("\nWhy:")
+    print(_wrap(lesson.why))
+    deriv = _derivation(lesson)
+    if deriv:
+        print(_indent(deriv))
+    if lesson.demo is not None:
+        print("\nExperiment:")
+        print(_wrap(lesson.demo()))
+    outcome = run_lesson(lesson, symbolic=symbolic)
+    print(f"\ngradcheck on the {'first version' if lesson.passes else 'wrong code'}:")
+    print(_indent(str(outcome.result)))
+    print()
+    for line in verdict_lines(outcome):
+        print(line)
+    fixed = run_lesson(lesson, fixed=True, symbolic=symbolic)
+    print(f"\nThe fix: {lesson.fix_note}")
+    print(f"gradcheck on the {'other version' if lesson.passes else 'fixed code'}: "
+          f"{'passed' if fixed.result.passed else 'FAILED'} (max relative error {fixed.result.max_rel_error:.2e}, "
+          f"tolerance {fixed.result.tolerance:.2e})")
+    code = 0 if outcome.ok and fixed.result.passed else 1
+    if report:
+        code = max(code, _write_report([outcome.result, fixed.result], report, f"gradcheck lesson: {lesson.name}"))
+    return code
+
+
+def _write_report(results, out_dir: str, title: str) -> int:
+    try:
+        from gradcheck.report import write
+    except ImportError as exc:
+        print(f"gradcheck teach: report not written ({exc})", file=sys.stderr)
+        return 2
+    path = write(results, out_dir, title=title)
+    print(f"report: {path}")
+    return 0
+
+
+# -- --check-all -----------------------------------------------------------------------------------
+def check_all(report: str | None = None) -> int:
+    rows, outcomes = [], []
+    t0 = time.perf_counter()
+    for lesson in LESSONS:
+        o = run_lesson(lesson)
+        outcomes.append(o)
+        mark = {True: "yes", False: "NO"}
+        if lesson.passes:
+            where = "kinks in " + (",".join(sorted({e.param for e in o.result.kinks})) or "-")
+        else:
+            where = str(o.result.worst_param)
+        rows.append((lesson.name, "passes" if lesson.passes and o.caught else mark[o.caught],
+                     f"{where} {mark[o.localized]}", f"{o.pattern or '-'} {mark[o.diagnosed]}"))
+    print_table(("lesson", "caught", "worst tensor", "named"), rows)
+    n = len(outcomes)
+    caught = sum(o.caught for o in outcomes)
+    localized = sum(o.localized for o in outcomes)
+    diagnosed = sum(o.diagnosed for o in outcomes)
+    print(f"caught {caught}/{n}, localized {localized}/{n}, diagnosed {diagnosed}/{n} "
+          f"({time.perf_counter() - t0:.1f} s)")
+    code = 0 if caught == localized == diagnosed == n else 1
+    if report:
+        code = max(code, _write_report([o.result for o in outcomes], report, "gradcheck lessons"))
+    return code
+
+
+# -- --quiz ----------------------------------------------------------------------------------------
+def quiz_choices(lesson: Lesson, rng: random.Random) -> list[Lesson]:
+    """The lesson and N_CHOICES - 1 distractors, preferring ones gradcheck names the same way."""
+    others = [l for l in LESSONS if l is not lesson and not l.passes]
+    same = [l for l in others if l.expected == lesson.expected]
+    rest = [l for l in others if l.expected != lesson.expected]
+    rng.shuffle(same)
+    rng.shuffle(rest)
+    choices = [lesson] + (same + rest)[: N_CHOICES - 1]
+    rng.shuffle(choices)
+    return choices
+
+
+def _parse_answer(answer: str, choices: list[Lesson]) -> Lesson | None:
+    a = answer.strip().lower()
+    if a.isdigit() and 1 <= int(a) <= len(choices):
+        return choices[int(a) - 1]
+    if len(a) == 1 and "a" <= a < chr(ord("a") + len(choices)):
+        return choices[ord(a) - ord("a")]
+    return next((l for l in choices if l.name == a), None)
+
+
+def quiz(lesson: Lesson | None = None, *, answer: str | None = None, seed: int | None = None) -> int:
+    seed = seed if seed is not None else random.SystemRandom().randrange(1 << 30)
+    rng = random.Random(seed)
+    if lesson is None:
+        lesson = rng.choice([l for l in LESSONS if not l.passes])
+    elif lesson.passes:
+        return _usage(f"lesson {lesson.name!r} passes the check: nothing to quiz on")
+    choices = quiz_choices(lesson, rng)
+    outcome = run_lesson(lesson, name="the code under test")
+    print(f"Quiz (seed {seed}): this backward pass of a {lesson.case().spec.label()} network fails gradcheck.\n")
+    print(_indent(str(outcome.result)))
+    print("\nWhich bug is it?")
+    for k, c in enumerate(choices, 1):
+        print(f"  {k}) {c.title}  [{c.name}]")
+    if answer is None:
+        if not sys.stdin.isatty():
+            print("\nno answer: stdin is not a terminal; pass --answer N (or a lesson name)", file=sys.stderr)
+            return 2
+        try:
+            answer = input(f"your answer [1-{len(choices)}]: ")
+        except EOFError:
+            print("\nno answer given", file=sys.stderr)
+            return 2
+    picked = _parse_answer(answer, choices)
+    if picked is None:
+        print(f"answer {answer!r} is not one of 1-{len(choices)} or a listed lesson name", file=sys.stderr)
+        return 2
+    right = picked is lesson
+    print(f"\n{'Right' if right else 'Wrong'}: it is '{lesson.title}' [{lesson.name}].")
+    for wrong_lines, right_lines in lesson.diff():
+        for line in wrong_lines:
+            print(f"  - wrong:  {line}")
+        for line in right_lines:
+            print(f"  + right:  {line}")
+    print(_wrap(lesson.why))
+    return 0 if right else 1

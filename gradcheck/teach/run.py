@@ -1,0 +1,66 @@
+"""Running lessons: the check of a lesson's mutant (or fix) and whether gradcheck said what it should."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gradcheck.check import check
+from gradcheck.result import Result
+from gradcheck.teach.catalog import Lesson
+
+
+@dataclass
+class Outcome:
+    """A lesson's check result judged against the lesson's expectations."""
+
+    lesson: Lesson
+    result: Result
+
+    @property
+    def pattern(self) -> str | None:
+        """What gradcheck named: the diagnosis pattern, else the kind of problem found, else None."""
+        if self.result.diagnosis is not None:
+            return self.result.diagnosis.pattern
+        if self.result.problems:
+            return self.result.problems[0].kind
+        return None
+
+    @property
+    def caught(self) -> bool:
+        """Failed for a bug; passed for a lesson whose code is correct (the kink)."""
+        return self.result.passed if self.lesson.passes else not self.result.passed
+
+    @property
+    def localized(self) -> bool:
+        """The worst tensor is one the bug corrupts (for a passing lesson: the kinks are where expected)."""
+        want = set(self.lesson.tensors)
+        if not want:
+            return True
+        if self.lesson.passes:
+            return bool(self.result.kinks) and {e.param for e in self.result.kinks} <= want
+        return self.result.worst_param in want
+
+    @property
+    def diagnosed(self) -> bool:
+        """gradcheck named the expected pattern (for a passing lesson: it passed, naming nothing)."""
+        if self.lesson.passes:
+            return self.result.passed and self.result.diagnosis is None
+        return self.pattern == self.lesson.expected
+
+    @property
+    def ok(self) -> bool:
+        return self.caught and self.localized and self.diagnosed
+
+
+def run_lesson(lesson: Lesson, *, fixed: bool = False, symbolic: bool = False, name: str | None = None) -> Outcome:
+    """Check the lesson's mutant (or, ``fixed=True``, its fix) on the lesson's network and batch.
+
+    The spec is given to the check (its batch size helps the diagnosis) when it describes the function
+    exactly; ``symbolic=True`` then also runs the SymPy oracle.
+    """
+    case = lesson.case()
+    fn = (lesson.fix if fixed else lesson.mutant)(case.spec)
+    spec = case.spec if case.faithful else None
+    label = name if name is not None else f"{lesson.name} ({'fix' if fixed else 'bug'})"
+    result = check(fn, case.params, case.X, case.y, spec=spec, symbolic=bool(symbolic and spec is not None),
+                   name=label)
+    return Outcome(lesson, result)
