@@ -13,8 +13,9 @@ hidden=12), the same weights in every framework. For each installed framework:
   ``jax.test_util.check_grads`` and ``autograd.test_util.check_grads`` (``order=1,
   modes=["rev"]``: one random projection, constant cost, far coarser; see docs/checker.md).
 
-Times are the best of ``--repeat`` runs, one BLAS/intra-op thread. Frameworks not installed are
-skipped with a line saying so.
+micrograd (pure-Python scalars) runs a smaller problem: batch 4, hidden 4 (P = 35); the numpy
+row is the origin document's XOR step (examples/origin_xor_step.py, P = 9). Times are the best
+of ``--repeat`` runs, one BLAS/intra-op thread. Frameworks not installed are skipped, saying so.
 """
 from __future__ import annotations
 
@@ -178,9 +179,10 @@ def bench_micrograd(hidden: int, repeat: int) -> Row:
 
     from gradcheck.adapters.micrograd import as_fn
 
-    p, X, y = problem(hidden)
+    _, X, y = problem(hidden)
+    X, y = X[:4], y[:4]  # pure-Python scalars: a smaller problem (batch 4, hidden 4: P = 35)
     random.seed(0)
-    model = nn.MLP(N_IN, [hidden, N_OUT])  # relu hidden layer (0.1.0 has no tanh)
+    model = nn.MLP(N_IN, [4, N_OUT])  # relu hidden layer (0.1.0 has no tanh)
     Xl, yl = X.tolist(), y.tolist()
 
     def loss(m, X, y):

@@ -214,3 +214,19 @@ def test_argument_errors():
     fn, params = adapter.as_fn(torch.nn.Linear(2, 2), torch.nn.MSELoss())
     with pytest.raises(KeyError, match="missing"):
         fn({"weight": params["weight"]}, np.zeros((1, 2)), np.zeros((1, 2)))
+
+
+def test_cli_on_the_torch_example(capsys):
+    """``gradcheck check`` on examples/torch_custom_function.py: the correct factory exits 0, the
+    transposed weight gradient (silent in PyTorch for a square matrix) exits 1, named and diagnosed."""
+    import json
+    from pathlib import Path
+
+    from gradcheck.cli import main
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "torch_custom_function.py"
+    assert main(["check", f"{example}:factory"]) == 0
+    assert "passed custom Linear" in capsys.readouterr().out
+    assert main(["check", f"{example}:transposed", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["worst_param"] == "0.weight" and doc["diagnosis"]["pattern"] == "transposed"

@@ -54,8 +54,8 @@ def as_fn(loss_fn: Callable[[Any, Any, Any], Any], params: Any, *, dtype: Any = 
     ----------
     loss_fn : the loss as a function of the parameter pytree and the batch.
     params : a pytree (dicts, lists, tuples, registered nodes) of floating arrays: names and values.
-    dtype : ``"float64"`` (default; enables x64 globally, see the module docstring), another
-        floating dtype, or ``None`` to keep each leaf's dtype. Floating ``X``/``y`` are cast too.
+    dtype : ``"float64"`` (default), another floating dtype, or ``None`` to keep each leaf's dtype.
+        Floating ``X``/``y`` are cast too. Float64 leaves enable x64 (global, see the module docstring).
     jit : compile ``value_and_grad(loss_fn)`` once with ``jax.jit`` (fast finite differences).
         Code with Python control flow on traced values falls back to eager calls by itself.
 
@@ -65,20 +65,21 @@ def as_fn(loss_fn: Callable[[Any, Any, Any], Any], params: Any, *, dtype: Any = 
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(params, X, y), got {type(loss_fn).__name__}")
     dt = float_dtype(dtype)
-    if dt == np.float64:
-        enable_x64()
     names, leaves, treedef = dotted_names(params)
     if not leaves:
         raise ValueError("params has no array leaves: nothing to check")
     start = {n: numpy_leaf(n, leaf, dt, "params") for n, leaf in zip(names, leaves)}
+    if any(v.dtype == np.float64 for v in start.values()):
+        enable_x64()  # float64 arrays would silently become float32 without it
     vg_eager = jax.value_and_grad(loss_fn)
     state = {"vg": jax.jit(vg_eager) if jit else vg_eager, "loss": jax.jit(loss_fn) if jit else loss_fn}
     concretization = tuple(getattr(jax.errors, n) for n in ("ConcretizationTypeError", "TracerBoolConversionError",
                                                             "TracerIntegerConversionError") if hasattr(jax.errors, n))
 
     def tree_of(p: Mapping[str, Array]) -> Any:
+        """numpy leaves (jit moves them to the device itself: cheaper than jnp.asarray per leaf)."""
         reject_complex(p, "jax")
-        return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(p[n], dtype=start[n].dtype) for n in names])
+        return jax.tree_util.tree_unflatten(treedef, [np.asarray(p[n], dtype=start[n].dtype) for n in names])
 
     def run(kind: str, *args: Any) -> Any:
         try:
@@ -98,8 +99,8 @@ def as_fn(loss_fn: Callable[[Any, Any, Any], Any], params: Any, *, dtype: Any = 
             if value.size != 1:  # let the checker explain the per-sample vector (it never reduces it)
                 return value, {}
             raise
-        g_names, g_leaves, _ = dotted_names(grads)
-        return np.asarray(value).copy(), {n: np.array(g, copy=True) for n, g in zip(g_names, g_leaves)}
+        g_leaves = jax.tree_util.tree_leaves(grads)  # the structure of params: same order as names
+        return np.asarray(value).copy(), {n: np.array(g, copy=True) for n, g in zip(names, g_leaves)}
 
     def loss_only(p, X, y):
         return np.asarray(run("loss", tree_of(p), cast_data(X, dt), cast_data(y, dt))).copy()

@@ -51,9 +51,15 @@ def _scalar_loss(torch, loss: Any, where: str):
     return loss
 
 
-def _leaves(torch, params: Mapping[str, Array], names, dtypes) -> dict:
+def _leaves(torch, params: Mapping[str, Array], names, dtypes, grad: bool = True) -> dict:
+    """Fresh leaf tensors on private copies of ``params`` (model code that writes into its
+    parameters cannot reach the caller's arrays)."""
     reject_complex(params, "torch")
-    return {n: torch.tensor(np.asarray(params[n]), dtype=dtypes[n], requires_grad=True) for n in names}
+    out = {}
+    for n in names:
+        t = torch.from_numpy(np.array(params[n], dtype=_numpy_dtype(dtypes[n]), copy=True))
+        out[n] = t.requires_grad_() if grad else t
+    return out
 
 
 def _grads(torch, loss, leaves: dict) -> dict[str, Array]:
@@ -148,7 +154,7 @@ def as_fn(model: Any, loss_fn: Callable[[Any, Any], Any], *, dtype: Any = "float
 
     def loss_only(p, X, y):
         with _Seeded(torch, seed), torch.no_grad():
-            leaves = _leaves(torch, p, checked, dtypes)
+            leaves = _leaves(torch, p, checked, dtypes, grad=False)
             loss = _scalar_loss(torch, loss_fn(forward(leaves, X), _tensor(torch, y, data_dtype)), "loss_fn")
             return loss.cpu().numpy().copy()
 
@@ -181,9 +187,7 @@ def from_function(loss_fn: Callable[[dict, Any, Any], Any], params: Mapping[str,
 
     def call(p, X, y, grad: bool):
         with _Seeded(torch, seed), torch.set_grad_enabled(grad):
-            leaves = _leaves(torch, p, names, dtypes)
-            if not grad:
-                leaves = {n: t.detach() for n, t in leaves.items()}
+            leaves = _leaves(torch, p, names, dtypes, grad)
             loss = _scalar_loss(torch, loss_fn(leaves, _tensor(torch, X, data_dtype), _tensor(torch, y, data_dtype)),
                                 "loss_fn")
             return _result(torch, loss, leaves) if grad else loss.cpu().numpy().copy()
