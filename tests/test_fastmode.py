@@ -150,3 +150,21 @@ def test_fast_result_serializes():
     result = gradcheck.check(fn, params, X, y, mode="fast")
     again = gradcheck.Result.from_dict(result.to_dict())
     assert again.worst.index == [2, 3] and again.mode == "fast" and not again.passed
+
+
+def test_correct_relu_code_exactly_on_kinks_is_never_reported_as_a_wrong_element():
+    """One sample sits exactly on every first-layer ReLU kink: the directions cross them. Fast
+    mode must not blame an element: it passes, or says it is inconclusive and lists the kinks."""
+    spec = NetworkSpec(4, (Layer(8, "relu"), Layer(8, "relu"), Layer(2, "identity")), "mae", batch=8)
+    net = Network(spec)
+    params = net.init_params()
+    params["b1"][:] = 0.0
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((8, 4)), rng.standard_normal((8, 2))
+    X[0] = 0.0
+    result = gradcheck.check(net, params, X, y, mode="fast")
+    assert result.failures == []
+    if not result.passed:
+        assert [p.kind for p in result.problems] == ["fast_inconclusive"] and result.kinks
+        assert "mode='full'" in str(result)
+    assert gradcheck.check(net, params, X, y).passed  # the full check decides
