@@ -16,7 +16,7 @@ import pytest
 
 import gradcheck
 from gradcheck import report
-from gradcheck.report import records
+from gradcheck.report import charts, records
 from gradcheck.result import Result
 from gradcheck.spec import Layer, NetworkSpec
 from reference.network import Network
@@ -357,7 +357,8 @@ def test_html_shows_summary_table_and_failure_details(written):
     sign = html[html.index("sign flip in W1</h3>"):]
     sign = sign[: sign.index("</article>")]
     assert "sign flipped" in sign  # the diagnosis
-    assert "W1[" in sign and "Step-size curve" in sign and "<svg" in sign
+    assert "W1[" in sign and "Step-size curve" in sign
+    assert ("<svg" in sign) == charts.available()  # without matplotlib the curve is a table of numbers
     assert "spec = NetworkSpec(input_dim=3" in sign  # the reproduction line
     kink = html[html.index("at a kink, W2 sign flipped</h3>"):]
     assert "Kinks left out of the verdict" in kink[: kink.index("</article>")]
@@ -370,10 +371,15 @@ def test_html_shows_summary_table_and_failure_details(written):
 
 
 def test_one_heatmap_per_oracle_pair_with_failures_marked(written):
+    pytest.importorskip("matplotlib", reason="matplotlib not installed: the heatmaps are tables")
     html, page = _page(written / "index.html")
     figures = [a["id"] for t, a in page.tags if t == "figure" and a.get("id", "").startswith("heatmap-")]
-    assert figures == ["heatmap-analytic_vs_numerical"]  # symbolic oracle off in these samples
-    heat = html[html.index('id="heatmap-analytic_vs_numerical"'):]
+    # symbolic oracle off in these samples: one pair; one map per dtype, float64 first
+    assert figures == ["heatmap-analytic_vs_numerical-float64", "heatmap-analytic_vs_numerical-float32"]
+    heat32 = html[html.index('id="heatmap-analytic_vs_numerical-float32"'):]
+    heat32 = heat32[: heat32.index("</figure>")]
+    assert ">tanh</text>" in heat32 and ">relu</text>" not in heat32  # only the float32 check's cell
+    heat = html[html.index('id="heatmap-analytic_vs_numerical-float64"'):]
     heat = heat[: heat.index("</figure>")]
     # 6 activations x 4 losses; failing cells marked with a cross; nan shown as text
     for name in ACTS + LOSSES:
@@ -390,9 +396,10 @@ def test_three_oracle_pairs_give_three_heatmaps(tmp_path):
         d["oracles"]["numerical_vs_symbolic"] = 10.0 ** (-10 + k) if k else "nan"
     html = report.write(ds, tmp_path).read_text()
     for pair in records.PAIR_TITLES:
-        assert f'id="heatmap-{pair}"' in html
-    heat = html[html.index('id="heatmap-numerical_vs_symbolic"'):]
-    assert ">nan</text>" in heat[: heat.index("</figure>")]  # a nan error renders as a grey "nan" cell
+        assert f'id="heatmap-{pair}-float64"' in html
+    heat = html[html.index('id="heatmap-numerical_vs_symbolic-float64"'):]
+    # a nan error renders as a grey "nan" cell (or a "nan" table cell without matplotlib)
+    assert (">nan</text>" if charts.available() else '<td class="mono">nan</td>') in heat[: heat.index("</figure>")]
     summary = json.loads((tmp_path / "gradcheck.json").read_text())["summary"]
     assert summary["worst"]["numerical_vs_symbolic"]["value"] == "nan"  # nan is the worst outcome
     assert summary["worst"]["analytic_vs_symbolic"]["value"] == 1e-9
@@ -440,7 +447,8 @@ def test_report_without_spec_or_results(tmp_path):
 
 
 def test_size_of_a_500_check_report(tmp_path):
-    """~500 checks (the sample repeated, with 5% failures charted in detail) stay well under 3 MB."""
+    """500 checks (the sample repeated: 123 failures shown in detail, the 40 worst with a step-size
+    chart) stay under 3 MB; measured 1.5 MB HTML, 2.0 MB JSON."""
     ds = sample_dicts()
     many = []
     for k in range(500):
@@ -450,6 +458,9 @@ def test_size_of_a_500_check_report(tmp_path):
     path = report.write(many, tmp_path)
     size = path.stat().st_size
     assert size < 3e6, size
+    if charts.available():
+        from gradcheck.report.html import MAX_STEP_CHARTS
+        assert path.read_text().count("<svg") == 2 + 1 + MAX_STEP_CHARTS  # heatmaps, histogram, step curves
     assert (tmp_path / "gradcheck.json").stat().st_size < 3e6
 
 
@@ -495,3 +506,24 @@ def test_cli_rerenders_from_json(written, tmp_path, capsys):
     bad.write_text("[]")
     assert main(["report", str(bad)]) == 2
     assert "expected a JSON object" in capsys.readouterr().err
+
+
+def test_without_matplotlib_the_report_uses_tables(tmp_path, monkeypatch):
+    monkeypatch.setattr(charts, "available", lambda: False)
+    html = report.write(list(sample_results()), tmp_path).read_text()
+    assert "<svg" not in html
+    assert "Charts need matplotlib" in html
+    heat = html[html.index('id="heatmap-analytic_vs_numerical-float64"'):]
+    heat = heat[: heat.index("</figure>")]
+    assert "<td>relu</td><td>huber</td><td>2</td><td>1</td>" in heat  # the cell as a table row: 2 checks, 1 failed
+
+
+def test_plugin_style_dicts_with_float_nan(tmp_path):
+    """The pytest plugin sends plain dicts whose floats may be nan (not yet the "nan" string)."""
+    d = sample_dicts()[0]
+    d.update(max_rel_error=math.nan, passed=False, name="tests/test_x.py::test_grad[case]::W")
+    d["oracles"] = {"analytic_vs_numerical": math.nan}
+    report.write([d], tmp_path)
+    doc = _strict_json((tmp_path / "gradcheck.json").read_text())
+    assert doc["results"][0]["max_rel_error"] == "nan"
+    assert "nan" in (tmp_path / "index.html").read_text()

@@ -107,7 +107,7 @@ def test_offline_no_console_errors_no_dialogs(watched):
     assert watched.errors == []
     assert watched.dialogs == []
     # the inline charts rendered (one heatmap, the histogram, step curves)
-    assert page.locator("#heatmaps svg.chart").count() == 1
+    assert page.locator("#heatmaps svg.chart").count() == 2  # float64 and float32
     assert page.locator("#distribution svg.chart").count() == 1
     assert page.locator(".failure svg.chart").count() >= 5
     SHOTS.mkdir(exist_ok=True)

@@ -124,7 +124,7 @@ def error_cmap():
     return LinearSegmentedColormap.from_list("gradcheck_error", [((v - LOG_MIN) / span, c) for v, c in stops])
 
 
-def heatmap(cells: Sequence[Cell], pair: str) -> str:
+def heatmap(cells: Sequence[Cell], pair: str, dtype: str = "") -> str:
     """log10 of the max relative error over activation (rows) x loss (columns) for one oracle pair;
     failing cells outlined in red and marked with a cross; nan cells grey."""
     import numpy as np  # noqa: PLC0415
@@ -133,7 +133,7 @@ def heatmap(cells: Sequence[Cell], pair: str) -> str:
 
     acts = sorted({c.activation for c in cells})
     losses = sorted({c.loss for c in cells})
-    key = f"heat-{pair}"
+    key = f"heat-{pair}-{dtype}"
     longest = max(len(_tick(a)) for a in acts)
     width = min(1.6 + 0.07 * longest + 0.85 * len(losses), 13.0)
     height = min(1.7 + 0.36 * len(acts), 11.0)
@@ -177,7 +177,7 @@ def heatmap(cells: Sequence[Cell], pair: str) -> str:
         bar.set_label("log10 max relative error")
         bar.outline.set_visible(False)
         bar.ax.tick_params(length=2)
-        return _render(fig, key, f"heatmap of log10 max relative error, {PAIR_TITLES.get(pair, pair)}, "
+        return _render(fig, key, f"heatmap of log10 max relative error, {PAIR_TITLES.get(pair, pair)} {dtype}, "
                                  f"{len(acts)} activations x {len(losses)} losses")
 
 

@@ -92,6 +92,11 @@ def _failure(row: Row, with_chart: bool) -> dict[str, Any]:
     }
 
 
+def _dtype_order(dtype: str) -> tuple[int, str]:
+    """float64 first (the reference precision), then the others by name."""
+    return (dtype != "float64", dtype)
+
+
 def _num(x: Any) -> float | None:
     from gradcheck.report.records import number  # noqa: PLC0415
 
@@ -121,13 +126,15 @@ def render(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any], env: Map
     have_charts = charts.available()
     heatmaps = []
     for pair in pairs:
-        cells = heatmap_cells(rows, pair)
-        if cells:
-            heatmaps.append({"pair": pair, "title": PAIR_TITLES[pair], "cells": cells,
-                             "svg": charts.heatmap(cells, pair) if have_charts else None})
+        for dtype in sorted({r.dtype for r in rows}, key=_dtype_order):
+            cells = heatmap_cells(rows, pair, dtype)
+            if cells:
+                heatmaps.append({"pair": pair, "dtype": dtype, "title": f"{PAIR_TITLES[pair]} · {dtype}",
+                                 "cells": cells, "svg": charts.heatmap(cells, pair, dtype) if have_charts else None})
     histogram = charts.histogram(rows, pairs) if have_charts and pairs and rows else None
     failed = [r for r in rows if not r.passed]
-    by_error = sorted(failed, key=lambda r: (not math.isnan(r.max_rel_error), r.max_rel_error), reverse=True)
+    curved = [r for r in failed[:MAX_DETAILED] if r.data.get("step_curve")]
+    by_error = sorted(curved, key=lambda r: (math.isnan(r.max_rel_error), r.max_rel_error), reverse=True)
     charted = {r.anchor for r in by_error[:MAX_STEP_CHARTS]} if have_charts else set()
     failures = [_failure(r, r.anchor in charted) for r in failed[:MAX_DETAILED]]
     ungrouped = sum(r.activation is None for r in rows)

@@ -247,11 +247,14 @@ def cell_max(values: list[float]) -> float:
     return max(values)
 
 
-def heatmap_cells(rows: list[Row], pair: str) -> list[Cell]:
-    """Cells for one oracle pair from the rows that have a spec and an error for that pair."""
+def heatmap_cells(rows: list[Row], pair: str, dtype: str | None = None) -> list[Cell]:
+    """Cells for one oracle pair (and one dtype, if given) from the rows that have a spec and an error
+    for that pair. Dtypes are kept apart because float32 errors (~1e-4) would hide float64 ones."""
     groups: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
         if r.activation is None or r.loss is None or r.errors.get(pair) is None:
+            continue
+        if dtype is not None and r.dtype != dtype:
             continue
         groups.setdefault((r.activation, r.loss), []).append(r)
     return [Cell(a, l, cell_max([r.errors[pair] for r in g]), len(g), sum(not r.passed for r in g))
