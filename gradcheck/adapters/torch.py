@@ -45,19 +45,30 @@ def _tensor(torch, value: Any, dtype) -> Any:
     return value
 
 
+def _to_numpy(t, tdtype, name: str) -> Array:
+    t = t.detach().cpu()
+    if tdtype is not None:
+        t = t.to(tdtype)
+    try:
+        return t.numpy()
+    except TypeError:
+        raise ValueError(f"parameter {name!r} has dtype {t.dtype}, which numpy cannot hold; check it with "
+                         "dtype='float64' or dtype='float32'") from None
+
+
 def _scalar_loss(torch, loss: Any, where: str):
     if not isinstance(loss, torch.Tensor):
         raise TypeError(f"{where} must return a scalar tensor, got {type(loss).__name__}")
     return loss
 
 
-def _leaves(torch, params: Mapping[str, Array], names, dtypes, grad: bool = True) -> dict:
-    """Fresh leaf tensors on private copies of ``params`` (model code that writes into its
-    parameters cannot reach the caller's arrays)."""
+def _leaves(torch, params: Mapping[str, Array], names, dtypes: Mapping[str, np.dtype], grad: bool = True) -> dict:
+    """Fresh leaf tensors on private copies of ``params`` in the numpy ``dtypes`` (model code that
+    writes into its parameters cannot reach the caller's arrays)."""
     reject_complex(params, "torch")
     out = {}
     for n in names:
-        t = torch.from_numpy(np.array(params[n], dtype=_numpy_dtype(dtypes[n]), copy=True))
+        t = torch.from_numpy(np.array(params[n], dtype=dtypes[n], copy=True))
         out[n] = t.requires_grad_() if grad else t
     return out
 
@@ -125,8 +136,8 @@ def as_fn(model: Any, loss_fn: Callable[[Any, Any], Any], *, dtype: Any = "float
     if not checked:
         raise ValueError("model has no parameters with requires_grad=True: nothing to check")
     tdt = _torch_dtype(torch, dt) if dt is not None else None
-    dtypes = {n: tdt or named[n].dtype for n in checked}
-    params = {n: numpy_leaf(n, named[n].detach().cpu().numpy(), dt, "model parameter") for n in checked}
+    params = {n: numpy_leaf(n, _to_numpy(named[n], tdt, n), dt, "model parameter") for n in checked}
+    dtypes = {n: params[n].dtype for n in checked}
 
     def constants() -> dict:
         """Frozen parameters and buffers: fresh converted copies (in-place updates such as
@@ -139,7 +150,7 @@ def as_fn(model: Any, loss_fn: Callable[[Any, Any], Any], *, dtype: Any = "float
             out[n] = b.detach().clone().to(tdt) if tdt is not None and b.is_floating_point() else b.detach().clone()
         return out
 
-    data_dtype = tdt or next(iter(dtypes.values()))
+    data_dtype = tdt or named[checked[0]].dtype
 
     def forward(leaves: dict, X: Any):
         inputs = _tensor(torch, X, data_dtype)
@@ -182,8 +193,8 @@ def from_function(loss_fn: Callable[[dict, Any, Any], Any], params: Mapping[str,
             raise TypeError(f"params keys must be str, got {n!r}")
         start[n] = numpy_leaf(n, v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dt, "params")
     names = list(start)
-    dtypes = {n: _torch_dtype(torch, start[n].dtype) for n in names}
-    data_dtype = _torch_dtype(torch, dt) if dt is not None else next(iter(dtypes.values()))
+    dtypes = {n: start[n].dtype for n in names}
+    data_dtype = _torch_dtype(torch, dt if dt is not None else start[names[0]].dtype)
 
     def call(p, X, y, grad: bool):
         with _Seeded(torch, seed), torch.set_grad_enabled(grad):
