@@ -127,6 +127,7 @@ class _Fit:
     sigma: float       # 1-sd uncertainty of the ratio, from the error bounds
     n_significant: int
     eps: float         # the coarsest epsilon of the claimed dtypes
+    resolution: float  # median over the resolved elements of each one's relative resolution
 
     def matches(self, target: float) -> bool:
         """Is the ratio ``target`` to within what the estimates resolve?"""
@@ -143,14 +144,17 @@ def _fit_ratio(views: list[_View]) -> _Fit | None:
     1e-3 or better is claimed (one element has an arbitrary ratio to anything).
     """
     num = den = 0.0
-    n_sig = 0
+    rho: list[np.ndarray] = []
     for v in views:
         m = v.judged
         c, d, e = v.c[m], v.d[m], v.e[m]
         s = e + v.eps * np.abs(d) + _TINY
         num += float(np.sum(c * d / s**2))
         den += float(np.sum(d * d / s**2))
-        n_sig += int(np.sum(np.abs(d) > SAFETY * e + ANALYTIC_ULPS * v.eps * np.abs(d)))
+        resolved = np.abs(d) > SAFETY * e + ANALYTIC_ULPS * v.eps * np.abs(d)
+        rho.append(SAFETY * e[resolved] / np.abs(d[resolved]) + ANALYTIC_ULPS * v.eps)
+    rho_all = np.concatenate(rho) if rho else np.zeros(0)
+    n_sig = int(rho_all.size)
     if n_sig < 1 or not den > 0 or not math.isfinite(den):
         return None
     r = num / den
@@ -162,7 +166,7 @@ def _fit_ratio(views: list[_View]) -> _Fit | None:
         lim = SAFETY * abs(r) * v.e[m] + ANALYTIC_ULPS * v.eps * (np.abs(v.c[m]) + scale)
         if np.any(np.abs(v.c[m] - r * v.d[m]) > lim):
             return None
-    return _Fit(r, 1.0 / math.sqrt(den), n_sig, max(v.eps for v in views))
+    return _Fit(r, 1.0 / math.sqrt(den), n_sig, max(v.eps for v in views), float(np.median(rho_all)))
 
 
 def _constant_factor(failed: list[_View], views: list[_View], n: int | None) -> Diagnosis | None:
@@ -170,7 +174,9 @@ def _constant_factor(failed: list[_View], views: list[_View], n: int | None) -> 
     if fit is None:
         return None
     r = fit.ratio
-    if abs(r - 1) <= SAFETY * fit.sigma:  # not a factor the estimates can tell from 1
+    # a factor is a claim about every element: each one (the typical one) must resolve r from 1 on its
+    # own; an average of unresolved noise can be far from 1 in sigmas and still say nothing
+    if abs(r - 1) <= max(SAFETY * fit.sigma, 2 * fit.resolution):
         return None
     single = fit.n_significant < 2
     if single and SAFETY * fit.sigma > 1e-3 * abs(r):
@@ -197,7 +203,7 @@ def _constant_factor(failed: list[_View], views: list[_View], n: int | None) -> 
         return diag("factor_half", ": a factor 2 is missing (the 2 of d(x^2)/dx = 2x?)")
     if fit.matches(2):
         return diag("factor_two", ": a spurious factor 2 (the derivative of 0.5 x^2 is x, not 2x)")
-    if single:  # an unnamed ratio of one element says nothing
+    if fit.n_significant < 3:  # an unnamed ratio of one or two elements says nothing
         return None
     if n and n > 1 and fit.matches(n / (n - 1)):
         ev["match"] = "N/(N-1)"
@@ -246,6 +252,8 @@ def _weight_decay(failed: list[_View], views: list[_View], params: Mapping[str, 
     """claimed - numerical = lambda * param for every failing tensor, one lambda for all."""
     if not params or any(v.name not in params for v in failed):
         return None
+    if all(v.kind == "b" for v in failed):  # decay is a weights' term; biases alone are something else
+        return None
     ps = {}
     for v in failed:
         p = np.asarray(params[v.name], dtype=np.float64)
@@ -266,11 +274,18 @@ def _weight_decay(failed: list[_View], views: list[_View], params: Mapping[str, 
     lam = num / den
     if not math.isfinite(lam) or lam == 0:
         return None
+    resolved = total = 0
     for v in failed:
         m = v.judged
+        slack = v.slack()[m]
         resid = np.abs((v.c - v.d)[m] - lam * ps[v.name][m])
-        if np.any(resid > v.slack()[m]):
+        if np.any(resid > slack):
             return None
+        resolved += int(np.sum(np.abs(lam * ps[v.name][m]) > 3 * slack))
+        total += int(m.sum())
+    # the term must stand out of the noise in most elements, not be fitted to one or two
+    if resolved < max(3, total // 2):
+        return None
     names = [v.name for v in failed]
     ev = {"lambda": lam}
     if lam < 0:
@@ -418,8 +433,8 @@ def _hidden_prefix(failed: list[_View], layers: dict[int, dict[str, _View]]) -> 
         return None
     errs = {layers[i]["W"].name: _layer_error(layers[i]) for i in bad}
     grows = all(_layer_error(layers[a]) <= _layer_error(layers[b]) for a, b in zip(bad[1:], bad[:-1]))
-    right = [v.name for i in order if i not in bad for v in layers[i].values()]
-    wrong = [v.name for i in bad for v in layers[i].values()]
+    right = [v.name for i in order for v in layers[i].values() if not v.failed]
+    wrong = [v.name for i in bad for v in layers[i].values() if v.failed]
     per_layer = ", ".join(f"{n} {x:.2e}" for n, x in reversed(errs.items()))
     above = layers[order[order.index(k) + 1]]["W"].name
     trend = (f"; the error grows toward the input ({per_layer})" if grows and len(bad) > 1
@@ -454,9 +469,9 @@ def _output(failed: list[_View], layers: dict[int, dict[str, _View]]) -> Diagnos
     ev: dict[str, Any] = {}
     if _shift_invariance_broken(out):
         ev["shift_invariance"] = "broken"
-        text += ("; the loss does not change when one constant is added to every output (a softmax: the "
-                 "numerical output gradients sum to zero over the outputs) but the claimed ones do not sum to "
-                 "zero: probably the softmax is missing from the cross-entropy gradient (z - y instead of p - y)")
+        text += ("; the loss does not change when one constant is added to every output (its numerical "
+                 "output-bias gradient sums to zero, as a softmax's does) but the claimed one does not sum to "
+                 "zero: is the softmax missing from the cross-entropy gradient (z - y instead of p - y)?")
     return Diagnosis("output_gradient", text, "low", names, ev)
 
 

@@ -165,8 +165,9 @@ def relu_at_kink() -> Case:
 
 
 # -- SymPy derivations shown next to the bugs ------------------------------------------------------------
-def sympy_activation(name: str) -> Callable[[], str]:
-    """f and SymPy's f' for a registry activation (from gradcheck.symbolic when it is available)."""
+def sympy_activation(name: str, output_form: str | None = None) -> Callable[[], str]:
+    """f and SymPy's f' for a registry activation (from gradcheck.symbolic); with ``output_form``
+    (f' written with the output ``a``, e.g. ``"1 - a**2"``) SymPy also checks that form."""
     def text() -> str:
         import sympy as sp
         try:
@@ -175,7 +176,12 @@ def sympy_activation(name: str) -> Callable[[], str]:
             from gradcheck.symbolic.primitives import activation_expr
         expr, z = activation_expr(name)
         d = sp.diff(expr, z)
-        return f"SymPy: f(z) = {sp.sstr(expr)}\n       f'(z) = {sp.sstr(sp.simplify(d))}"
+        out = f"SymPy: f(z) = {sp.sstr(expr)}\n       f'(z) = {sp.sstr(d)}"
+        if output_form:
+            a = sp.Symbol("a")
+            residual = sp.simplify(d - sp.sympify(output_form, locals={"a": a}).subs(a, expr))
+            out += f"\n       f'(z) - ({output_form}) with a = f(z) simplifies to {residual}"
+        return out
     return text
 
 
@@ -261,23 +267,23 @@ LESSONS: tuple[Lesson, ...] = (
            "the sigmoid's OUTPUT a = sigma(z). Fed the pre-activation z it computes z(1 - z), which is not a "
            "derivative of anything here (it is negative for z > 1).",
            "hidden_layer_derivative", HIDDEN, "pass the activation a = sigmoid(z) to x * (1 - x), or compute "
-           "sigmoid(z) * (1 - sigmoid(z)) from z", "sigmoid", sympy_activation("sigmoid")),
+           "sigmoid(z) * (1 - sigmoid(z)) from z", "sigmoid", sympy_activation("sigmoid", "a*(1 - a)")),
     Lesson("sigmoid-prime-twice", "sigmoid' applied to the activation: sigmoid applied twice",
            "activation", m.SigmoidPrimeTwice, m.SigmoidFromOutput, "derivative", hidden_net("sigmoid"),
            "sigma'(z) = sigma(z) (1 - sigma(z)). Code that already holds a = sigma(z) and calls "
            "sigmoid_prime(a) = sigma(a) (1 - sigma(a)) squashes twice: sigma(sigma(z)).",
            "hidden_layer_derivative", HIDDEN, "use a * (1 - a) on the cached activation, or sigmoid'(z) on z",
-           "sigmoid", sympy_activation("sigmoid")),
+           "sigmoid", sympy_activation("sigmoid", "a*(1 - a)")),
     Lesson("tanh-one-minus-a", "tanh' written as 1 - a", "activation", m.TanhOneMinusA, m.TanhFromOutput,
            "derivative", hidden_net("tanh"),
            "tanh'(z) = 1 - tanh(z)^2 = 1 - a^2. Without the square it is right only where a is 0 or 1.",
-           "hidden_layer_derivative", HIDDEN, "square it: 1 - a**2", "tanh", sympy_activation("tanh")),
+           "hidden_layer_derivative", HIDDEN, "square it: 1 - a**2", "tanh", sympy_activation("tanh", "1 - a**2")),
     Lesson("tanh-of-activation", "tanh'(a): the derivative evaluated at the activation", "activation",
            m.TanhOfActivation, m.TanhFromOutput, "derivative", hidden_net("tanh"),
            "1 - tanh(x)^2 is the derivative at x = z. With x = a = tanh(z) it computes 1 - tanh(tanh(z))^2. "
            "Either 1 - tanh(z)**2 on z or 1 - a**2 on the output, not a mix.",
            "hidden_layer_derivative", HIDDEN, "1 - a**2 (from the output) or 1 - np.tanh(z)**2 (from the input)",
-           "tanh", sympy_activation("tanh")),
+           "tanh", sympy_activation("tanh", "1 - a**2")),
     Lesson("relu-kink", "relu' at 0: (z >= 0) or (a > 0)? A kink, not a bug", "activation",
            m.ReluFromInputAtZero, m.ReluFromOutput, "derivative", relu_at_kink,
            "relu has no derivative at z = 0; 0 and 1 (and anything between) are subgradients. The two "
@@ -302,7 +308,7 @@ LESSONS: tuple[Lesson, ...] = (
            "softplus(z) = log(1 + exp(z)) has derivative sigmoid(z), a function of z. With a = softplus(z) "
            "at hand, sigmoid(a) is the derivative at the wrong point (a > z always).",
            "hidden_layer_derivative", HIDDEN, "sigmoid(z) (or 1 - exp(-a) from the output)", "softplus",
-           sympy_activation("softplus")),
+           sympy_activation("softplus", "1 - exp(-a)")),
     Lesson("swish-product-rule", "swish: the product rule dropped", "activation", m.SwishProductRuleDropped,
            m.SwishPrime, "derivative", hidden_net("silu"),
            "swish(z) = z sigmoid(z) is a product: its derivative is sigmoid(z) + z sigmoid'(z). Keeping only "

@@ -1,0 +1,346 @@
+"""The diagnosis: each pattern is named when a bug of that kind is planted, and never claimed when the
+numbers do not support it.
+
+Positive cases plant a bug in the reference network's gradient (a wrapper that edits the claimed
+gradient the way the bug would) and run the real check, so the patterns are judged against real
+finite-difference error bounds. False-positive cases (1) run correct-but-unusual code, which passes
+so diagnose is never called, and (2) call ``diagnose`` directly on hundreds of random perturbations
+of a correct gradient (re-compared with :func:`gradcheck.compare.compare`, as the check would): no
+*specific* pattern may come out, only None or a location pattern whose tensors are the perturbed ones.
+"""
+from __future__ import annotations
+
+import copy
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+import gradcheck
+from gradcheck.compare import compare, eps_of
+from gradcheck.diagnose import LOCATION_PATTERNS, PATTERNS, SPECIFIC_PATTERNS, diagnose
+from gradcheck.result import Element, Result
+from gradcheck.spec import Layer, NetworkSpec
+from reference.network import Network
+
+
+def _spec(act="tanh", *, inp=3, hidden=(5, 5), out=2, loss="mse", batch=6, dtype="float64", seed=0):
+    layers = tuple(Layer(w, act) for w in hidden) + (Layer(out, "identity"),)
+    return NetworkSpec(input_dim=inp, layers=layers, loss=loss, batch=batch, dtype=dtype, seed=seed)
+
+
+def _data(spec, seed=0, one_hot=False):
+    rng = np.random.default_rng(100 + seed)
+    X = rng.standard_normal((spec.batch, spec.input_dim)).astype(spec.dtype)
+    if one_hot:
+        y = np.eye(spec.output_dim)[rng.integers(0, spec.output_dim, spec.batch)].astype(spec.dtype)
+    else:
+        y = rng.standard_normal((spec.batch, spec.output_dim)).astype(spec.dtype)
+    return X, y
+
+
+def _planted(spec, edit, *, seed=0, one_hot=False, give_spec=True):
+    """Check the reference network of ``spec`` with ``edit(grads, params, X)`` applied to its gradient."""
+    net = Network(spec)
+    params = net.init_params()
+    X, y = _data(spec, seed, one_hot)
+
+    def fn(p, X_, y_):
+        loss, grads = net(p, X_, y_)
+        grads = {k: np.array(v, copy=True) for k, v in grads.items()}
+        edit(grads, p, X_)
+        return loss, grads
+
+    return gradcheck.check(fn, params, X, y, spec=spec if give_spec else None)
+
+
+def _scale(*names, by):
+    def edit(g, p, X):
+        for k in names or list(g):
+            g[k] = (g[k] * by).astype(g[k].dtype)
+    return edit
+
+
+# -- each pattern, planted ---------------------------------------------------------------------------
+@pytest.mark.parametrize("names, by, pattern", [
+    ((), -1.0, "sign_flip"),
+    (("W2",), -1.0, "sign_flip"),            # one tensor
+    (("W1", "b1"), -1.0, "sign_flip"),       # one layer
+    ((), 2.0, "factor_two"),
+    ((), 0.5, "factor_half"),
+    ((), 6.0, "missing_mean"),               # the batch size of _spec()
+    ((), 1 / 6, "extra_mean"),
+    ((), 1 / 36, "constant_factor"),         # 1/N twice more is no named factor: just a constant
+    ((), 1.1, "constant_factor"),
+    ((), 0.0, "zero_gradient"),
+])
+def test_constant_factors_are_named(names, by, pattern):
+    r = _planted(_spec(), _scale(*names, by=by))
+    assert not r.passed
+    assert r.diagnosis is not None and r.diagnosis.pattern == pattern, str(r)
+    assert set(r.diagnosis.params) == set(names or r.tensors)
+    if pattern not in ("zero_gradient",):
+        assert r.diagnosis.evidence["ratio"] == pytest.approx(by, rel=1e-6, abs=1e-12)
+
+
+def test_sign_flip_message_states_the_evidence():
+    r = _planted(_spec(), _scale("W2", by=-1.0))
+    assert "grads['W2'] = -1.000 x numerical: sign flipped" in r.diagnosis.message
+    assert r.diagnosis.confidence == "high"
+    assert "likely bug: grads['W2'] = -1.000" in str(r)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_1_1_factor_is_named_in_float32_as_in_float64(dtype):
+    """The ratio is judged against the estimates' own resolution, not a fixed 1e-6: float32 central
+    differences resolve about 1e-4, ample to tell 1.1 from 1."""
+    r = _planted(_spec(dtype=dtype), _scale(by=1.1))
+    assert r.diagnosis is not None and r.diagnosis.pattern == "constant_factor", str(r)
+    assert r.diagnosis.evidence["ratio"] == pytest.approx(1.1, rel=1e-3)
+    assert "1.100 x numerical" in r.diagnosis.message
+
+
+def test_batch_size_from_x_when_no_spec_is_given():
+    r = _planted(_spec(batch=5), _scale(by=5.0), give_spec=False)
+    assert r.diagnosis.pattern == "missing_mean" and r.diagnosis.evidence["batch"] == 5
+
+
+def test_n_over_n_minus_one_is_recognised():
+    r = _planted(_spec(batch=8), _scale(by=8 / 7))
+    assert r.diagnosis.pattern == "constant_factor" and "N/(N-1)" in r.diagnosis.message
+
+
+def test_transposed_weight_gradient():
+    def edit(g, p, X):
+        g["W2"] = g["W2"].T.copy()
+    r = _planted(_spec(hidden=(4, 4)), edit)
+    assert r.diagnosis.pattern == "transposed" and r.diagnosis.params == ["W2"], str(r)
+
+
+def test_one_element_wrong():
+    def edit(g, p, X):
+        g["W1"][1, 2] += 0.05
+    r = _planted(_spec(), edit)
+    assert r.diagnosis.pattern == "one_element", str(r)
+    assert "W1[1, 2]" in r.diagnosis.message
+
+
+def test_weight_decay_missing_needs_the_params():
+    lam = 0.03
+
+    def edit(g, p, X):
+        for k in g:
+            if k.startswith("W"):
+                g[k] = g[k] - lam * p[k]
+    r = _planted(_spec(), edit)
+    assert r.diagnosis.pattern == "weight_decay", str(r)
+    assert r.diagnosis.evidence["lambda"] == pytest.approx(-lam, rel=1e-6)
+    # without the parameters the same numbers only say where: weights wrong, biases right
+    d = diagnose(r, r.spec)
+    assert d is not None and d.pattern == "weights_only"
+
+
+def test_bias_gradient_from_the_first_sample_is_recognised_with_x():
+    spec = _spec(inp=6, hidden=(5,), out=3, batch=4)
+    net = Network(spec)
+    X, y = _data(spec)
+
+    def fn(p, X_, y_):
+        loss, grads = net(p, X_, y_)
+        _, first = net(p, X_[:1], y_[:1])  # sample 0's gradient of its own loss
+        return loss, {k: (first[k] / len(X_) if k.startswith("b") else v) for k, v in grads.items()}
+
+    r = gradcheck.check(fn, net.init_params(), X, y, spec=spec)
+    assert r.diagnosis is not None and r.diagnosis.pattern == "bias_one_sample", str(r)
+    assert r.diagnosis.evidence["sample"] == 0
+    # without X (or with more samples than inputs) the deltas cannot be recovered: location only
+    assert diagnose(r, r.spec).pattern == "bias_reduction"
+    assert diagnose(r, r.spec, X=np.vstack([X, X])).pattern == "bias_reduction"  # 8 samples > 6 inputs
+
+
+def test_hidden_layer_derivative_and_output_patterns():
+    spec = _spec("tanh")
+    net = Network(spec)
+
+    def wrong_tanh(g, p, X):  # recompute backward with 1 - a instead of 1 - a^2 in the hidden layers
+        out, c = net.forward(p, X)
+        dz = net.loss_fn.grad(out, wrong_tanh.y)
+        for i in range(3, 0, -1):
+            g[f"W{i}"] = c.inputs[i - 1].T @ dz
+            g[f"b{i}"] = dz.sum(axis=0)
+            if i > 1:
+                dz = (dz @ p[f"W{i}"].T) * (1 - np.tanh(c.pre[i - 2]))
+    X, y = _data(spec)
+    wrong_tanh.y = y
+
+    def fn(p, X_, y_):
+        loss, grads = net(p, X_, y_)
+        grads = {k: np.array(v, copy=True) for k, v in grads.items()}
+        wrong_tanh(grads, p, X_)
+        return loss, grads
+
+    r = gradcheck.check(fn, net.init_params(), X, y, spec=spec)
+    assert r.diagnosis.pattern == "hidden_layer_derivative", str(r)
+    assert set(r.diagnosis.params) == {"W1", "b1", "W2", "b2"}
+    assert r.diagnosis.evidence["entry_layer"] == 2
+
+
+def test_torch_style_names_are_read_per_layer():
+    """'0.weight', '0.bias', '2.weight', ... (nn.Sequential) are layers too."""
+    spec = _spec("tanh", hidden=(4,))
+    net = Network(spec)
+    names = {"W1": "0.weight", "b1": "0.bias", "W2": "2.weight", "b2": "2.bias"}
+    params = {names[k]: v for k, v in net.init_params().items()}
+    X, y = _data(spec)
+
+    def fn(p, X_, y_):
+        inner = {k: p[v] for k, v in names.items()}
+        loss, grads = net(inner, X_, y_)
+        out = {names[k]: np.array(v, copy=True) for k, v in grads.items()}
+        for k in ("W1", "b1"):  # a hidden-layer derivative bug: layer 1 wrong by varying factors
+            out[names[k]] = out[names[k]] * (1 + 0.3 * np.cos(np.arange(out[names[k]].size))).reshape(out[names[k]].shape)
+        return loss, out
+
+    r = gradcheck.check(fn, params, X, y)
+    assert r.diagnosis is not None and r.diagnosis.pattern == "hidden_layer_derivative", str(r)
+
+
+# -- false positives -----------------------------------------------------------------------------------
+def test_correct_but_unusual_code_passes_so_nothing_is_diagnosed():
+    # float32
+    spec = _spec(dtype="float32")
+    net = Network(spec)
+    X, y = _data(spec)
+    r = gradcheck.check(net, net.init_params(), X, y, spec=spec)
+    assert r.passed and r.diagnosis is None, str(r)
+    # tiny gradients: the loss scaled by 1e-12
+    spec = _spec()
+    net = Network(spec)
+    X, y = _data(spec)
+
+    def tiny(p, X_, y_):
+        loss, g = net(p, X_, y_)
+        return loss * 1e-12, {k: v * 1e-12 for k, v in g.items()}
+    r = gradcheck.check(tiny, net.init_params(), X, y)
+    assert r.passed and r.diagnosis is None, str(r)
+    # relu at kinks: zero first-layer biases and a zero input row
+    spec = _spec("relu")
+    net = Network(spec)
+    X, y = _data(spec)
+    X[0] = 0
+    params = dict(net.init_params())
+    params["b1"] = np.zeros_like(params["b1"])
+    r = gradcheck.check(net, params, X, y, spec=spec)
+    assert r.passed and r.kinks and r.diagnosis is None, str(r)
+
+
+def with_claimed(base: Result, claimed: dict[str, np.ndarray]) -> Result:
+    """``base`` (a check of correct code) with other claimed gradients, re-compared as check does."""
+    r = copy.deepcopy(base)
+    failures = []
+    for k, t in r.tensors.items():
+        c = np.asarray(claimed[k], dtype=np.float64)
+        cmp = compare(c, t.numerical, t.error, claimed_eps=eps_of(t.dtype))
+        kink = t.kink if t.kink is not None else np.zeros(c.shape, bool)
+        failed = ~kink & ~cmp.passed
+        t.claimed, t.rel = c, cmp.rel
+        t.passed, t.n_failed = not failed.any(), int(failed.sum())
+        t.max_rel_error = float(np.max(np.where(kink, 0, cmp.rel)))
+        for ix in np.argwhere(failed):
+            ix = tuple(int(v) for v in ix)
+            failures.append(Element(k, list(ix), float(c[ix]), float(t.numerical[ix]), float(cmp.rel[ix]),
+                                    float(cmp.tol[ix]), float(t.error[ix])))
+    failures.sort(key=lambda e: -e.rel_error)
+    r.failures = failures
+    r.passed = all(t.passed for t in r.tensors.values())
+    return r
+
+
+@lru_cache(maxsize=None)
+def _base(kind: str):
+    """A passing check of correct code, with its params and X (what check hands to diagnose)."""
+    if kind == "square":
+        spec = _spec("tanh", inp=4, hidden=(4, 4), out=4, batch=5)
+    elif kind == "softmax":
+        spec = _spec("tanh", inp=4, hidden=(6,), out=3, loss="softmax_cross_entropy", batch=5)
+    elif kind == "wide":
+        spec = _spec("tanh", inp=6, hidden=(5,), out=3, batch=4)
+    else:
+        spec = _spec("tanh", dtype=kind)
+    net = Network(spec)
+    params = net.init_params()
+    X, y = _data(spec, one_hot=kind == "softmax")
+    r = gradcheck.check(net, params, X, y, spec=spec)
+    assert r.passed, str(r)
+    return r, params, X
+
+
+@pytest.mark.parametrize("kind", ["float64", "float32", "square", "softmax", "wide"])
+def test_random_perturbations_never_get_a_specific_pattern(kind):
+    base, params, X = _base(kind)
+    rng = np.random.default_rng(["float64", "float32", "square", "softmax", "wide"].index(kind))
+    names = list(base.tensors)
+    claims = {}
+    trials = 0
+    for trial in range(300):
+        subset = [k for k in names if rng.random() < 0.5] or [names[int(rng.integers(len(names)))]]
+        how = ("mult", "add", "replace", "element", "shuffle")[trial % 5]
+        delta = float(10 ** rng.uniform(-4, 0.3))
+        claimed = {k: base.tensors[k].claimed.copy() for k in names}
+        for k in subset:
+            c = claimed[k]
+            scale = float(np.max(np.abs(c))) or 1.0
+            if how == "mult":
+                c *= 1 + delta * rng.standard_normal(c.shape)
+            elif how == "add":
+                c += delta * scale * rng.standard_normal(c.shape)
+            elif how == "replace":
+                claimed[k] = scale * rng.standard_normal(c.shape)
+            elif how == "element":
+                i = tuple(int(rng.integers(s)) for s in c.shape)
+                c[i] += delta * scale * rng.choice([-1, 1])
+            else:
+                claimed[k] = rng.permutation(c.reshape(-1)).reshape(c.shape)
+        r = with_claimed(base, claimed)
+        if r.passed:
+            continue
+        trials += 1
+        d = diagnose(r, base.spec, params=params, X=X)
+        if d is None:
+            continue
+        assert d.pattern in PATTERNS
+        assert d.pattern in LOCATION_PATTERNS, (kind, how, subset, delta, d)
+        # a location claim names only tensors that really were changed
+        assert set(d.params) <= set(subset), (kind, how, subset, d)
+        claims[d.pattern] = claims.get(d.pattern, 0) + 1
+    assert trials > 200  # most perturbations fail the check
+
+
+@pytest.mark.parametrize("kind", ["float64", "float32"])
+def test_a_factor_is_found_only_when_the_noise_is_below_resolution(kind):
+    """Positive control for the test above: 2 x the gradient is factor_two; 2 x (1 + 1% noise) is not."""
+    base, params, X = _base(kind)
+    rng = np.random.default_rng(1)
+    exact = {k: 2 * t.claimed for k, t in base.tensors.items()}
+    assert diagnose(with_claimed(base, exact), base.spec, params=params, X=X).pattern == "factor_two"
+    noisy = {k: 2 * t.claimed * (1 + 0.01 * rng.standard_normal(t.claimed.shape)) for k, t in base.tensors.items()}
+    d = diagnose(with_claimed(base, noisy), base.spec, params=params, X=X)
+    assert d is None or d.pattern not in SPECIFIC_PATTERNS, d
+
+
+def test_no_arrays_or_a_passing_result_gives_none():
+    base, params, X = _base("float64")
+    assert diagnose(base, base.spec) is None  # nothing failed
+    flipped = with_claimed(base, {k: -t.claimed for k, t in base.tensors.items()})
+    again = Result.from_dict(flipped.to_dict())  # arrays left out of the JSON
+    assert diagnose(again, base.spec) is None
+    assert diagnose(Result.from_dict(flipped.to_dict(arrays=True)), base.spec).pattern == "sign_flip"
+
+
+def test_diagnose_survives_odd_inputs():
+    base, params, X = _base("float64")
+    r = with_claimed(base, {k: -t.claimed for k, t in base.tensors.items()})
+    r.tensors["W1"].error = np.full_like(r.tensors["W1"].numerical, np.nan)
+    diagnose(r, {"batch": "six"}, params={"W1": np.zeros(3)}, X=np.array(["a"]))
+    r.tensors["W1"].claimed = np.zeros(2)  # inconsistent shapes: the tensor is skipped
+    diagnose(r, None, params=params, X=X)
