@@ -204,12 +204,15 @@ def test_dark_mode_and_print_render(browser, report_url):
     bg = w.page.evaluate("() => getComputedStyle(document.body).backgroundColor")
     assert bg != "rgb(255, 255, 255)" and bg != "rgb(247, 247, 245)"  # the dark palette is in use
     SHOTS.mkdir(exist_ok=True)
-    w.page.locator("#failures").scroll_into_view_if_needed()
+    w.page.evaluate("() => document.getElementById('heatmaps').scrollIntoView()")
     w.page.screenshot(path=str(SHOTS / "report-browser-test-dark.png"))
+    rows = w.page.locator("#checks-table tbody tr")
+    w.page.select_option("#filters select[name=status]", "failed")
+    assert w.page.locator("#checks-table tbody tr:visible").count() < rows.count()
     w.page.emulate_media(media="print")
-    w.page.select_option("#filters select[name=status]", "failed") if w.page.locator("#filters").is_visible() else None
-    # printing shows every row, even the filtered-out ones
-    assert w.page.locator("#checks-table tbody tr:visible").count() == w.page.locator("#checks-table tbody tr").count()
+    # printing shows every row, even the filtered-out ones, and hides the filter bar
+    assert w.page.locator("#checks-table tbody tr:visible").count() == rows.count()
+    assert not w.page.locator("#filters").is_visible()
     pdf = w.page.pdf()
     assert pdf[:4] == b"%PDF" and len(pdf) > 10_000
     assert w.errors == [] and w.blocked == []

@@ -136,7 +136,7 @@ def heatmap(cells: Sequence[Cell], pair: str, dtype: str = "") -> str:
     key = f"heat-{pair}-{dtype}"
     longest = max(len(_tick(a)) for a in acts)
     width = min(1.6 + 0.07 * longest + 0.85 * len(losses), 13.0)
-    height = min(1.7 + 0.36 * len(acts), 11.0)
+    height = min(max(2.6, 1.7 + 0.36 * len(acts)), 11.0)
     with _chart(key, (width, height)) as fig:
         ax = fig.add_subplot()
         grid = np.full((len(acts), len(losses)), np.nan)
@@ -162,7 +162,7 @@ def heatmap(cells: Sequence[Cell], pair: str, dtype: str = "") -> str:
                                        linewidth=2.2))
                 text = "\u2717 " + text
             ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", color=ink, fontsize=fs,
-                    fontweight="bold" if c.failed else "normal")
+                    fontweight="bold" if c.failed else "normal").set_in_layout(False)  # inside the axes
         ax.set_xticks(np.arange(len(losses)) + 0.5, [_tick(s) for s in losses], rotation=30, ha="right",
                       rotation_mode="anchor")
         ax.set_yticks(np.arange(len(acts)) + 0.5, [_tick(s) for s in acts])
@@ -206,8 +206,8 @@ def histogram(rows: Sequence[Row], pairs: Sequence[str]) -> str:
                 nonfinite += len(vals) - len(finite)
                 color = _series_color(dt, k)
                 if finite:
-                    ax.hist(finite, bins=bins, histtype="stepfilled", alpha=0.4, color=color, edgecolor=color,
-                            linewidth=1.2, label=f"{dt} ({len(vals)} checks)")
+                    ax.hist(finite, bins=bins, histtype="stepfilled", alpha=0.5, color=color, edgecolor=color,
+                            linewidth=1.2, label=f"{dt} ({len(vals)} check{'s' if len(vals) != 1 else ''})")
                 if pair == "analytic_vs_numerical":
                     tols = sorted(r.tolerance for r in rows if r.dtype == dt and math.isfinite(r.tolerance)
                                   and r.tolerance > 0)
