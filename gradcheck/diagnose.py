@@ -298,6 +298,27 @@ def _weight_decay(failed: list[_View], views: list[_View], params: Mapping[str, 
     return Diagnosis("weight_decay", text, "high", names, ev)
 
 
+# -- location patterns need clear failures ---------------------------------------------------------------
+#: a location pattern reads which tensors pass and which fail; that partition is evidence only when
+#: the failing ones fail by this factor beyond what their estimates resolve (else the same small
+#: error may sit just under the tolerance of the tensors that pass)
+LOCATION_MARGIN = 10.0
+
+
+def _margin(v: _View) -> float:
+    """The largest ``|c - d|`` of the tensor over its resolution, element by element."""
+    m = v.judged
+    if not m.any():
+        return 0.0
+    scale = float(np.max(np.abs(v.d[m])))
+    lim = SAFETY * v.e[m] + ANALYTIC_ULPS * v.eps * (np.abs(v.d[m]) + scale) + _TINY
+    return float(np.max(np.abs(v.c[m] - v.d[m]) / lim))
+
+
+def _clear(failed: list[_View]) -> bool:
+    return all(_margin(v) >= LOCATION_MARGIN for v in failed)
+
+
 # -- rule 4: one element ----------------------------------------------------------------------------
 def _one_element(failed: list[_View], result: Result) -> Diagnosis | None:
     if not all(v.report.n_failed == 1 and v.report.n_elements > 1 for v in failed):
@@ -499,8 +520,13 @@ def diagnose(result: Result, spec: Mapping[str, Any] | None = None, *, params: M
     for rule in (lambda: _zero(failed, views),
                  lambda: _constant_factor(failed, views, n),
                  lambda: _transposed(failed, views),
-                 lambda: _weight_decay(failed, views, params),
-                 lambda: _one_element(failed, result),
+                 lambda: _weight_decay(failed, views, params)):
+        d = rule()
+        if d is not None:
+            return d
+    if not _clear(failed):
+        return None
+    for rule in (lambda: _one_element(failed, result),
                  lambda: _bias_rules(failed, views, X)):
         d = rule()
         if d is not None:

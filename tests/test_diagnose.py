@@ -344,3 +344,20 @@ def test_diagnose_survives_odd_inputs():
     diagnose(r, {"batch": "six"}, params={"W1": np.zeros(3)}, X=np.array(["a"]))
     r.tensors["W1"].claimed = np.zeros(2)  # inconsistent shapes: the tensor is skipped
     diagnose(r, None, params=params, X=X)
+
+
+@pytest.mark.parametrize("times, pattern", [(2.0, None), (1000.0, "one_element")])
+def test_location_needs_a_clear_failure(times, pattern):
+    """One element off by 2x its resolution fails the check but is too marginal to say where a bug is
+    (the tensors that pass could hide the same error); 1000x is clearly one element."""
+    from gradcheck.compare import ANALYTIC_ULPS, SAFETY
+    base, params, X = _base("float64")
+    t = base.tensors["W2"]
+    lim = SAFETY * t.error + ANALYTIC_ULPS * eps_of(t.dtype) * (np.abs(t.numerical) + np.max(np.abs(t.numerical)))
+    claimed = {k: v.claimed.copy() for k, v in base.tensors.items()}
+    claimed["W2"] = t.numerical.copy()
+    claimed["W2"][1, 3] += times * lim[1, 3]
+    r = with_claimed(base, claimed)
+    assert not r.passed and r.tensors["W2"].n_failed == 1
+    d = diagnose(r, base.spec, params=params, X=X)
+    assert (d.pattern if d else None) == pattern
