@@ -1,0 +1,560 @@
+"""Whole-network gradients derived by SymPy: the loss of a spec as one expression, differentiated.
+
+For a :class:`~gradcheck.spec.NetworkSpec` we build, once per *structure*, the weighted loss of
+one sample, ``w * loss(net(x; theta), y)``, as a SymPy expression in one symbol per scalar
+parameter (``W1_r_c``, ``b1_c``, ...), the input symbols ``x_0..``, the target symbols ``y_0..``,
+the reduction weight ``w`` and the clip level ``epsilon``. Its gradient with respect to every
+parameter symbol is taken by SymPy, reduced by common-subexpression elimination
+(:func:`sympy.cse`) and lambdified. ``X``, ``y`` and the parameters are *arguments* of the compiled
+function, so one compilation serves every batch, batch size and parameter value of the structure.
+
+Batch. The batch loss is ``sum_b w * loss_b`` (``w = 1/batch``, or 1 for ``half_sse``); sample
+``b``'s term is the only one that involves ``x_b, y_b``, so the gradient of the batch loss is the
+sum over samples of the SymPy gradient of ``w * loss_b``: the compiled function is evaluated with
+numpy on all samples at once (``x_k`` is a column of ``X``) and summed. Differentiation is linear,
+so this is the derivative of the batch expression, at a cost independent of the batch size.
+
+Methods. ``"diff"`` calls ``sympy.diff(loss, theta_i)`` for every parameter: SymPy's own chain
+rule on the whole expression; its cost grows like ``P x size`` (P = 121 takes ~5 s).
+``"graph"`` (default) walks the expression DAG once from the loss down (reverse accumulation),
+multiplying at every node the local partial derivatives that ``sympy.diff`` gives for that node's
+operation (applied to fresh symbols): every derivative still comes from SymPy, the walk is generic
+in the expression (it knows nothing of layers, activations or losses), and it is 10-50x faster.
+The tests check that both methods give the same gradient.
+
+Bounds. Too many parameters (``max_params``), too large an expression or compiled code
+(``max_terms`` nodes of the loss DAG, or CSE assignments), or a build that would exceed
+``timeout`` seconds raise :class:`SymbolicSkipped` quickly (the build extrapolates its own progress
+and stops as soon as the limit is clearly going to be exceeded; a SIGALRM backstop interrupts a single
+SymPy call that overruns when running in the main thread). Refusals are remembered per structure.
+
+Numbers: float64 throughout (whatever the spec's dtype); only the clip level of ``bce`` and
+``categorical_cross_entropy`` follows the spec's dtype (its machine epsilon, as the registry).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+import mpmath
+import numpy as np
+import sympy as sp
+
+from gradcheck.spec import NetworkSpec
+from gradcheck.symbolic.primitives import (
+    EPS,
+    WEIGHT,
+    Z,
+    get_activation_def,
+    get_loss_def,
+    lambdify_mpmath,
+    lambdify_numpy,
+    vector_symbols,
+)
+
+Array = np.ndarray
+
+#: default bounds (see docs/symbolic.md for what they mean in seconds on a 2-core machine)
+DEFAULT_MAX_PARAMS = 2000
+DEFAULT_MAX_TERMS = 200_000
+DEFAULT_TIMEOUT = 10.0
+METHODS = ("diff", "graph")
+
+
+class SymbolicSkipped(Exception):
+    """The symbolic oracle declined a spec: too large or too slow. ``str()`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"skipped: {reason}")
+
+
+# --------------------------------------------------------------------------------------------
+# the expression of one sample's loss
+# --------------------------------------------------------------------------------------------
+def _as_spec(spec: Any) -> NetworkSpec:
+    if isinstance(spec, NetworkSpec):
+        return spec
+    if isinstance(spec, dict):
+        return NetworkSpec.from_dict(spec)
+    if isinstance(spec, str):
+        return NetworkSpec.from_json(spec)
+    raise TypeError(f"spec={spec!r}: expected a NetworkSpec, its dict or its JSON")
+
+
+def structure_key(spec: NetworkSpec) -> str:
+    """What the compiled gradient depends on: layers, skips, loss, input size (not batch, dtype,
+    seed, init: those are only numbers passed to the compiled function)."""
+    d = spec.to_dict()
+    for k in ("seed", "init", "batch", "dtype"):
+        d.pop(k, None)
+    return json.dumps(d, sort_keys=True)
+
+
+def param_symbols(spec: NetworkSpec) -> dict[str, list[sp.Symbol]]:
+    """One real symbol per scalar parameter, per tensor in row-major order: ``W1_r_c``, ``b1_c``."""
+    out: dict[str, list[sp.Symbol]] = {}
+    for name, shape in spec.param_shapes().items():
+        out[name] = [sp.Symbol(f"{name}_" + "_".join(map(str, idx)), real=True) for idx in np.ndindex(shape)]
+    return out
+
+
+@dataclass
+class SampleLoss:
+    """One sample's weighted loss as SymPy: ``loss`` in the parameter, input and target symbols.
+
+    With ``named`` pre-activations, ``definitions`` lists ``(z_i_c, expression)`` in order and
+    ``loss`` refers to the symbols ``z_i_c``; substituting them back (last first) gives the
+    single expression that ``named=False`` builds directly.
+    """
+
+    loss: sp.Expr
+    theta: dict[str, list[sp.Symbol]]
+    xs: list[sp.Symbol]
+    ys: list[sp.Symbol]
+    definitions: list[tuple[sp.Symbol, sp.Expr]]
+
+    def expanded(self) -> sp.Expr:
+        """The loss with every named intermediate substituted: one expression."""
+        e = self.loss
+        for sym, value in reversed(self.definitions):
+            e = e.xreplace({sym: value})
+        return e
+
+
+def sample_loss(spec: Any, deadline: "_Deadline | None" = None, *, named: bool = False) -> SampleLoss:
+    """One sample's weighted loss ``w * loss(net(x; theta), y)`` of ``spec`` as SymPy.
+
+    Built from the canonical SymPy values of the activations (default parameters) and the loss.
+    ``named=True`` gives every pre-activation a symbol ``z{i}_{c}`` (see :class:`SampleLoss`):
+    the same function as a DAG with named nodes, which keeps SymPy from folding nested
+    ``Piecewise`` conditions (exponential in depth) and lets the graph method share them.
+    """
+    spec = _as_spec(spec)
+    loss_def = get_loss_def(spec.loss)
+    acts = []
+    for i, layer in enumerate(spec.layers):
+        try:
+            acts.append(get_activation_def(layer.activation))
+        except ValueError as e:
+            raise ValueError(f"NetworkSpec.layers[{i}].activation={layer.activation!r}: {e}") from None
+    theta = param_symbols(spec)
+    xs = vector_symbols("x", spec.input_dim)
+    ys = vector_symbols("y", spec.output_dim)
+    definitions: list[tuple[sp.Symbol, sp.Expr]] = []
+    skips_into: dict[int, list[int]] = {}
+    for s, t in spec.skips:
+        skips_into.setdefault(t, []).append(s)
+    outputs: list[list[sp.Expr]] = [list(xs)]
+    a: list[sp.Expr] = list(xs)
+    for i, (layer, act) in enumerate(zip(spec.layers, acts), start=1):
+        fan_in, width = len(a), layer.width
+        W = theta[f"W{i}"]
+        z = []
+        for c in range(width):
+            terms = [a[r] * W[r * width + c] for r in range(fan_in)]
+            if layer.bias:
+                terms.append(theta[f"b{i}"][c])
+            terms.extend(outputs[s][c] for s in skips_into.get(i, ()))
+            value = sp.Add(*terms)
+            if named:
+                sym = sp.Symbol(f"z{i}_{c}", real=True)
+                definitions.append((sym, value))
+                value = sym
+            z.append(value)
+            if deadline is not None:
+                deadline.check(f"building layer {i}")
+        if act.rowwise:
+            a = list(act.value(z))
+        else:
+            f = act.value(Z, **{k: sp.Rational(repr(float(v))) for k, v in act.params.items()})
+            a = [f.xreplace({Z: zc}) for zc in z]
+        outputs.append(a)
+        if deadline is not None:
+            deadline.check(f"building layer {i}")
+    return SampleLoss(WEIGHT * loss_def.per_sample(a, ys), theta, xs, ys, definitions)
+
+
+def dag_size(expr: sp.Basic | list, limit: int | None = None) -> int:
+    """Number of distinct nodes of an expression (or a list of them); stops counting at ``limit``."""
+    seen: set = set()
+    stack = list(expr) if isinstance(expr, (list, tuple)) else [expr]
+    while stack:
+        e = stack.pop()
+        if e in seen:
+            continue
+        seen.add(e)
+        if limit is not None and len(seen) > limit:
+            break
+        stack.extend(e.args)
+    return len(seen)
+
+
+# --------------------------------------------------------------------------------------------
+# differentiation
+# --------------------------------------------------------------------------------------------
+class _Deadline:
+    """Cooperative time limit: ``check`` raises SymbolicSkipped once ``timeout`` has passed."""
+
+    def __init__(self, timeout: float, what: str) -> None:
+        self.start = time.perf_counter()
+        self.timeout = timeout
+        self.what = what
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def check(self, stage: str, predicted_total: float | None = None, margin: float = 1.5) -> None:
+        """Raise once past the limit, or when ``predicted_total`` exceeds ``margin`` x the limit."""
+        if self.elapsed > self.timeout:
+            raise SymbolicSkipped(f"too slow ({self.what}: {stage} passed the time limit {self.timeout:g} s)")
+        if predicted_total is not None and predicted_total > margin * self.timeout:
+            raise SymbolicSkipped(f"too slow ({self.what}: {stage} would take ~{predicted_total:.0f} s, "
+                                  f"limit {self.timeout:g} s)")
+
+
+@contextlib.contextmanager
+def _alarm(deadline: _Deadline, slack: float = 0.25) -> Iterator[None]:
+    """SIGALRM backstop: interrupt one long SymPy call (main thread only, when no timer is set)."""
+    usable = (threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+              and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
+              and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
+    if not usable:
+        yield
+        return
+
+    def handler(signum, frame):
+        # re-armed: if some library code swallows the exception, it fires again shortly
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        raise SymbolicSkipped(f"too slow ({deadline.what}: interrupted after {deadline.elapsed:.1f} s, "
+                              f"limit {deadline.timeout:g} s)")
+
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, max(deadline.timeout - deadline.elapsed, 0.0) + slack)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+
+def _grad_diff(loss: sp.Expr, theta: list[sp.Symbol], deadline: _Deadline) -> list[sp.Expr]:
+    """``sympy.diff(loss, t)`` for every parameter; stops early when the limit will clearly be passed."""
+    grads = []
+    for k, t in enumerate(theta, start=1):
+        grads.append(sp.diff(loss, t))
+        if k % 4 == 0 or k == len(theta):
+            el = deadline.elapsed
+            # the first parameters (layer 1, the deepest paths) cost the most: a generous margin
+            deadline.check(f"differentiating ({k}/{len(theta)} parameters)",
+                           el / k * len(theta) if el > 0.2 else None, margin=3.0)
+    return grads
+
+
+def _children(e: sp.Basic, definitions: Mapping[sp.Basic, sp.Expr]) -> tuple:
+    """The arguments a node is differentiated through: a named intermediate's definition; a
+    Piecewise's branch values (not its conditions: SymPy differentiates a Piecewise branch by
+    branch); every argument otherwise."""
+    if e in definitions:
+        return (definitions[e],)
+    if isinstance(e, sp.Piecewise):
+        return tuple(pair.expr for pair in e.args)
+    return e.args
+
+
+def _local_partials(e: sp.Basic, definitions: Mapping[sp.Basic, sp.Expr], cache: dict) -> list[sp.Expr]:
+    """``d e / d child_i`` for each child of node ``e``: ``sympy.diff`` of the node's operation
+    applied to fresh symbols (cached per operation and arity), evaluated at the actual children.
+    A named intermediate is its definition: partial 1."""
+    if e in definitions:
+        return [sp.Integer(1)]
+    children = _children(e, definitions)
+    if isinstance(e, sp.Piecewise):
+        key: tuple = (sp.Piecewise, tuple(pair.cond for pair in e.args))
+    else:
+        key = (e.func, len(children))
+    if key not in cache:
+        us = [sp.Dummy(f"u{i}", real=True) for i in range(len(children))]
+        if isinstance(e, sp.Piecewise):
+            local = sp.Piecewise(*[(u, pair.cond) for u, pair in zip(us, e.args)])
+        else:
+            local = e.func(*us)
+        cache[key] = (us, [sp.diff(local, u) for u in us])
+    us, partials = cache[key]
+    sub = dict(zip(us, children))
+    return [p.xreplace(sub) for p in partials]
+
+
+def _grad_graph(loss: sp.Expr, theta: list[sp.Symbol], deadline: _Deadline,
+                definitions: Mapping[sp.Basic, sp.Expr] | None = None) -> list[sp.Expr]:
+    """Reverse accumulation over the expression DAG: adjoint(child) += adjoint(node) * d node/d
+    child, the local partials from :func:`_local_partials` (``sympy.diff``); returns the
+    adjoints of the parameter symbols, i.e. dloss/dtheta_i."""
+    defs = dict(definitions or {})
+    wanted = set(theta)
+    # post-order: every node after its children; depends[e]: e involves a parameter
+    depends: dict[sp.Basic, bool] = {}
+    order: list[sp.Basic] = []
+    stack: list[tuple[sp.Basic, bool]] = [(loss, False)]
+    while stack:
+        e, expanded = stack.pop()
+        if e in depends:
+            continue
+        if expanded:
+            depends[e] = e in wanted or any(depends[a] for a in _children(e, defs))
+            order.append(e)
+        else:
+            stack.append((e, True))
+            stack.extend((a, False) for a in _children(e, defs) if a not in depends)
+    adjoint: dict[sp.Basic, list[sp.Expr]] = {loss: [sp.Integer(1)]}
+    cache: dict = {}
+    for k, e in enumerate(reversed(order)):  # parents before children
+        if e in wanted or not depends[e] or e not in adjoint:
+            continue
+        bar = sp.Add(*adjoint.pop(e))
+        for a, p in zip(_children(e, defs), _local_partials(e, defs, cache)):
+            if depends[a]:
+                adjoint.setdefault(a, []).append(bar * p)
+        if k % 256 == 0:
+            deadline.check("reverse accumulation")
+    return [sp.Add(*adjoint.get(t, [sp.Integer(0)])) for t in theta]
+
+
+# --------------------------------------------------------------------------------------------
+# compiled gradient of a structure
+# --------------------------------------------------------------------------------------------
+@dataclass
+class CompiledGradient:
+    """The gradient of one structure, compiled: call it with numbers (see :func:`network_gradient`)."""
+
+    key: str
+    names: list[str]
+    shapes: dict[str, tuple[int, ...]]
+    n_params: int
+    loss_dag_size: int
+    n_cse: int
+    method: str
+    build_seconds: dict[str, float]
+    _numpy: Callable = field(repr=False)
+    _symbols: tuple = field(repr=False)
+    _replacements: list = field(repr=False)
+    _reduced: list = field(repr=False)
+    _mpmath: Callable | None = field(default=None, repr=False)
+
+    def per_sample(self, theta: Array, X: Array, Y: Array, eps: float, w: float) -> Array:
+        """``(P, batch)`` float64: the gradient of each sample's weighted loss."""
+        B = X.shape[0]
+        with np.errstate(all="ignore"):
+            cols = self._numpy(list(theta), list(X.T), list(Y.T), eps, w)
+        return np.stack([np.broadcast_to(np.asarray(c, dtype=np.float64), (B,)) for c in cols])
+
+    def mpmath_function(self) -> Callable:
+        """The same CSE-reduced expressions lambdified for mpmath (compiled on first use)."""
+        if self._mpmath is None:
+            repl, red = self._replacements, self._reduced
+            self._mpmath = lambdify_mpmath(list(self._symbols), red, cse=lambda exprs: (repl, red))
+        return self._mpmath
+
+
+#: compiled gradients, least recently used first (a sweep meets a few hundred structures at most)
+_COMPILED: "OrderedDict[tuple[str, str], CompiledGradient]" = OrderedDict()
+CACHE_SIZE = 256
+_REFUSED: dict[tuple, str] = {}
+_LOCK = threading.Lock()
+
+
+def _limits_reason(spec: NetworkSpec, max_params: int) -> str | None:
+    P = spec.n_params
+    if P > max_params:
+        return f"too large (P={P}, limit max_params={max_params})"
+    return None
+
+
+def compile_gradient(spec: Any, *, max_params: int = DEFAULT_MAX_PARAMS, max_terms: int = DEFAULT_MAX_TERMS,
+                     timeout: float = DEFAULT_TIMEOUT, method: str = "graph") -> CompiledGradient:
+    """The compiled SymPy gradient of ``spec``'s structure (cached); raises SymbolicSkipped."""
+    spec = _as_spec(spec)
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: expected one of {METHODS}")
+    for name, value in (("max_params", max_params), ("max_terms", max_terms)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}={value!r}: expected an integer >= 1")
+    if not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"timeout={timeout!r}: expected a positive number of seconds")
+    key = structure_key(spec)
+    with _LOCK:
+        hit = _COMPILED.get((key, method))
+        if hit is not None:
+            _COMPILED.move_to_end((key, method))
+    if hit is not None:
+        if hit.n_params > max_params:
+            raise SymbolicSkipped(_limits_reason(spec, max_params) or "")
+        return hit
+    refused_key = (key, method, max_params, max_terms, float(timeout))
+    if refused_key in _REFUSED:
+        raise SymbolicSkipped(_REFUSED[refused_key])
+    try:
+        compiled = _build(spec, key, max_params, max_terms, float(timeout), method)
+    except SymbolicSkipped as e:
+        _REFUSED[refused_key] = e.reason
+        raise
+    with _LOCK:
+        _COMPILED[(key, method)] = compiled
+        while len(_COMPILED) > CACHE_SIZE:
+            _COMPILED.popitem(last=False)
+    return compiled
+
+
+def _build(spec: NetworkSpec, key: str, max_params: int, max_terms: int, timeout: float,
+           method: str) -> CompiledGradient:
+    reason = _limits_reason(spec, max_params)
+    if reason:
+        raise SymbolicSkipped(reason)
+    P = spec.n_params
+    deadline = _Deadline(timeout, f"P={P}")
+    times: dict[str, float] = {}
+    with _alarm(deadline):
+        t0 = time.perf_counter()
+        built = sample_loss(spec, deadline, named=method == "graph")
+        loss, theta_by_name, xs, ys, definitions = built.loss, built.theta, built.xs, built.ys, built.definitions
+        theta = [t for name in theta_by_name for t in theta_by_name[name]]
+        size = dag_size([loss] + [d for _, d in definitions], limit=max_terms)
+        if size > max_terms:
+            raise SymbolicSkipped(f"too large (P={P}, loss expression > {max_terms} nodes, limit max_terms={max_terms})")
+        times["expression"] = time.perf_counter() - t0
+        deadline.check("building the expression")
+
+        t0 = time.perf_counter()
+        if method == "diff":
+            grads = _grad_diff(loss, theta, deadline)
+        else:
+            grads = _grad_graph(loss, theta, deadline, dict(definitions))
+        times["differentiate"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        gsize = dag_size(grads, limit=4 * max_terms)
+        if gsize > 4 * max_terms:
+            raise SymbolicSkipped(f"too large (P={P}, gradient expressions > {4 * max_terms} nodes, "
+                                  f"limit 4 x max_terms={4 * max_terms})")
+        deadline.check("differentiation", deadline.elapsed + gsize * 3e-5)  # cse ~ 30 us per node
+        repl, reduced = sp.cse(grads, order="none")
+        repl = list(definitions) + repl  # the named pre-activations are computed first
+        times["cse"] = time.perf_counter() - t0
+        if len(repl) > max_terms:
+            raise SymbolicSkipped(f"too large (P={P}, {len(repl)} CSE terms, limit max_terms={max_terms})")
+        deadline.check("common-subexpression elimination", deadline.elapsed + len(repl) * 1e-4)
+
+        t0 = time.perf_counter()
+        symbols = (theta, xs, ys, EPS, WEIGHT)
+        fn = lambdify_numpy(list(symbols), reduced, cse=lambda exprs: (repl, reduced))
+        times["lambdify"] = time.perf_counter() - t0
+        deadline.check("lambdify")
+    names = list(theta_by_name)
+    return CompiledGradient(key, names, spec.param_shapes(), P, size, len(repl), method, times,
+                            fn, symbols, repl, reduced)
+
+
+# --------------------------------------------------------------------------------------------
+# numbers in, gradient out
+# --------------------------------------------------------------------------------------------
+def _inputs(spec: NetworkSpec, params: Mapping[str, Any], X: Any, y: Any) -> tuple[Array, Array, Array, float, float]:
+    """Validated float64 ``theta`` (flat, spec order), ``X`` (batch, d), ``Y`` (batch, k), eps, w."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params: expected a dict of arrays, got {type(params).__name__}")
+    shapes = spec.param_shapes()
+    missing, extra = set(shapes) - set(params), set(params) - set(shapes)
+    if missing or extra:
+        raise ValueError(f"params: keys {sorted(params)} do not match the spec's {list(shapes)}")
+    flat = []
+    for name, shape in shapes.items():
+        a = np.asarray(params[name], dtype=np.float64)
+        if a.shape != shape:
+            raise ValueError(f"params[{name!r}] has shape {a.shape}; the spec says {shape}")
+        flat.append(a.reshape(-1))
+    theta = np.concatenate(flat) if flat else np.zeros(0)
+    Xa = np.asarray(X, dtype=np.float64)
+    if Xa.ndim == 1:
+        Xa = Xa.reshape(1, -1)
+    if Xa.ndim != 2 or Xa.shape[1] != spec.input_dim:
+        raise ValueError(f"X has shape {np.shape(X)}; expected (batch, {spec.input_dim})")
+    B, k = Xa.shape[0], spec.output_dim
+    ya = np.asarray(y)
+    loss_def = get_loss_def(spec.loss)
+    if loss_def.class_targets and ya.shape != (B, k) and ya.size == B:
+        idx = ya.reshape(-1).astype(np.int64)
+        if idx.min(initial=0) < 0 or idx.max(initial=0) >= k:
+            raise ValueError(f"y: class indices out of range [0, {k})")
+        ya = np.eye(k)[idx]
+    if ya.size != B * k:
+        raise ValueError(f"y has shape {np.shape(y)}; expected ({B}, {k})")
+    Y = ya.astype(np.float64).reshape(B, k)
+    eps = float(np.finfo(np.dtype(spec.dtype)).eps)
+    w = 1.0 / B if loss_def.reduction == "mean" else 1.0
+    return theta, Xa, Y, eps, w
+
+
+def _unflatten(spec: NetworkSpec, flat: Array) -> dict[str, Array]:
+    out, i = {}, 0
+    for name, shape in spec.param_shapes().items():
+        n = math.prod(shape)
+        out[name] = flat[i:i + n].reshape(shape)
+        i += n
+    return out
+
+
+def network_gradient(spec: Any, params: Mapping[str, Any], X: Any, y: Any, *,
+                     max_params: int = DEFAULT_MAX_PARAMS, max_terms: int = DEFAULT_MAX_TERMS,
+                     timeout: float = DEFAULT_TIMEOUT, method: str = "graph") -> dict[str, Array]:
+    """Gradient of ``spec``'s loss at ``params`` for the batch ``(X, y)``, derived by SymPy.
+
+    Returns float64 arrays keyed and shaped like ``params`` (``W1, b1, ...``), computed in float64
+    whatever the spec's dtype. The compiled gradient is cached per structure (layers, skips,
+    loss, input size), so later calls with other numbers or batch sizes only evaluate it.
+
+    Raises :class:`SymbolicSkipped` (message ``"skipped: too large (P=..., limit ...)"`` or
+    ``"skipped: too slow (...)"``) when the spec exceeds ``max_params`` scalar parameters,
+    ``max_terms`` expression nodes / CSE terms, or would take longer than ``timeout`` seconds to
+    build. ``method``: ``"diff"`` (``sympy.diff`` per parameter) or ``"graph"`` (see module doc).
+    """
+    spec = _as_spec(spec)
+    theta, Xa, Y, eps, w = _inputs(spec, params, X, y)
+    compiled = compile_gradient(spec, max_params=max_params, max_terms=max_terms, timeout=timeout, method=method)
+    per = compiled.per_sample(theta, Xa, Y, eps, w)
+    grad = per.sum(axis=1)
+    if not np.isfinite(grad).all() and np.isfinite(theta).all() and np.isfinite(Xa).all() and np.isfinite(Y).all():
+        # float64 overflowed inside an expression (e.g. exp of a large logit): redo those samples exactly
+        bad = ~np.isfinite(per).all(axis=0)
+        exact = _mp_samples(compiled, theta, Xa[bad], Y[bad], eps, w, dps=30)
+        per[:, bad] = np.array([[float(v) for v in col] for col in exact]).T
+        grad = per.sum(axis=1)
+    return _unflatten(spec, grad)
+
+
+def _mp_samples(compiled: CompiledGradient, theta: Array, X: Array, Y: Array, eps: float, w: float,
+                dps: int) -> list[list[mpmath.mpf]]:
+    """Per sample, the P gradient entries as mpf at ``dps`` digits (inputs converted exactly)."""
+    fn = compiled.mpmath_function()
+    out = []
+    with mpmath.workdps(dps):
+        th = [mpmath.mpf(float(v)) for v in theta]
+        em = mpmath.mpf(eps)
+        wm = 1 / mpmath.mpf(round(1 / w))  # w is 1/batch or 1: exactly, not its float rounding
+        for xrow, yrow in zip(X, Y):
+            vals = fn(th, [mpmath.mpf(float(v)) for v in xrow], [mpmath.mpf(float(v)) for v in yrow], em, wm)
+            out.append([v if isinstance(v, mpmath.mpf) else mpmath.mpf(v) for v in vals])
+    return out
+
+
+def clear_cache() -> None:
+    """Forget compiled gradients and remembered refusals (e.g. to time a fresh build)."""
+    with _LOCK:
+        _COMPILED.clear()
+        _REFUSED.clear()
