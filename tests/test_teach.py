@@ -7,8 +7,10 @@ textbook network the mutants derive from agrees with the reference network to ro
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import io
+import random
 import re
 
 import numpy as np
@@ -170,8 +172,7 @@ def test_a_failing_derivation_does_not_stop_the_lesson(monkeypatch, capsys):
 
     def broken():
         raise ImportError("no SymPy oracle here")
-    monkeypatch.setattr(teach_cli, "LESSONS", tuple(l if l is not lesson else
-                                                    __import__("dataclasses").replace(l, derivation=broken)
+    monkeypatch.setattr(teach_cli, "LESSONS", tuple(dataclasses.replace(l, derivation=broken) if l is lesson else l
                                                     for l in LESSONS))
     changed = next(l for l in teach_cli.LESSONS if l.name == lesson.name)
     assert teach_cli.show_lesson(changed) == 0
@@ -227,7 +228,7 @@ def test_cli_quiz_right_and_wrong_answers(capsys):
     out = capsys.readouterr().out
     assert "Which bug is it?" in out and "Right: it is" in out
     # the same quiz answered with another listed choice, by number
-    rng_choices = teach_cli.quiz_choices(get_lesson("factor-two"), __import__("random").Random(1))
+    rng_choices = teach_cli.quiz_choices(get_lesson("factor-two"), random.Random(1))
     wrong = next(k for k, c in enumerate(rng_choices, 1) if c.name != "factor-two")
     assert main(["teach", "--quiz", "factor-two", "--seed", "1", "--answer", str(wrong)]) == 1
     assert "Wrong: it is" in capsys.readouterr().out

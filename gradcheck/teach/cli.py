@@ -128,9 +128,9 @@ def show_code(lesson: Lesson) -> None:
     labels = ("one way", "the other") if lesson.passes else ("wrong", "right")
     print(f"The code ({lesson.where()} vs {lesson.where(fixed=True)}):")
     for wrong, right in lesson.diff():
-        for line in wrong or ["(nothing)"]:
+        for line in wrong or ["(missing)"]:
             print(f"  - {labels[0]:>9}:  {line}")
-        for line in right or ["(nothing)"]:
+        for line in right or ["(missing)"]:
             print(f"  + {labels[1]:>9}:  {line}")
     print(f"\n  the whole {'first version' if lesson.passes else 'wrong method'}:")
     print(_indent(lesson.source().rstrip(), "    "))
