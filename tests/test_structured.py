@@ -169,3 +169,10 @@ def test_structured_oracle_misuse_raises():
         gradcheck.check(net, {"W1": params["W1"]}, X, y, spec=spec, oracle="structured")
     with pytest.raises(TypeError, match="NetworkSpec"):
         gradcheck.check(net, params, X, y, spec=spec.to_dict(), oracle="structured")
+
+
+def test_structured_oracle_serves_fast_mode_too():
+    """mode="fast" with oracle="structured": the directions are evaluated by the spec's network."""
+    spec = NetworkSpec(5, (Layer(8, "tanh"), Layer(8, "tanh"), Layer(3, "identity")), "mse", batch=8)
+    net, params, X, y = case(spec)
+    assert gradcheck.check(net, params, X, y, spec=spec, oracle="structured", mode="fast", symbolic=False).passed
