@@ -111,7 +111,7 @@ def steps(x: Array, scheme: str, eps: float) -> Array:
     return pow2((eps ** STEP_POWER[scheme]) * scale)
 
 
-def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: int = 6,
+def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: int = 8,
                 directions: int = 2, seed: int = 0) -> tuple[float, int]:
     """Rounding noise (sd) of ``loss`` near ``params``, from difference tables (More & Wild, 2011).
 
@@ -121,9 +121,9 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
     probe a few ulps wide sees a staircase of identical values and underestimates the noise of
     cancelling formulas by orders of magnitude) and small enough that the 4th-6th differences of
     the smooth part (~ f^(k) step^k) vanish, leaving rounding noise with
-    ``var(Delta^k f) = C(2k, k) sigma^2``. The smallest estimate over the directions is kept (a
-    direction whose probe crosses a kink overestimates). Returns ``(sigma, calls)``; ``params`` is
-    restored before returning. Never below half an ulp of ``f0``.
+    ``var(Delta^k f) = C(2k, k) sigma^2``. The directions' estimates are pooled, unless one is 10x
+    the other (its probe crossed a kink): then the smaller is kept. Returns ``(sigma, calls)``;
+    ``params`` is restored before returning. Never below half an ulp of ``f0``.
     """
     rng = np.random.default_rng(seed)
     base = {k: v.copy() for k, v in params.items()}
@@ -150,14 +150,22 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
                 diff = np.diff(diff)
                 gamma = math.factorial(k) ** 2 / math.factorial(2 * k)
                 estimates.append(math.sqrt(gamma * float(np.mean(diff ** 2))))
-            # orders 4..6: the smooth part is gone there; their median is robust to one odd order
-            sigmas.append(float(np.median(estimates[3:6])) if len(estimates) > 3 else float(max(estimates)))
+            # orders 4..6 pooled: their smooth parts (f^(k) step^k, step^4 ~ eps^(4/3)) vanish
+            usable = estimates[3:6] if len(estimates) > 3 else estimates
+            sigmas.append(math.sqrt(float(np.mean(np.square(usable)))))
     except Exception:
         pass  # the element-by-element pass will meet the same fault and name the element
     finally:
         for k, v in params.items():
             np.copyto(v, base[k])
-    sigma = min(sigmas) if sigmas else floor
+    # pooled over directions, unless one direction is 10x noisier than the other: then its probe
+    # crossed a kink, and the quieter one is the function's rounding noise
+    if not sigmas:
+        sigma = floor
+    elif max(sigmas) > 10 * min(sigmas):
+        sigma = min(sigmas)
+    else:
+        sigma = math.sqrt(float(np.mean(np.square(sigmas))))
     return max(sigma, floor, np.finfo(np.float64).tiny), calls
 
 
@@ -354,9 +362,12 @@ def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, 
     sp, sm = (fp - f0) / hp, (f0 - fm) / -hm
     sp2, sm2 = (fp2 - f0) / hp2, (f0 - fm2) / -hm2
     gap1, gap2 = abs(sp - sm), abs(sp2 - sm2)
-    significant = gap1 > 8 * (2 * math.sqrt(2) * noise / h)
+    gap_sd = 2 * math.sqrt(2) * noise / h          # rounding sd of gap1; gap2's is twice that
+    significant = gap1 > 8 * gap_sd
     ratio = gap2 / gap1 if gap1 > 0 else 0.5
-    kink = bool(significant and not 0.3 <= ratio <= 0.7)
+    # smooth: ratio = 0.5 up to gap2's rounding (2 gap_sd / gap1 in ratio units); demand a departure
+    # of at least 0.2 and 4 sd of that noise before calling it a kink
+    kink = bool(significant and abs(ratio - 0.5) > max(0.2, 4 * 2 * gap_sd / gap1))
     return Refinement(value, error, kink, (sp2, sm2), 4)
 
 
