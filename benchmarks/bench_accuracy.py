@@ -2,7 +2,7 @@
 
 Run on demand (not part of CI)::
 
-    python3 benchmarks/bench_accuracy.py            # both tables, ~1-2 minutes on 2 cores
+    python3 benchmarks/bench_accuracy.py            # both tables, ~2 minutes on 2 cores
     python3 benchmarks/bench_accuracy.py --quick    # smaller timing sweep
 
 Table 1: for a tanh MLP (4-8-6-1, P = 101, MSE, batch 16) and the origin document's sigmoid XOR
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
 
     print("## SymPy oracle cost vs P (tanh MLP 4-w-w-1, batch 16; fresh caches)\n")
-    widths = [4, 8, 16, 32, 48] if args.quick else [4, 8, 12, 16, 24, 32, 40, 48, 64]
+    widths = [4, 8, 16, 32, 48] if args.quick else [4, 8, 12, 16, 24, 32, 40, 48, 64, 80, 96, 128]
     print(f"| {'method':6s} | {'P':>5s} | {'build s':>7s} | {'expr':>5s} | {'diff':>5s} | {'cse':>5s} | "
           f"{'lambdify':>8s} | {'eval ms':>7s} | {'exact s':>7s} | {'exact 1st s':>11s} |")
     print("|--------|-------|---------|-------|-------|-------|----------|---------|---------|-------------|")
