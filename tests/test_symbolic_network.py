@@ -261,3 +261,14 @@ def test_random_small_specs(acts, loss, width, batch, bias, seed):
     net, params, X, y = case(spec, seed)
     _, ref = net.loss_and_grads(params, X, y)
     assert rel_error(network_gradient(spec, params, X, y), ref) <= TOL
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "elu", "selu"])
+def test_piecewise_condition_on_parameters_only(activation):
+    """Batch 1, width 1: a Piecewise condition that depends only on parameters lambdifies to a
+    numpy bool scalar; numpy.select refuses those, the oracle's select must not."""
+    spec = NetworkSpec(1, (Layer(1, activation),), "huber", batch=1)
+    net = Network(spec)
+    params = net.init_params()
+    X, y = np.array([[0.5]]), np.array([[0.3]])
+    assert rel_error(network_gradient(spec, params, X, y), net(params, X, y)[1]) <= TOL

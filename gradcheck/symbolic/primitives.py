@@ -411,7 +411,16 @@ def _special_functions() -> dict[str, Callable]:
         return {"erf": lambda x: erf(x).astype(np.float64), "erfc": lambda x: erfc(x).astype(np.float64)}
 
 
-NUMPY_MODULES: list = [_special_functions(), "numpy"]
+def _select(condlist, choicelist, default=np.nan):
+    """``numpy.select`` that also takes scalar conditions: a Piecewise whose condition depends
+    only on parameters (not on the batch) lambdifies to a numpy bool scalar, or to True."""
+    conds = [np.asarray(c, dtype=bool) for c in condlist]
+    shape = np.broadcast_shapes(*(np.shape(c) for c in conds), *(np.shape(c) for c in choicelist))
+    return np.select([np.broadcast_to(c, shape) for c in conds],
+                     [np.broadcast_to(np.asarray(c, dtype=float), shape) for c in choicelist], default=default)
+
+
+NUMPY_MODULES: list = [{**_special_functions(), "select": _select}, "numpy"]
 
 
 def lambdify_numpy(args: Sequence[Any], expr: Any, **kw: Any) -> Callable:
