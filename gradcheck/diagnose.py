@@ -349,6 +349,12 @@ def _bias_rules(failed: list[_View], views: list[_View], X: Any) -> Diagnosis | 
     weights = [v for v in views if v.kind == "W"]
     if not weights or any(v.failed for v in weights):
         return None
+    # "the weight gradients are right" is evidence about the deltas only where a weight gradient
+    # is measurably non-zero (an all-zero input, e.g. X = 0, makes dW = 0 whatever the deltas)
+    for b in failed:
+        w = next((v for v in weights if v.layer is not None and v.layer == b.layer), None)
+        if w is None or not np.any(np.abs(w.d[w.judged]) > w.slack()[w.judged]):
+            return None
     names = [v.name for v in failed]
     sample = _bias_sample(views, X)
     if sample is not None:
