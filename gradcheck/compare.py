@@ -6,11 +6,14 @@ and the estimate's absolute error bound ``E_i`` (rounding + truncation, see
 
     floor_t   = max( max_i E_i , eps_c * max_i |D_i| )          # the tensor's resolvable scale
     rel_i     = |c_i - D_i| / max(|D_i|, floor_t)               # the reported relative error
-    tol_abs_i = SAFETY * E_i + ANALYTIC_ULPS * eps_c * (|D_i| + max_i |D_i|)
+    tol_abs_i = SAFETY * E_i + ANALYTIC_ULPS * eps_c * (|D_i| + G)
     tol_i     = tol_abs_i / max(|D_i|, floor_t)                 # the same tolerance, relative
     passed_i  = rel_i <= max(tol_i, rtol)                       # rtol: optional user override
 
-``eps_c`` is the machine epsilon of the claimed gradient's dtype. The floor keeps tiny true
+``eps_c`` is the machine epsilon of the claimed gradient's dtype; ``G`` is the largest ``|D|``
+over all tensors of the check (an entry that is a sum of large cancelling terms, e.g. a bias
+gradient summed over the batch, carries rounding of the size of those terms, which the tensor's
+own small entries do not show; the network's largest gradient is the available proxy). The floor keeps tiny true
 gradients (|D| far below what the estimate resolves) from producing huge relative errors on
 correct code, without a magic constant. Per tensor the metric is the max over its elements
 (kink elements left out); per check, the max over tensors.
@@ -18,7 +21,8 @@ correct code, without a magic constant. Per tensor the metric is the max over it
 ``SAFETY = 10``: ``E_i`` is a one-sd rounding estimate (plus a truncation estimate where refined);
 10 sd leaves a false-alarm probability far below 1e-12 per element for Gaussian-like rounding and
 still covers a 3x misestimate of the noise. ``ANALYTIC_ULPS = 16``: the claimed gradient has its
-own rounding, a few ulps of the tensor's scale per layer of backprop.
+own rounding, a few ulps of the gradient's scale per layer of backprop. This term matters where
+the estimate itself is nearly exact (complex step); for finite differences ``E`` dominates.
 """
 from __future__ import annotations
 
@@ -48,8 +52,10 @@ def eps_of(dtype) -> float:
 
 
 def compare(claimed: Array, numerical: Array, error: Array, *, claimed_eps: float,
-            rtol: float | None = None) -> Comparison:
-    """Relative error and tolerance of every element (see the module docstring)."""
+            rtol: float | None = None, global_scale: float = 0.0) -> Comparison:
+    """Relative error and tolerance of every element (see the module docstring).
+
+    ``global_scale``: the largest numerical gradient entry over all tensors of the check."""
     c = np.asarray(claimed, dtype=np.float64)
     d = np.asarray(numerical, dtype=np.float64)
     e = np.asarray(error, dtype=np.float64)
@@ -59,7 +65,7 @@ def compare(claimed: Array, numerical: Array, error: Array, *, claimed_eps: floa
         denom = np.maximum(np.abs(d), floor)
         diff = np.abs(c - d)
         rel = diff / denom
-        tol_abs = SAFETY * e + ANALYTIC_ULPS * claimed_eps * (np.abs(d) + scale)
+        tol_abs = SAFETY * e + ANALYTIC_ULPS * claimed_eps * (np.abs(d) + max(scale, global_scale))
         tol = tol_abs / denom
         limit = tol if rtol is None else np.maximum(tol, rtol)
         passed = rel <= limit

@@ -240,7 +240,7 @@ def _localize(probe: _Probe, d: _Direction, mismatch: float, noise: float, f0: f
     k = p.names[t]
     x = p.x0[t][i:i + 1]
     h = float(numerical.steps(x, "central", eff)[0])
-    ref = numerical.refine_element(probe.loss, p.work, k, i, h, f0, noise, scheme="central")
+    ref = numerical.refine_element(probe.loss, p.work, k, i, h, f0, noise)
     probe.calls += ref.calls
     c = np.asarray(claimed[k], dtype=np.float64).reshape(-1)
     num = c.copy()

@@ -317,18 +317,15 @@ class Refinement:
 
 
 def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, h: float,
-                   f0: float, noise: float, *, scheme: str = "central",
-                   first: float | None = None) -> Refinement:
-    """Re-evaluate element ``index`` of ``work[name]`` at x +- h and x +- h/2 (4 calls).
+                   f0: float, noise: float) -> Refinement:
+    """Re-evaluate element ``index`` of ``work[name]`` at x +- h and x +- h/2 (4 calls; h is the
+    central-difference step).
 
-    * ``central`` (h = its step): Richardson ``D = (4 D(h/2) - D(h)) / 3`` with the error bound
-      ``3 x rounding(h) + |D(h) - D(h/2)| / 3``.
-    * ``central4`` (h = its step, ``first`` = D4(h) from the first pass): ``D4(h/2)`` from the
-      four points, extrapolated with D4(h); error ``rounding(h/2) + |D4(h) - D4(h/2)| / 15``.
+    * Richardson: ``D = (4 D(h/2) - D(h)) / 3``, error ``3 x rounding(h) + |D(h) - D(h/2)| / 3``.
     * Kink test: one-sided differences ``D+ - D-`` shrink in proportion to h where f is smooth
       (their gap is about ``f'' h``). If the gap is significant (beyond 8 sd of its rounding) and
-      does not halve when h halves (ratio outside [0.3, 0.7]), a non-differentiable point lies
-      within h of x: the element has no single derivative to compare with.
+      does not halve when h halves, a non-differentiable point lies within h of x: the element
+      has no single derivative to compare with.
     """
     flat = work[name].reshape(-1)
     x = flat[index]
@@ -350,15 +347,10 @@ def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, 
         flat[index] = x
     fp, fm, fp2, fm2 = vals
     hp, hm, hp2, hm2 = (float(p) - float(x) for p in xs)
-    if scheme == "central4" and first is not None:
-        d4 = (-fp + 8 * fp2 - 8 * fm2 + fm) / (6 * h)
-        value = (16 * d4 - first) / 15
-        error = NOISE_GAIN["central4"] * noise / (h / 2) + abs(first - d4) / 15
-    else:
-        d1 = (fp - fm) / (hp - hm)
-        d2 = (fp2 - fm2) / (hp2 - hm2)
-        value = (4 * d2 - d1) / 3
-        error = 3 * NOISE_GAIN["central"] * noise / h + abs(d1 - d2) / 3
+    d1 = (fp - fm) / (hp - hm)
+    d2 = (fp2 - fm2) / (hp2 - hm2)
+    value = (4 * d2 - d1) / 3
+    error = 3 * NOISE_GAIN["central"] * noise / h + abs(d1 - d2) / 3
     sp, sm = (fp - f0) / hp, (f0 - fm) / -hm
     sp2, sm2 = (fp2 - f0) / hp2, (f0 - fm2) / -hm2
     gap1, gap2 = abs(sp - sm), abs(sp2 - sm2)
