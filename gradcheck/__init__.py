@@ -4,25 +4,48 @@
 >>> result = gradcheck.check(fn, params, X, y)     # doctest: +SKIP
 >>> gradcheck.assert_gradients(fn, params, X, y)   # doctest: +SKIP
 
-``fn(params, X, y) -> (loss, grads)``; see :func:`gradcheck.check.check` for the options.
+``fn(params, X, y) -> (loss, grads)``; see :func:`gradcheck.checker.check` for the options.
+
+Everything here is imported on first use (PEP 562), so ``import gradcheck`` -- and the pytest
+plugin, which pytest loads in every session of a project that has gradcheck installed -- costs
+almost nothing until a check actually runs.
 """
-from gradcheck.check import assert_gradients, check
-from gradcheck.result import Diagnosis, Element, Problem, Result, TensorReport
-from gradcheck.spec import Layer, NetworkSpec
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-#: submodules reachable as attributes after ``import gradcheck``, imported on first use (they
-#: pull in SymPy, matplotlib, Hypothesis or frameworks, which a plain check does not need)
-_LAZY = ("report", "strategies", "symbolic", "adapters", "diagnose", "sweep", "teach", "numerical",
-         "compare", "spec", "result")
+#: public name -> the module that defines it
+_EXPORTS = {
+    "check": "gradcheck.checker", "assert_gradients": "gradcheck.checker",
+    "Result": "gradcheck.result", "TensorReport": "gradcheck.result", "Element": "gradcheck.result",
+    "Problem": "gradcheck.result", "Diagnosis": "gradcheck.result",
+    "NetworkSpec": "gradcheck.spec", "Layer": "gradcheck.spec",
+}
+#: submodules reachable as attributes after ``import gradcheck``
+_SUBMODULES = ("report", "strategies", "symbolic", "adapters", "diagnose", "sweep", "teach", "numerical",
+               "compare", "spec", "result", "checker", "structured", "fastmode")
+
+__all__ = [*_EXPORTS, "__version__"]
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
+    from gradcheck.checker import assert_gradients, check
+    from gradcheck.result import Diagnosis, Element, Problem, Result, TensorReport
+    from gradcheck.spec import Layer, NetworkSpec
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib  # noqa: PLC0415
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"gradcheck.{name}")
+    else:
+        raise AttributeError(f"module 'gradcheck' has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-        return importlib.import_module(f"gradcheck.{name}")
-    raise AttributeError(f"module 'gradcheck' has no attribute {name!r}")
-__all__ = ["check", "assert_gradients", "Result", "TensorReport", "Element", "Problem", "Diagnosis",
-           "NetworkSpec", "Layer", "__version__"]
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *_SUBMODULES})

@@ -178,7 +178,7 @@ def load_cases(target: str) -> list[Case]:
 # -- the subcommand -------------------------------------------------------------------------------
 def configure(parser: argparse.ArgumentParser) -> None:
     """The options of ``gradcheck check``."""
-    from gradcheck.check import MODES, SCHEME_CHOICES  # noqa: PLC0415 - light (numpy only)
+    from gradcheck.checker import MODES, SCHEME_CHOICES  # noqa: PLC0415 - light (numpy only)
 
     parser.add_argument("target", metavar="TARGET",
                         help="path/to/file.py:factory or package.module:factory; the factory returns "
@@ -211,7 +211,7 @@ def _nonneg_float(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Run the checks of ``args.target``; 0 all passed, 1 one failed, 2 usage or load error."""
-    from gradcheck.check import check  # noqa: PLC0415
+    from gradcheck.checker import check  # noqa: PLC0415
 
     saved_path = list(sys.path)
     try:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 #: attribute of a TestReport carrying the checks its test made (plain builtins: crosses xdist)
 RECORDS_ATTR = "gradcheck_records"
-#: the schemes ``--gradcheck-scheme`` accepts (``gradcheck.check.SCHEME_CHOICES``; a test keeps them equal)
+#: the schemes ``--gradcheck-scheme`` accepts (``gradcheck.checker.SCHEME_CHOICES``; a test keeps them equal)
 SCHEMES = ("auto", "forward", "central", "central4", "richardson", "complex")
 #: how many of the worst checks the terminal summary lists
 WORST_SHOWN = 5
@@ -172,7 +172,7 @@ class Recorder:
     def _listen(self) -> None:
         """Hear every ``gradcheck.check`` (from the first marked test on: imports the checker)."""
         if self.observer is None:
-            check_module = importlib.import_module("gradcheck.check")
+            check_module = importlib.import_module("gradcheck.checker")
             self.observer = self._observe
             check_module.observers.append(self.observer)
 
@@ -199,7 +199,7 @@ class Recorder:
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         if self.observer is not None:
-            check_module = importlib.import_module("gradcheck.check")
+            check_module = importlib.import_module("gradcheck.checker")
             if self.observer in check_module.observers:
                 check_module.observers.remove(self.observer)
             self.observer = None

@@ -15,7 +15,7 @@ import pytest
 
 import gradcheck
 from gradcheck import pytest_plugin
-from gradcheck.check import SCHEME_CHOICES, observers
+from gradcheck.checker import SCHEME_CHOICES, observers
 
 pytest_plugins = ["pytester"]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gradcheck.check import check
+from gradcheck.checker import check
 from gradcheck.result import Result
 from gradcheck.teach.catalog import Lesson
 
