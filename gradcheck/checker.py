@@ -399,13 +399,24 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
             try:
                 for flat_i in todo:
                     i = np.unravel_index(flat_i, p.shape)
-                    # every scheme's failures get the same second look: central differences at
-                    # h and h/2 (Richardson). Its truncation estimate assumes only smoothness to
-                    # third order; the 4th-order stencil's (|D4(h) - D4(h/2)| / 15) assumes fifth-
-                    # order smoothness and false-alarmed on huber, log_cosh, elu, softsign.
-                    hc = float(numerical.steps(np.array([p[i]]), "central",
+                    # a second look at h and h/2: central4 with its own stencil, every other
+                    # scheme with central differences (Richardson); see refine_element
+                    how = "central4" if used == "central4" else "central"
+                    hc = float(numerical.steps(np.array([p[i]]), how,
                                                numerical.effective_eps(p.dtype, noise, loss))[0])
-                    ref = numerical.refine_element(loss_of, work, k, int(flat_i), hc, loss, noise)
+                    ref = numerical.refine_element(loss_of, work, k, int(flat_i), hc, loss, noise,
+                                                   scheme=how, first=float(d[i]))
+                    if how == "central4":
+                        # two 4th-order estimates can agree with each other and both be off where
+                        # f is not smooth to fifth order (a kink of f'' between the stencils): the
+                        # central Richardson estimate, which needs only third-order smoothness,
+                        # must agree too; their disagreement joins the error bound
+                        h2 = float(numerical.steps(np.array([p[i]]), "central",
+                                                   numerical.effective_eps(p.dtype, noise, loss))[0])
+                        ref2 = numerical.refine_element(loss_of, work, k, int(flat_i), h2, loss, noise)
+                        calls += ref2.calls
+                        ref = numerical.Refinement(ref.value, ref.error + abs(ref.value - ref2.value),
+                                                   ref.kink or ref2.kink, ref.one_sided, ref.calls)
                     calls += ref.calls
                     refined[i] = True
                     refined_total += 1
