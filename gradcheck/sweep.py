@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-DEFAULT_EXAMPLES = 1
+DEFAULT_EXAMPLES = 2
 DEFAULT_SEED = 0
 DEFAULT_MAX_PARAMS = 200
 #: symbolic oracle only where P x batch is at most this (SymPy build time grows fast with size)
@@ -188,20 +188,25 @@ def _fmt(x: float | None) -> str:
 
 
 def summarize(outcome: SweepOutcome, cfg: SweepConfig) -> str:
-    """The summary table (plain text; rich renders it when printing to a terminal)."""
+    """The summary (plain text)."""
+    import numpy as np  # noqa: PLC0415
+
     from gradcheck.result import ORACLE_PAIRS  # noqa: PLC0415
 
     res = outcome.results
     pairs = {(r.name.split(" [")[0]) for r in res}
-    worst = {}
-    for pair in ORACLE_PAIRS:
-        vals = [r.oracles[pair] for r in res if pair in r.oracles]
-        worst[pair] = (max(vals), len(vals)) if vals else (None, 0)
     lines = [f"gradcheck sweep: {len(res)} checks over {len(pairs)} activation x loss pairs "
              f"({', '.join(cfg.dtypes)}), seed {cfg.seed}, {outcome.seconds:.1f} s",
-             f"  passed {len(res) - len(outcome.failed)}, failed {len(outcome.failed)}"]
-    for pair, (w, n) in worst.items():
-        lines.append(f"  worst {pair.replace('_', ' ')}: {_fmt(w)} over {n} checks")
+             f"  passed {len(res) - len(outcome.failed)}, failed {len(outcome.failed)}",
+             "  max relative error per check, median / worst (a passing worst is an entry too small for "
+             "the estimate to resolve):"]
+    for pair in ORACLE_PAIRS:
+        parts = []
+        for dtype in cfg.dtypes:
+            vals = [r.oracles[pair] for r in res if pair in r.oracles and r.dtype == dtype]
+            if vals:
+                parts.append(f"{dtype} {_fmt(float(np.median(vals)))} / {_fmt(max(vals))} ({len(vals)} checks)")
+        lines.append(f"    {pair.replace('_', ' ')}: " + ("; ".join(parts) if parts else "not run"))
     ratios = [(r.max_rel_error / r.tolerance, r) for r in res
               if r.passed and r.tolerance and math.isfinite(r.tolerance) and r.tolerance > 0]
     if ratios:

@@ -10,7 +10,8 @@ import reference.activations as acts
 from gradcheck import cli
 from gradcheck.sweep import SweepConfig, run_sweep
 
-SMALL = ["--activations", "tanh,relu", "--losses", "mse,softmax_cross_entropy", "--jobs", "1", "--quiet"]
+SMALL = ["--activations", "tanh,relu", "--losses", "mse,softmax_cross_entropy", "--examples", "1", "--jobs", "1",
+         "--quiet"]
 
 
 def test_sweep_end_to_end_writes_the_report(tmp_path, capsys):
