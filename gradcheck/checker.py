@@ -14,12 +14,13 @@ import math
 import time
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from gradcheck import numerical
-from gradcheck.compare import ANALYTIC_ULPS, compare, eps_of, pair_error
+from gradcheck.compare import compare, eps_of, pair_error
 from gradcheck.numerical import FunctionFault, _as_float
 from gradcheck.result import Element, Problem, Result, TensorReport, fmt_index
 
@@ -240,6 +241,87 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
         (much faster for large networks; :mod:`gradcheck.structured`). fn's loss must match the spec's.
     """
     t0 = time.perf_counter()
+    _validate_options(fn, params, X, scheme, mode, oracle, spec, rtol, loss_fn)
+    spec_dict = spec.to_dict() if spec is not None and hasattr(spec, "to_dict") else None
+    dtype = min((str(v.dtype) for v in params.values()), key=lambda s: np.dtype(s).itemsize)
+    # the caller's objects, frozen; fn only ever gets copies of these
+    frozen = _Frozen(_snapshot(dict(params)), _snapshot(X), _snapshot(y))
+    run = _Run(t0, dict(name=name, scheme=scheme, dtype=dtype, spec=spec_dict))
+    try:
+        loss, claimed = _call_twice(fn, frozen, run)
+        loss_of = _loss_for_differences(fn, loss_fn, frozen, loss, run)
+        if oracle == "structured":  # the spec's network, evaluated in batched structure-aware passes
+            from gradcheck import structured  # noqa: PLC0415 - optional path, imported on use
+            try:
+                loss_of = structured.oracle_loss(spec, frozen.params, frozen.fresh_X(), frozen.fresh_y(),
+                                                 expected=loss)
+            except structured.SpecMismatch as exc:
+                raise _Stop(Problem("spec_mismatch", str(exc))) from None
+            scheme = "central" if scheme == "auto" else scheme
+        if mode == "fast":
+            from gradcheck import fastmode  # noqa: PLC0415 - optional path, imported on use
+            result = fastmode.run(loss_of, frozen.params, claimed, loss=loss, t0=t0, calls=run.calls,
+                                  notes=run.notes, rtol=rtol, seed=seed, **run.common)
+        else:
+            work = _snapshot(frozen.params)
+            est, noise = _numerical_estimate(loss_of, work, loss, scheme, seed, run)
+            judge = _Judge(loss_of, work, loss, noise, est, run, rtol=rtol, detect_kinks=detect_kinks)
+            for k, p in frozen.params.items():
+                judge.tensor(k, p, claimed[k])
+            result = judge.result(rtol=rtol)
+            if spec is not None and symbolic is not False or symbolic:
+                _symbolic(result, spec, frozen.params, frozen.X, frozen.y, claimed, result.tensors)
+            if not result.passed:
+                _explain_failure(result, loss_of, work, spec_dict, frozen.X)
+    except _Stop as stop:
+        result = run.failed(stop.problem)
+    result.seconds = time.perf_counter() - t0
+    _finish(result, frozen.params, params, frozen.X, X, frozen.y, y)
+    return result
+
+
+# -- the phases of a check --------------------------------------------------------------------------
+class _Stop(Exception):
+    """A fault of the code under test: the check ends with this problem."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+@dataclass
+class _Frozen:
+    """Private copies of the caller's params, X and y (never handed to fn) and fresh copies of them."""
+
+    params: dict[str, Array]
+    X: Any
+    y: Any
+
+    def fresh(self) -> tuple[dict[str, Array], Any, Any]:
+        return _snapshot(self.params), self.fresh_X(), self.fresh_y()
+
+    def fresh_X(self) -> Any:
+        return _snapshot(self.X)
+
+    def fresh_y(self) -> Any:
+        return _snapshot(self.y)
+
+
+@dataclass
+class _Run:
+    """What the phases of one check share: the clock, the call count, notes, the result's labels."""
+
+    t0: float
+    common: dict[str, Any]
+    calls: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def failed(self, problem: Problem) -> Result:
+        return _failed(problem, t0=self.t0, calls=self.calls, notes=self.notes, **self.common)
+
+
+def _validate_options(fn, params, X, scheme, mode, oracle, spec, rtol, loss_fn) -> None:
+    """Misuse of the harness raises, naming the argument."""
     if not callable(fn):
         raise TypeError(f"fn must be callable as fn(params, X, y) -> (loss, grads), got {type(fn).__name__}")
     _validate_params(params)
@@ -258,123 +340,109 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
         raise ValueError(f"rtol={rtol!r}: expected a number >= 0 or None")
     if loss_fn is not None and not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable as loss_fn(params, X, y) -> loss, got {type(loss_fn).__name__}")
-    spec_dict = spec.to_dict() if spec is not None and hasattr(spec, "to_dict") else None
-    dtypes = sorted({str(v.dtype) for v in params.values()}, key=lambda s: np.dtype(s).itemsize)
-    dtype = dtypes[0]
-    p_eps = eps_of(dtype)
 
-    # the caller's objects, frozen; fn only ever gets copies of these
-    frozen_p, frozen_X, frozen_y = _snapshot(dict(params)), _snapshot(X), _snapshot(y)
-    common = dict(name=name, scheme=scheme, dtype=dtype, spec=spec_dict)
 
-    def fresh():
-        return _snapshot(frozen_p), _snapshot(frozen_X), _snapshot(frozen_y)
-
-    # two calls with identical fresh inputs: validate, detect mutation and nondeterminism
-    calls = 0
+def _call_twice(fn: Fn, frozen: _Frozen, run: _Run) -> tuple[float, dict[str, Array]]:
+    """Two calls with identical fresh inputs: validate the output, detect mutation and
+    nondeterminism. Returns the first call's ``(loss, grads)``."""
     outputs = []
-    notes: list[str] = []
-    for attempt in range(2):
-        p, Xc, yc = fresh()
+    for _ in range(2):
+        p, Xc, yc = frozen.fresh()
+        run.calls += 1
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 out = fn(p, Xc, yc)
-            calls += 1
             for w in caught[:3]:
                 note = f"fn warned: {w.category.__name__}: {w.message}"
-                if note not in notes:
-                    notes.append(note)
-            loss, grads = _read_output(out, frozen_p)
+                if note not in run.notes:
+                    run.notes.append(note)
+            outputs.append(_read_output(out, frozen.params))
         except _Fault as f:
-            return _failed(f.problem, t0=t0, calls=calls + 1, notes=notes, **common)
+            raise _Stop(f.problem) from None
         except Exception as exc:
-            return _failed(Problem("raised", f"fn raised {type(exc).__name__}: {exc}"),
-                           t0=t0, calls=calls + 1, notes=notes, **common)
-        changed = _mutated(frozen_p, p, frozen_X, Xc, frozen_y, yc)
+            raise _Stop(Problem("raised", f"fn raised {type(exc).__name__}: {exc}")) from None
+        changed = _mutated(frozen.params, p, frozen.X, Xc, frozen.y, yc)
         if changed:
-            prob = Problem("mutates_input",
-                           f"fn modified {', '.join(changed)} in place; it must leave what it is given "
-                           "unchanged (e.g. no `W += ...` weight update inside fn). The caller's arrays "
-                           "are untouched: gradcheck only passed it copies",
-                           changed[0][8:-2] if changed[0].startswith("params[") else None)
-            return _failed(prob, t0=t0, calls=calls, notes=notes, **common)
-        outputs.append((loss, grads))
+            raise _Stop(Problem("mutates_input",
+                                f"fn modified {', '.join(changed)} in place; it must leave what it is given "
+                                "unchanged (e.g. no `W += ...` weight update inside fn). The caller's arrays "
+                                "are untouched: gradcheck only passed it copies",
+                                changed[0][8:-2] if changed[0].startswith("params[") else None))
     (loss, claimed), (loss2, claimed2) = outputs
+    p_eps = min(eps_of(v.dtype) for v in frozen.params.values())
     g_eps = max(eps_of(g.dtype) for g in claimed.values())
     prob = _nondeterminism(claimed, claimed2, loss, loss2, max(g_eps, p_eps))
     if prob is not None:
-        return _failed(prob, t0=t0, calls=calls, notes=notes, **common)
+        raise _Stop(prob)
+    return loss, claimed
 
-    # the loss for finite differences: fn's, or the given loss-only function
-    work_X, work_y = _snapshot(frozen_X), _snapshot(frozen_y)
-    if loss_fn is not None:
-        def loss_of(w):
-            return loss_fn(w, work_X, work_y)
-        try:
-            alt = _as_float(loss_of(_snapshot(frozen_p)))
-        except Exception as exc:
-            return _failed(Problem("raised", f"loss_fn raised {type(exc).__name__}: {exc}"),
-                           t0=t0, calls=calls + 1, notes=notes, **common)
-        calls += 1
-        if abs(alt - loss) > NONDETERMINISM_ULPS * p_eps * max(abs(loss), abs(alt), 1e-300):
-            return _failed(Problem("loss_fn_mismatch", f"loss_fn gives {alt:.12g} but fn's loss is {loss:.12g}: "
-                                                       "they must compute the same function"),
-                           t0=t0, calls=calls, notes=notes, **common)
-    else:
+
+def _loss_for_differences(fn: Fn, loss_fn, frozen: _Frozen, loss: float, run: _Run) -> Callable[[dict], Any]:
+    """The scalar function finite differences evaluate: fn's loss, or the given loss-only function
+    (checked to agree with fn's loss at the base point)."""
+    work_X, work_y = frozen.fresh_X(), frozen.fresh_y()
+    if loss_fn is None:
         def loss_of(w):
             return fn(w, work_X, work_y)[0]
+        return loss_of
 
-    if oracle == "structured":  # the spec's network, evaluated in batched structure-aware passes
-        try:
-            loss_of = structured.oracle_loss(spec, frozen_p, work_X, work_y, expected=loss)
-        except structured.SpecMismatch as exc:
-            return _failed(Problem("spec_mismatch", str(exc)), t0=t0, calls=calls, notes=notes, **common)
-        scheme = "central" if scheme == "auto" else scheme
+    def loss_of(w):
+        return loss_fn(w, work_X, work_y)
+    run.calls += 1
+    try:
+        alt = _as_float(loss_of(_snapshot(frozen.params)))
+    except Exception as exc:
+        raise _Stop(Problem("raised", f"loss_fn raised {type(exc).__name__}: {exc}")) from None
+    p_eps = min(eps_of(v.dtype) for v in frozen.params.values())
+    if abs(alt - loss) > NONDETERMINISM_ULPS * p_eps * max(abs(loss), abs(alt), 1e-300):
+        raise _Stop(Problem("loss_fn_mismatch", f"loss_fn gives {alt:.12g} but fn's loss is {loss:.12g}: "
+                                                "they must compute the same function"))
+    return loss_of
 
-    if mode == "fast":
-        from gradcheck import fastmode  # noqa: PLC0415 - optional path, imported on use
-        result = fastmode.run(loss_of, frozen_p, claimed, loss=loss, t0=t0, calls=calls, notes=notes,
-                              rtol=rtol, seed=seed, **common)
-        _finish(result, frozen_p, params, frozen_X, X, frozen_y, y)
-        return result
 
-    # the numerical oracle
-    work = _snapshot(frozen_p)
+def _numerical_estimate(loss_of, work: dict[str, Array], loss: float, scheme: str, seed: int,
+                        run: _Run) -> tuple[numerical.Estimate, float]:
+    """Noise level, the scheme (complex step where fn is analytic, for ``auto``), the estimate."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             noise, n = numerical.noise_level(loss_of, work, loss, seed=seed)
-            calls += n
+            run.calls += n
             used = scheme
-            est = None
             if scheme in ("auto", "complex"):
                 ok, why, n = _complex_ok(loss_of, work, loss, noise, seed)
-                calls += n
-                if ok:
-                    used = "complex"
-                else:
-                    # central, not central4, even for float32: its smaller step crosses fewer kinks
-                    used = "central"
-                    if scheme == "complex":
-                        notes.append(f"complex step not usable ({why}); used central differences")
+                run.calls += n
+                # central, not central4, even for float32: its smaller step crosses fewer kinks
+                used = "complex" if ok else "central"
+                if not ok and scheme == "complex":
+                    run.notes.append(f"complex step not usable ({why}); used central differences")
             est = numerical.estimate(loss_of, work, scheme=used, noise=noise, f0=loss)
-            calls += est.calls
+            run.calls += est.calls
     except FunctionFault as f:
-        return _failed(Problem("raised", str(f), f.param, list(f.index) if f.index else None),
-                       t0=t0, calls=calls, notes=notes, **common)
-    common["scheme"] = used
+        raise _Stop(Problem("raised", str(f), f.param, list(f.index) if f.index else None)) from None
+    run.common["scheme"] = used
+    return est, noise
 
-    # compare, then take a second look at failing elements (truncation, kinks)
-    tensors: dict[str, TensorReport] = {}
-    all_failures: list[Element] = []
-    kinks: list[Element] = []
-    refined_total = 0
-    complex_distrusted = 0
-    with np.errstate(all="ignore"):
-        global_scale = max(float(np.max(np.abs(g))) for g in est.grad.values())
-    for k, p in frozen_p.items():
-        c = claimed[k]
+
+class _Judge:
+    """Compares each tensor's claimed gradient with the estimate, then takes a second look at the
+    failing elements (h and h/2: truncation, Richardson, the kink test)."""
+
+    def __init__(self, loss_of, work, loss, noise, est, run: _Run, *, rtol, detect_kinks):
+        self.loss_of, self.work, self.loss, self.noise, self.est, self.run = loss_of, work, loss, noise, est, run
+        self.rtol, self.detect_kinks = rtol, detect_kinks
+        self.used = run.common["scheme"]
+        with np.errstate(all="ignore"):
+            self.global_scale = max(float(np.max(np.abs(g))) for g in est.grad.values())
+        self.tensors: dict[str, TensorReport] = {}
+        self.failures: list[Element] = []
+        self.kinks: list[Element] = []
+        self.refined_total = 0
+        self.complex_distrusted = 0
+
+    def tensor(self, k: str, p: Array, c: Array) -> None:
+        est, run = self.est, self.run
         c_eps = eps_of(c.dtype) if c.dtype.itemsize <= p.dtype.itemsize else eps_of(p.dtype)
         d = est.grad[k].astype(np.float64).copy()
         e = est.error[k].astype(np.float64).copy()
@@ -385,68 +453,44 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
         nonfinite = ~np.isfinite(d)
         if nonfinite.any():
             i = tuple(int(v) for v in np.argwhere(nonfinite)[0])
-            prob = Problem("numerical_non_finite",
-                           f"the loss became non-finite when {fmt_index(k, i)} was perturbed by "
-                           f"{float(h[i]):.3g}: fn overflows or divides by zero next to these parameters",
-                           k, list(i))
-            return _failed(prob, t0=t0, calls=calls, notes=notes, **common)
-        cmp = compare(c, d, e, claimed_eps=c_eps, rtol=rtol, global_scale=global_scale)
+            raise _Stop(Problem("numerical_non_finite",
+                                f"the loss became non-finite when {fmt_index(k, i)} was perturbed by "
+                                f"{float(h[i]):.3g}: fn overflows or divides by zero next to these parameters",
+                                k, list(i)))
+        cmp = compare(c, d, e, claimed_eps=c_eps, rtol=self.rtol, global_scale=self.global_scale)
         bad = np.flatnonzero(~cmp.passed.reshape(-1))
-        if bad.size and (detect_kinks or used != "central"):
-            todo = bad[: max(0, MAX_REFINE - refined_total)]
+        if bad.size and (self.detect_kinks or self.used != "central"):
+            todo = bad[: max(0, MAX_REFINE - self.refined_total)]
             if todo.size < bad.size:
-                notes.append(f"{k}: {bad.size - todo.size} failing elements not re-examined (limit {MAX_REFINE})")
-            try:
-                for flat_i in todo:
-                    i = np.unravel_index(flat_i, p.shape)
-                    # a second look at h and h/2: central4 with its own stencil, every other
-                    # scheme with central differences (Richardson); see refine_element
-                    how = "central4" if used == "central4" else "central"
-                    hc = float(numerical.steps(np.array([p[i]]), how,
-                                               numerical.effective_eps(p.dtype, noise, loss))[0])
-                    ref = numerical.refine_element(loss_of, work, k, int(flat_i), hc, loss, noise,
-                                                   scheme=how, first=float(d[i]))
-                    if how == "central4":
-                        # two 4th-order estimates can agree with each other and both be off where
-                        # f is not smooth to fifth order (a kink of f'' between the stencils): the
-                        # central Richardson estimate, which needs only third-order smoothness,
-                        # must agree too; their disagreement joins the error bound
-                        h2 = float(numerical.steps(np.array([p[i]]), "central",
-                                                   numerical.effective_eps(p.dtype, noise, loss))[0])
-                        ref2 = numerical.refine_element(loss_of, work, k, int(flat_i), h2, loss, noise)
-                        calls += ref2.calls
-                        ref = numerical.Refinement(ref.value, ref.error + abs(ref.value - ref2.value),
-                                                   ref.kink or ref2.kink, ref.one_sided, ref.calls)
-                    calls += ref.calls
-                    refined[i] = True
-                    refined_total += 1
-                    if detect_kinks and ref.kink:
-                        kink[i] = True
-                        continue
-                    if used == "complex":
-                        # trust the complex step only where central differences agree with it
-                        if abs(d[i] - ref.value) > 10 * ref.error + 16 * c_eps * abs(ref.value):
-                            complex_distrusted += 1
-                            d[i], e[i] = ref.value, ref.error
-                            by_central[i] = True
-                    elif used in ("central", "forward", "central4"):
+                run.notes.append(f"{k}: {bad.size - todo.size} failing elements not re-examined (limit {MAX_REFINE})")
+            for flat_i in todo:
+                i = np.unravel_index(flat_i, p.shape)
+                ref = self._second_look(k, p, int(flat_i), float(d[i]))
+                refined[i] = True
+                self.refined_total += 1
+                if self.detect_kinks and ref.kink:
+                    kink[i] = True
+                elif self.used == "complex":
+                    # trust the complex step only where central differences agree with it
+                    if abs(d[i] - ref.value) > 10 * ref.error + 16 * c_eps * abs(ref.value):
+                        self.complex_distrusted += 1
                         d[i], e[i] = ref.value, ref.error
-            except FunctionFault as f:
-                return _failed(Problem("raised", str(f), f.param, list(f.index) if f.index else None),
-                               t0=t0, calls=calls, notes=notes, **common)
-            cmp = compare(c, d, e, claimed_eps=c_eps, rtol=rtol, global_scale=global_scale)
+                        by_central[i] = True
+                elif self.used in ("central", "forward", "central4"):
+                    d[i], e[i] = ref.value, ref.error
+            cmp = compare(c, d, e, claimed_eps=c_eps, rtol=self.rtol, global_scale=self.global_scale)
         judged = ~kink
         rel = np.where(judged, cmp.rel, 0.0)
         failed = judged & ~cmp.passed
         worst_flat = int(np.argmax(rel)) if judged.any() else None
-        worst_idx = list(map(int, np.unravel_index(worst_flat, p.shape))) if worst_flat is not None else None
-        tensors[k] = TensorReport(
+        self.tensors[k] = TensorReport(
             name=k, shape=list(p.shape), dtype=str(c.dtype),
             max_rel_error=float(rel.max()) if judged.any() else 0.0,
             tolerance=float(cmp.tol.reshape(-1)[worst_flat]) if worst_flat is not None else math.nan,
-            passed=not failed.any(), worst_index=worst_idx, n_elements=int(p.size),
-            n_failed=int(failed.sum()), n_kinks=int(kink.sum()), n_refined=int(refined.sum()),
-            step=float(np.median(h)), floor=cmp.floor,
+            passed=not failed.any(),
+            worst_index=list(map(int, np.unravel_index(worst_flat, p.shape))) if worst_flat is not None else None,
+            n_elements=int(p.size), n_failed=int(failed.sum()), n_kinks=int(kink.sum()),
+            n_refined=int(refined.sum()), step=float(np.median(h)), floor=cmp.floor,
             claimed=c.astype(np.float64), numerical=d, error=e, rel=cmp.rel, kink=kink)
 
         def element(ix, note=""):
@@ -454,23 +498,43 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
                            float(cmp.tol[ix]), float(e[ix]), float(h[ix]),
                            note=note or ("central" if by_central[ix] else "refined" if refined[ix] else ""))
         order = np.argsort(-np.where(failed, cmp.rel, -1).reshape(-1))[: int(failed.sum())]
-        all_failures += [element(np.unravel_index(j, p.shape)) for j in order[:MAX_LISTED]]
-        kinks += [element(tuple(ix), "kink") for ix in np.argwhere(kink)[:MAX_LISTED]]
-    if complex_distrusted:
-        notes.append(f"complex step disagreed with central differences at {complex_distrusted} element(s) "
-                     "(non-analytic code, e.g. abs/max/comparisons): central differences decided there")
+        self.failures += [element(np.unravel_index(j, p.shape)) for j in order[:MAX_LISTED]]
+        self.kinks += [element(tuple(ix), "kink") for ix in np.argwhere(kink)[:MAX_LISTED]]
 
-    result = _assemble(tensors, all_failures, kinks, used=used, rtol=rtol, notes=notes, calls=calls,
-                       noise=noise, loss=loss, t0=t0, common=common)
+    def _second_look(self, k: str, p: Array, flat_i: int, first: float) -> numerical.Refinement:
+        """The element at h and h/2: central4 with its own stencil, every other scheme with central
+        differences (Richardson); see :func:`gradcheck.numerical.refine_element`."""
+        eps = numerical.effective_eps(p.dtype, self.noise, self.loss)
+        x = np.array([p.reshape(-1)[flat_i]])
+        how = "central4" if self.used == "central4" else "central"
+        try:
+            ref = numerical.refine_element(self.loss_of, self.work, k, flat_i,
+                                           float(numerical.steps(x, how, eps)[0]), self.loss, self.noise,
+                                           scheme=how, first=first)
+            self.run.calls += ref.calls
+            if how == "central4":
+                # two 4th-order estimates can agree with each other and both be off where f is not
+                # smooth to fifth order (a kink of f'' between the stencils): the central Richardson
+                # estimate, which needs only third-order smoothness, must agree too; their
+                # disagreement joins the error bound
+                ref2 = numerical.refine_element(self.loss_of, self.work, k, flat_i,
+                                                float(numerical.steps(x, "central", eps)[0]), self.loss,
+                                                self.noise)
+                self.run.calls += ref2.calls
+                ref = numerical.Refinement(ref.value, ref.error + abs(ref.value - ref2.value),
+                                           ref.kink or ref2.kink, ref.one_sided, ref.calls + ref2.calls)
+        except FunctionFault as f:
+            raise _Stop(Problem("raised", str(f), f.param, list(f.index) if f.index else None)) from None
+        return ref
 
-    if spec is not None and symbolic is not False or symbolic:
-        _symbolic(result, spec, frozen_p, frozen_X, frozen_y, claimed, tensors, est)
-
-    if not result.passed:
-        _explain_failure(result, loss_of, work, spec_dict, frozen_X)
-    result.seconds = time.perf_counter() - t0
-    _finish(result, frozen_p, params, frozen_X, X, frozen_y, y)
-    return result
+    def result(self, *, rtol) -> Result:
+        if self.complex_distrusted:
+            self.run.notes.append(f"complex step disagreed with central differences at {self.complex_distrusted} "
+                                  "element(s) (non-analytic code, e.g. abs/max/comparisons): central differences "
+                                  "decided there")
+        run = self.run
+        return _assemble(self.tensors, self.failures, self.kinks, used=self.used, rtol=rtol, notes=run.notes,
+                         calls=run.calls, noise=self.noise, loss=self.loss, t0=run.t0, common=run.common)
 
 
 def _assemble(tensors, failures, kinks, *, used, rtol, notes, calls, noise, loss, t0, common) -> Result:
@@ -532,7 +596,7 @@ def _complex_ok(loss_of, work, f0, noise, seed) -> tuple[bool, str, int]:
     return True, "", 5
 
 
-def _symbolic(result: Result, spec, params, X, y, claimed, tensors, est) -> None:
+def _symbolic(result: Result, spec, params, X, y, claimed, tensors) -> None:
     """Add the SymPy oracle: analytic vs symbolic and numerical vs symbolic errors."""
     try:
         from gradcheck import symbolic as sym  # noqa: PLC0415 - SymPy is slow to import; only on use

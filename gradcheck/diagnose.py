@@ -28,7 +28,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from gradcheck.compare import ANALYTIC_ULPS, SAFETY, eps_of
-from gradcheck.result import Diagnosis, Result, TensorReport, fmt_index
+from gradcheck.result import Diagnosis, Result, TensorReport
 
 #: patterns that say where the error enters the backward pass, not what it is
 LOCATION_PATTERNS = frozenset({"one_element", "bias_reduction", "weights_only", "hidden_layer_derivative",
