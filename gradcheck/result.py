@@ -250,15 +250,19 @@ SCHEME_NAMES = {"central": "central differences", "forward": "forward difference
                 "complex": "complex step", "fast": "random directional derivatives"}
 
 
-def _e(x: float | None) -> str:
+def fmt_error(x: float | None, missing: str = "-") -> str:
+    """An error as ``1.23e-09``; nan and +-inf spelled out; ``missing`` when absent."""
     if x is None:
-        return "-"
+        return missing
     x = float(x)
     if math.isnan(x):
         return "nan"
     if math.isinf(x):
-        return "inf"
+        return "inf" if x > 0 else "-inf"
     return f"{x:.2e}"
+
+
+_e = fmt_error
 
 
 def _v(x: float | None) -> str:

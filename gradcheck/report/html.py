@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 from gradcheck.report import charts
 from gradcheck.report.records import PAIR_TITLES, Row, heatmap_cells, pairs_present
+from gradcheck.result import fmt_error as result_fmt_error
 
 TEMPLATES = Path(__file__).with_name("templates")
 #: failures shown in full detail (the rest: their explanation line in the table and in the JSON)
@@ -25,14 +26,7 @@ MAX_LISTED = 12
 
 def fmt_error(x: Any) -> str:
     """An error as ``1.23e-09``; nan/inf spelled out; ``–`` when absent."""
-    if x is None:
-        return "–"
-    x = float(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.2e}"
+    return result_fmt_error(x, missing="–")
 
 
 def fmt_value(x: Any) -> str:
