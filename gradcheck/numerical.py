@@ -25,6 +25,7 @@ a smooth one. Perturbations are made in place on private copies and undone after
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -84,9 +85,14 @@ def _as_float(value: Any) -> float:
     return float(a.reshape(()))
 
 
-def machine_eps(dtype: Any) -> float:
-    dt = np.dtype(dtype)
+@functools.lru_cache(maxsize=None)
+def _eps_of_dtype(dt: np.dtype) -> float:
     return float(np.finfo(dt).eps) if dt.kind in "fc" else float(np.finfo(np.float64).eps)
+
+
+def machine_eps(dtype: Any) -> float:
+    """Machine epsilon of a floating (or complex) dtype; float64's for anything else."""
+    return _eps_of_dtype(np.dtype(dtype))
 
 
 def pow2(h: Array) -> Array:
@@ -134,11 +140,11 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
         for _ in range(directions):
             dirs = {k: rng.standard_normal(v.shape) * np.maximum(1.0, np.abs(v)) for k, v in params.items()}
             norm = math.sqrt(sum(float(np.sum(d * d)) for d in dirs.values())) or 1.0
+            unit = {k: (machine_eps(v.dtype) ** (1 / 3) / 4 / norm) * dirs[k] for k, v in params.items()}
             values = [f0]
             for j in range(1, points + 1):
                 for k, v in params.items():
-                    step = machine_eps(v.dtype) ** (1 / 3) / 4 / norm
-                    np.copyto(v, (base[k] + j * step * dirs[k]).astype(v.dtype), casting="unsafe")
+                    np.add(base[k], j * unit[k], out=v, casting="unsafe")
                 values.append(_as_float(loss(params)))
                 calls += 1
             f = np.array(values)
