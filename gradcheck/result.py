@@ -295,6 +295,11 @@ def explain(r: Result) -> str:
         lines.append(f"gradcheck passed{title}: max relative error {_e(r.max_rel_error)}{where} "
                      f"(tolerance {_e(r.tolerance)}); {len(r.tensors)} tensors, {r.n_elements} elements, "
                      f"{scheme}, {r.dtype}, {r.calls} calls, {r.seconds:.2f} s")
+        w = r.worst
+        if w is not None and w.error_bound > 0 and abs(w.numerical) < 10 * w.error_bound:
+            lines.append(f"  (the largest relative error is at {w.label()}, an entry of {_v(w.numerical)}: within 10x "
+                         f"of the numerical estimate's own error bound {_e(w.error_bound)}, so too small to "
+                         "resolve; the verdict there compares absolute differences)")
     else:
         if r.worst is not None:
             lines.append(f"gradcheck FAILED{title}: {r.worst.param} is off by a relative error of "
