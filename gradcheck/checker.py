@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gradcheck import numerical
-from gradcheck.compare import compare, eps_of, pair_error
+from gradcheck.compare import ANALYTIC_ULPS, SAFETY, compare, eps_of, pair_error
 from gradcheck.numerical import FunctionFault, _as_float
 from gradcheck.result import Element, Problem, Result, TensorReport, fmt_index
 
@@ -266,6 +266,10 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
             work = _snapshot(frozen.params)
             est, noise = _numerical_estimate(loss_of, work, loss, scheme, seed, run)
             judge = _Judge(loss_of, work, loss, noise, est, run, rtol=rtol, detect_kinks=detect_kinks)
+            if not all(judge.first_look(k, p, claimed[k]) for k, p in frozen.params.items()):
+                # something fails as it stands: measure the claimed gradient's own rounding before
+                # any verdict (ill-conditioned but correct arithmetic is not a bug)
+                judge.claimed_noise = _claimed_noise(fn, frozen, claimed, run, seed)
             for k, p in frozen.params.items():
                 judge.tensor(k, p, claimed[k])
             result = judge.result(rtol=rtol)
@@ -401,6 +405,42 @@ def _loss_for_differences(fn: Fn, loss_fn, frozen: _Frozen, loss: float, run: _R
     return loss_of
 
 
+def _claimed_noise(fn: Fn, frozen: _Frozen, claimed: dict[str, Array], run: _Run,
+                   seed: int) -> dict[str, Array]:
+    """Rounding (sd) of each claimed entry, measured by calling fn a few ulps away
+    (:func:`gradcheck.numerical.gradient_noise`); fn's faults there end the check as usual."""
+    def grad_at(point: dict[str, Array]) -> dict[str, Array]:
+        run.calls += 1
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = fn(point, frozen.fresh_X(), frozen.fresh_y())
+            return _read_output(out, frozen.params)[1]
+        except _Fault as f:
+            raise _Stop(f.problem) from None
+        except Exception as exc:
+            raise _Stop(Problem("raised", f"fn raised {type(exc).__name__}: {exc} (at a point a few ulps "
+                                          "from params, while measuring the rounding of its gradient)")) from None
+
+    noise, _ = numerical.gradient_noise(grad_at, frozen.params, claimed, seed=seed)
+    return noise
+
+
+def _claimed_eps(c: Array, p: Array) -> float:
+    """Precision of a claimed gradient: its dtype's, or the parameter's when that is coarser
+    (a float64 gradient of float32 parameters carries float32 rounding)."""
+    return eps_of(c.dtype) if c.dtype.itemsize <= p.dtype.itemsize else eps_of(p.dtype)
+
+
+def term_scale(loss: float, params: Mapping[str, Array]) -> float:
+    """``T`` of the tolerance model: the loss's magnitude per unit of parameter, the size of the
+    terms a gradient entry is made of when they cancel to (nearly) zero."""
+    total = sum(float(np.sum(np.square(v, dtype=np.float64))) for v in params.values())
+    count = sum(v.size for v in params.values())
+    rms = math.sqrt(total / count) if count else 0.0
+    return abs(loss) / max(1.0, rms) if math.isfinite(loss) else 0.0
+
+
 def _numerical_estimate(loss_of, work: dict[str, Array], loss: float, scheme: str, seed: int,
                         run: _Run) -> tuple[numerical.Estimate, float]:
     """Noise level, the scheme (complex step where fn is analytic, for ``auto``), the estimate."""
@@ -427,27 +467,42 @@ def _numerical_estimate(loss_of, work: dict[str, Array], loss: float, scheme: st
 
 class _Judge:
     """Compares each tensor's claimed gradient with the estimate, then takes a second look at the
-    failing elements (h and h/2: truncation, Richardson, the kink test)."""
+    elements that still fail: a ladder of steps h, h/2, h/4, ... (truncation, Richardson, kinks of
+    this element or of other units crossed by the step; :func:`gradcheck.numerical.refine_element`)."""
 
-    def __init__(self, loss_of, work, loss, noise, est, run: _Run, *, rtol, detect_kinks):
+    def __init__(self, loss_of, work, loss, noise, est, run: _Run, *, rtol, detect_kinks,
+                 claimed_noise: Mapping[str, Array] | None = None):
         self.loss_of, self.work, self.loss, self.noise, self.est, self.run = loss_of, work, loss, noise, est, run
         self.rtol, self.detect_kinks = rtol, detect_kinks
+        self.claimed_noise = claimed_noise or {}
         self.used = run.common["scheme"]
         with np.errstate(all="ignore"):
             self.global_scale = max(float(np.max(np.abs(g))) for g in est.grad.values())
+        self.term_scale = term_scale(loss, work)
         self.tensors: dict[str, TensorReport] = {}
         self.failures: list[Element] = []
         self.kinks: list[Element] = []
         self.refined_total = 0
         self.complex_distrusted = 0
 
+    def first_look(self, k: str, p: Array, c: Array) -> bool:
+        """Does every element of tensor ``k`` pass against the estimate as it stands?"""
+        d = self.est.grad[k].astype(np.float64)
+        if not np.all(np.isfinite(d)):
+            return False
+        cmp = compare(c, d, self.est.error[k], claimed_eps=_claimed_eps(c, p), rtol=self.rtol,
+                      global_scale=self.global_scale, term_scale=self.term_scale)
+        return bool(cmp.passed.all())
+
     def tensor(self, k: str, p: Array, c: Array) -> None:
         est, run = self.est, self.run
-        c_eps = eps_of(c.dtype) if c.dtype.itemsize <= p.dtype.itemsize else eps_of(p.dtype)
+        c_eps = _claimed_eps(c, p)
         d = est.grad[k].astype(np.float64).copy()
         e = est.error[k].astype(np.float64).copy()
-        h = est.step[k]
+        h = est.step[k].astype(np.float64).copy()
+        cn = self.claimed_noise.get(k)
         kink = np.zeros(p.shape, bool)
+        unresolved = np.zeros(p.shape, bool)
         refined = np.zeros(p.shape, bool)
         by_central = np.zeros(p.shape, bool)  # complex step overruled by central differences
         nonfinite = ~np.isfinite(d)
@@ -457,32 +512,41 @@ class _Judge:
                                 f"the loss became non-finite when {fmt_index(k, i)} was perturbed by "
                                 f"{float(h[i]):.3g}: fn overflows or divides by zero next to these parameters",
                                 k, list(i)))
-        cmp = compare(c, d, e, claimed_eps=c_eps, rtol=self.rtol, global_scale=self.global_scale)
+
+        def judge():
+            return compare(c, d, e, claimed_eps=c_eps, rtol=self.rtol, global_scale=self.global_scale,
+                           claimed_noise=cn, term_scale=self.term_scale)
+
+        cmp = judge()
         bad = np.flatnonzero(~cmp.passed.reshape(-1))
-        if bad.size and (self.detect_kinks or self.used != "central"):
+        if bad.size:
             todo = bad[: max(0, MAX_REFINE - self.refined_total)]
             if todo.size < bad.size:
                 run.notes.append(f"{k}: {bad.size - todo.size} failing elements not re-examined (limit {MAX_REFINE})")
             for flat_i in todo:
                 i = np.unravel_index(flat_i, p.shape)
-                ref = self._second_look(k, p, int(flat_i), float(d[i]))
+                ref = self._second_look(k, p, int(flat_i))
                 refined[i] = True
                 self.refined_total += 1
-                if self.detect_kinks and ref.kink:
-                    kink[i] = True
+                if ref.status != "smooth":
+                    if self.detect_kinks:  # no single derivative within the step: left out, listed
+                        (kink if ref.status == "kink" else unresolved)[i] = True
+                        h[i] = ref.step
                 elif self.used == "complex":
                     # trust the complex step only where central differences agree with it
-                    if abs(d[i] - ref.value) > 10 * ref.error + 16 * c_eps * abs(ref.value):
+                    if abs(d[i] - ref.value) > SAFETY * ref.error + ANALYTIC_ULPS * c_eps * abs(ref.value):
                         self.complex_distrusted += 1
-                        d[i], e[i] = ref.value, ref.error
+                        d[i], e[i], h[i] = ref.value, ref.error, ref.step
                         by_central[i] = True
-                elif self.used in ("central", "forward", "central4"):
-                    d[i], e[i] = ref.value, ref.error
-            cmp = compare(c, d, e, claimed_eps=c_eps, rtol=self.rtol, global_scale=self.global_scale)
-        judged = ~kink
+                else:
+                    d[i], e[i], h[i] = ref.value, ref.error, ref.step
+            cmp = judge()
+        left_out = kink | unresolved
+        judged = ~left_out
         rel = np.where(judged, cmp.rel, 0.0)
         failed = judged & ~cmp.passed
         worst_flat = int(np.argmax(rel)) if judged.any() else None
+        margin = np.where(judged, cmp.margin, 0.0)
         self.tensors[k] = TensorReport(
             name=k, shape=list(p.shape), dtype=str(c.dtype),
             max_rel_error=float(rel.max()) if judged.any() else 0.0,
@@ -490,41 +554,32 @@ class _Judge:
             passed=not failed.any(),
             worst_index=list(map(int, np.unravel_index(worst_flat, p.shape))) if worst_flat is not None else None,
             n_elements=int(p.size), n_failed=int(failed.sum()), n_kinks=int(kink.sum()),
-            n_refined=int(refined.sum()), step=float(np.median(h)), floor=cmp.floor,
-            claimed=c.astype(np.float64), numerical=d, error=e, rel=cmp.rel, kink=kink)
+            n_refined=int(refined.sum()), step=float(np.median(est.step[k])), floor=cmp.floor,
+            n_unresolved=int(unresolved.sum()), margin=float(margin.max()) if judged.any() else 0.0,
+            claimed_noise=float(np.max(cn)) if cn is not None and cn.size else None,
+            claimed=c.astype(np.float64), numerical=d, error=e, rel=cmp.rel, kink=left_out)
 
         def element(ix, note=""):
             return Element(k, [int(v) for v in ix], float(c[ix]), float(d[ix]), float(cmp.rel[ix]),
                            float(cmp.tol[ix]), float(e[ix]), float(h[ix]),
-                           note=note or ("central" if by_central[ix] else "refined" if refined[ix] else ""))
+                           note=note or ("central" if by_central[ix] else "refined" if refined[ix] else ""),
+                           claimed_noise=float(cn[ix]) if cn is not None else 0.0)
         order = np.argsort(-np.where(failed, cmp.rel, -1).reshape(-1))[: int(failed.sum())]
         self.failures += [element(np.unravel_index(j, p.shape)) for j in order[:MAX_LISTED]]
-        self.kinks += [element(tuple(ix), "kink") for ix in np.argwhere(kink)[:MAX_LISTED]]
+        self.kinks += [element(tuple(ix), "kink" if kink[tuple(ix)] else "unresolved")
+                       for ix in np.argwhere(left_out)[:MAX_LISTED]]
 
-    def _second_look(self, k: str, p: Array, flat_i: int, first: float) -> numerical.Refinement:
-        """The element at h and h/2: central4 with its own stencil, every other scheme with central
-        differences (Richardson); see :func:`gradcheck.numerical.refine_element`."""
+    def _second_look(self, k: str, p: Array, flat_i: int) -> numerical.Refinement:
+        """The element on a ladder of central steps (every scheme: central Richardson needs only
+        third-order smoothness, and its steps are small enough to step over other units' kinks)."""
         eps = numerical.effective_eps(p.dtype, self.noise, self.loss)
         x = np.array([p.reshape(-1)[flat_i]])
-        how = "central4" if self.used == "central4" else "central"
         try:
             ref = numerical.refine_element(self.loss_of, self.work, k, flat_i,
-                                           float(numerical.steps(x, how, eps)[0]), self.loss, self.noise,
-                                           scheme=how, first=first)
-            self.run.calls += ref.calls
-            if how == "central4":
-                # two 4th-order estimates can agree with each other and both be off where f is not
-                # smooth to fifth order (a kink of f'' between the stencils): the central Richardson
-                # estimate, which needs only third-order smoothness, must agree too; their
-                # disagreement joins the error bound
-                ref2 = numerical.refine_element(self.loss_of, self.work, k, flat_i,
-                                                float(numerical.steps(x, "central", eps)[0]), self.loss,
-                                                self.noise)
-                self.run.calls += ref2.calls
-                ref = numerical.Refinement(ref.value, ref.error + abs(ref.value - ref2.value),
-                                           ref.kink or ref2.kink, ref.one_sided, ref.calls + ref2.calls)
+                                           float(numerical.steps(x, "central", eps)[0]), self.loss, self.noise)
         except FunctionFault as f:
             raise _Stop(Problem("raised", str(f), f.param, list(f.index) if f.index else None)) from None
+        self.run.calls += ref.calls
         return ref
 
     def result(self, *, rtol) -> Result:

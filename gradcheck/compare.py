@@ -1,28 +1,28 @@
-"""The error metric and the tolerance model, defined once.
+"""The error metric and the tolerance model, defined once (constants: :mod:`gradcheck.tolerance`).
 
-For each element ``i`` of a tensor ``t`` with claimed gradient ``c_i``, numerical estimate ``D_i``
-and the estimate's absolute error bound ``E_i`` (rounding + truncation, see
-:mod:`gradcheck.numerical`)::
+For each element ``i`` of a tensor ``t`` with claimed gradient ``c_i``, numerical estimate ``D_i``,
+the estimate's absolute error bound ``E_i`` (rounding + truncation, see :mod:`gradcheck.numerical`)
+and the claimed gradient's own rounding ``N_i`` (measured, see :func:`gradcheck.numerical.gradient_noise`;
+0 where not measured)::
 
+    S         = max(G, T)                                       # the check's gradient scale
+    tol_abs_i = safety * (E_i + N_i) + analytic_ulps * eps_c * (|D_i| + S)
     floor_t   = max( max_i E_i , eps_c * max_i |D_i| )          # the tensor's resolvable scale
     rel_i     = |c_i - D_i| / max(|D_i|, floor_t)               # the reported relative error
-    tol_abs_i = SAFETY * E_i + ANALYTIC_ULPS * eps_c * (|D_i| + G)
     tol_i     = tol_abs_i / max(|D_i|, floor_t)                 # the same tolerance, relative
     passed_i  = rel_i <= max(tol_i, rtol)                       # rtol: optional user override
+    margin_i  = rel_i / max(tol_i, rtol)                        # < 1 passes
+    resolved_i = |D_i| >= resolved_factor * tol_abs_i           # the headline's elements
 
-``eps_c`` is the machine epsilon of the claimed gradient's dtype; ``G`` is the largest ``|D|``
-over all tensors of the check (an entry that is a sum of large cancelling terms, e.g. a bias
-gradient summed over the batch, carries rounding of the size of those terms, which the tensor's
-own small entries do not show; the network's largest gradient is the available proxy). The floor keeps tiny true
-gradients (|D| far below what the estimate resolves) from producing huge relative errors on
-correct code, without a magic constant. Per tensor the metric is the max over its elements
-(kink elements left out); per check, the max over tensors.
-
-``SAFETY = 10``: ``E_i`` is a one-sd rounding estimate (plus a truncation estimate where refined);
-10 sd leaves a false-alarm probability far below 1e-12 per element for Gaussian-like rounding and
-still covers a 3x misestimate of the noise. ``ANALYTIC_ULPS = 16``: the claimed gradient has its
-own rounding, a few ulps of the gradient's scale per layer of backprop. This term matters where
-the estimate itself is nearly exact (complex step); for finite differences ``E`` dominates.
+``eps_c`` is the machine epsilon of the claimed gradient's dtype. ``G`` is the largest ``|D|`` over
+all tensors of the check: an entry that is a sum of large cancelling terms (a bias gradient summed
+over the batch) carries rounding of the size of those terms, which its own small value does not
+show. ``T`` is the scale of the terms when every gradient is (nearly) zero: the loss's magnitude
+per unit of parameter, ``|f| / max(1, rms |x|)`` (``softmax(z).sum()`` has a zero gradient made of
+terms of size ~1). ``N_i`` is what the user's arithmetic actually produces (ill-conditioned but
+correct code: batchnorm of inputs far from zero, confident softmax), measured rather than assumed.
+The floor keeps tiny true gradients (|D| far below what the estimate resolves) from producing huge
+relative errors on correct code, without a magic constant.
 """
 from __future__ import annotations
 
@@ -30,10 +30,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gradcheck.numerical import machine_eps
+from gradcheck.tolerance import MODEL
+
 Array = np.ndarray
 
-SAFETY = 10.0
-ANALYTIC_ULPS = 16.0
+#: re-exported for the modules that build on the metric (values from :data:`gradcheck.tolerance.MODEL`)
+SAFETY = MODEL.safety
+ANALYTIC_ULPS = MODEL.analytic_ulps
 
 
 @dataclass
@@ -44,18 +48,26 @@ class Comparison:
     tol: Array
     passed: Array
     floor: float
+    #: error / tolerance, per element (< 1 passes)
+    margin: Array | None = None
+    #: |numerical| clearly above what the estimate resolves (the headline's elements)
+    resolved: Array | None = None
+    #: absolute tolerance, per element
+    tol_abs: Array | None = None
 
 
 def eps_of(dtype) -> float:
-    dt = np.dtype(dtype)
-    return float(np.finfo(dt).eps) if dt.kind == "f" else float(np.finfo(np.float64).eps)
+    """Machine epsilon of a floating dtype; float64's for anything else."""
+    return machine_eps(dtype)
 
 
 def compare(claimed: Array, numerical: Array, error: Array, *, claimed_eps: float,
-            rtol: float | None = None, global_scale: float = 0.0) -> Comparison:
-    """Relative error and tolerance of every element (see the module docstring).
+            rtol: float | None = None, global_scale: float = 0.0, claimed_noise: Array | None = None,
+            term_scale: float = 0.0) -> Comparison:
+    """Relative error, tolerance and margin of every element (see the module docstring).
 
-    ``global_scale``: the largest numerical gradient entry over all tensors of the check."""
+    ``global_scale``: the largest numerical gradient entry over all tensors of the check;
+    ``claimed_noise``: the measured rounding (sd) of each claimed entry; ``term_scale``: ``T``."""
     c = np.asarray(claimed, dtype=np.float64)
     d = np.asarray(numerical, dtype=np.float64)
     e = np.asarray(error, dtype=np.float64)
@@ -65,12 +77,17 @@ def compare(claimed: Array, numerical: Array, error: Array, *, claimed_eps: floa
         denom = np.maximum(np.abs(d), floor)
         diff = np.abs(c - d)
         rel = diff / denom
-        tol_abs = SAFETY * e + ANALYTIC_ULPS * claimed_eps * (np.abs(d) + max(scale, global_scale))
+        own = e if claimed_noise is None else e + np.asarray(claimed_noise, dtype=np.float64)
+        tol_abs = MODEL.safety * own + MODEL.analytic_ulps * claimed_eps * (
+            np.abs(d) + max(scale, global_scale, term_scale))
         tol = tol_abs / denom
         limit = tol if rtol is None else np.maximum(tol, rtol)
         passed = rel <= limit
+        margin = np.where(limit > 0, rel / limit, np.where(rel > 0, np.inf, 0.0))
+        resolved = np.abs(d) >= MODEL.resolved_factor * tol_abs
     rel = np.where(np.isnan(rel), np.inf, rel)
-    return Comparison(rel, tol, passed & np.isfinite(rel), floor)
+    margin = np.where(np.isnan(margin), np.inf, margin)
+    return Comparison(rel, tol, passed & np.isfinite(rel), floor, margin, resolved, tol_abs)
 
 
 def pair_error(a: Array, b: Array, *, floor_ulps: float = ANALYTIC_ULPS, eps: float = 2.220446049250313e-16,

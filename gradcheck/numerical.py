@@ -18,10 +18,12 @@ epsilon and the relative rounding noise of ``f`` measured by :func:`noise_level`
 behind float64 parameters is noisier than float64 arithmetic, and its optimal step is larger).
 
 The error bound of each element is rounding (noise sigma / h times the scheme's noise gain) plus
-truncation where it has been estimated (two step sizes: ``|D(h) - D(h/2)|``). :func:`refine`
-re-evaluates chosen elements at ``h/2`` to estimate truncation, extrapolate (Richardson), and tell
-a non-differentiable point (one-sided differences that disagree and do not shrink with ``h``) from
-a smooth one. Perturbations are made in place on private copies and undone after each element.
+truncation where it has been estimated (two step sizes: ``|D(h) - D(h/2)|``). :func:`refine_element`
+re-evaluates a chosen element on a ladder of steps ``h, h/2, h/4, ...`` to estimate truncation,
+extrapolate (Richardson), step over kinks of other units that a large step crosses, and tell a
+non-differentiable point (one-sided differences that disagree and do not shrink with ``h``) from a
+smooth one. :func:`gradient_noise` measures the rounding of a *claimed* gradient the same way the
+loss's noise is measured. Perturbations are made in place on private copies and undone after each element.
 """
 from __future__ import annotations
 
@@ -313,71 +315,176 @@ def estimate(loss: LossFn, params: Mapping[str, Array], *, scheme: str = "centra
 
 @dataclass
 class Refinement:
-    """Second look at one element: Richardson estimate, its error bound, and whether it is a kink."""
+    """Second look at one element: the estimate kept, its error bound, and what the ladder saw.
+
+    ``status``: ``"smooth"`` (two successive Richardson estimates agree and the one-sided gap
+    halves with the step: ``value`` is trustworthy), ``"kink"`` (the one-sided differences
+    disagree by the same amount at three steps: a non-differentiable point within ``step`` of
+    x), ``"unresolved"`` (neither settled within the ladder: not differentiable within the step,
+    or too noisy to tell). ``one_sided`` are the one-sided differences at the last step tried.
+    """
 
     value: float
     error: float
     kink: bool
     one_sided: tuple[float, float]
     calls: int
+    status: str = "smooth"
+    step: float = 0.0
+
+
+def _fault(exc: Exception, name: str, index: int, shape: tuple) -> FunctionFault:
+    where = np.unravel_index(index, shape)
+    return FunctionFault(f"fn raised {type(exc).__name__}: {exc} (while {name}{list(map(int, where))} was "
+                         "perturbed)", name, tuple(int(v) for v in where))
 
 
 def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, h: float,
-                   f0: float, noise: float, *, scheme: str = "central",
-                   first: float | None = None) -> Refinement:
-    """Re-evaluate element ``index`` of ``work[name]`` at x +- h and x +- h/2 (4 calls; h is the
-    scheme's step).
+                   f0: float, noise: float, *, rungs: int | None = None) -> Refinement:
+    """Re-estimate element ``index`` of ``work[name]`` on a ladder of central steps h, h/2, h/4, ...
 
-    * ``central``: Richardson ``D = (4 D(h/2) - D(h)) / 3``, error
-      ``3 x rounding(h) + |D(h) - D(h/2)| / 3``.
-    * ``central4`` (``first`` = D4(h) from the first pass): ``D4(h/2)`` from the four points, with
-      the error bound ``rounding(h/2) + |D4(h) - D4(h/2)|``. No extrapolation and no ``/15``: that
-      assumes fifth-order smoothness, which huber, log_cosh, elu or softsign networks lack (it
-      false-alarmed there); the plain difference bounds the error of D4(h/2) whenever the stencil
-      converges at least linearly.
-    * Kink test: one-sided differences ``D+ - D-`` shrink in proportion to h where f is smooth
-      (their gap is about ``f'' h``). If the gap is significant (beyond 8 sd of its rounding) and
-      does not halve when h halves, a non-differentiable point lies within h of x: the element
-      has no single derivative to compare with.
+    Each rung j costs 2 calls (x +- h_j) and gives the central difference ``D_j``, its rounding sd
+    ``0.71 sigma / h_j`` and the signed one-sided gap ``g_j = D+ - D-`` (sd ``2.45 sigma / h_j``).
+    Over three successive rungs j, j+1, j+2:
+
+    * **smooth** when the Richardson estimates ``R_j = (4 D_{j+1} - D_j) / 3`` and ``R_{j+1}``
+      agree within ``ladder_agreement_sd`` sd of their rounding and the gap halves with the step
+      (``g_{j+1} = g_j / 2`` within the same sd): the value is ``R_j`` with the error bound
+      ``sd(R_j) + |R_j - R_{j+1}|``;
+    * **kink** when the gap is significant (beyond ``kink_gap_sd`` sd) at all three rungs and
+      keeps its size (within ``kink_ratio_band``): a non-differentiable point within ``h_{j+2}``;
+    * otherwise the next rung. A kink of *another* unit crossed at distance ``a`` from x (float32
+      steps are large) spoils every rung with ``h_j > a``; once ``h_j < a`` the rungs are smooth
+      again, so the estimate kept is never one that crossed it. After ``rungs`` steps without a
+      decision the element is ``unresolved``.
     """
+    from gradcheck.tolerance import MODEL  # noqa: PLC0415 - tolerance imports nothing heavy
+
+    rungs = MODEL.ladder_rungs if rungs is None else rungs
     flat = work[name].reshape(-1)
     x = flat[index]
+    xf = float(x)
     dt = flat.dtype
-    xs = [dt.type(x + o * h) for o in (1.0, -1.0, 0.5, -0.5)]
-    vals = []
+    D, sdD, gap, sdgap, hs, sided = [], [], [], [], [], (math.nan, math.nan)
+    calls = 0
+    agree = MODEL.ladder_agreement_sd
+
+    def settled(j: int) -> Refinement | None:
+        """Decide on rungs j, j+1, j+2 (all evaluated)."""
+        r0 = (4 * D[j + 1] - D[j]) / 3
+        r1 = (4 * D[j + 2] - D[j + 1]) / 3
+        sd_r0 = math.hypot(4 * sdD[j + 1], sdD[j]) / 3
+        sd_diff = math.sqrt(25 * sdD[j + 1] ** 2 + sdD[j] ** 2 + 16 * sdD[j + 2] ** 2) / 3
+        halves = all(abs(gap[k + 1] - gap[k] / 2) <= agree * math.hypot(sdgap[k + 1], sdgap[k] / 2)
+                     for k in (j, j + 1))
+        if halves and abs(r0 - r1) <= agree * sd_diff:
+            return Refinement(r0, sd_r0 + abs(r0 - r1), False, sided, calls, "smooth", hs[j])
+        significant = all(abs(gap[k]) > MODEL.kink_gap_sd * sdgap[k] for k in (j, j + 1, j + 2))
+        keeps = all(abs(gap[k + 1] - gap[k]) <= MODEL.kink_ratio_band * abs(gap[k])
+                    + agree * math.hypot(sdgap[k + 1], sdgap[k]) for k in (j, j + 1))
+        if significant and keeps:
+            return Refinement(D[j + 2], sdD[j + 2] + abs(gap[j + 2]) / 2, True, sided, calls, "kink", hs[j + 2])
+        return None
+
     try:
-        for p in xs:
-            flat[index] = p
-            vals.append(_as_float(loss(work)))
+        for j in range(rungs):
+            hj = h / 2 ** j
+            xp, xm = dt.type(x + hj), dt.type(x - hj)
+            hp, hm = float(xp) - xf, xf - float(xm)
+            if hp <= 0 or hm <= 0:
+                break  # the step fell below the parameter's ulp
+            flat[index] = xp
+            fp = _as_float(loss(work))
+            flat[index] = xm
+            fm = _as_float(loss(work))
+            flat[index] = x
+            calls += 2
+            D.append((fp - fm) / (hp + hm))
+            sdD.append(math.sqrt(2) * noise / (hp + hm))
+            sp, sm = (fp - f0) / hp, (f0 - fm) / hm
+            sided = (sp, sm)
+            gap.append(sp - sm)
+            sdgap.append(math.sqrt(6) * noise / min(hp, hm))
+            hs.append(hj)
+            if j >= 2:
+                found = settled(j - 2)
+                if found is not None:
+                    return found
     except FunctionFault:
         raise
     except Exception as exc:
-        where = np.unravel_index(index, work[name].shape)
-        raise FunctionFault(f"fn raised {type(exc).__name__}: {exc} (while {name}"
-                            f"{list(map(int, where))} was perturbed)", name,
-                            tuple(int(v) for v in where)) from exc
+        raise _fault(exc, name, index, work[name].shape) from exc
     finally:
         flat[index] = x
-    fp, fm, fp2, fm2 = vals
-    hp, hm, hp2, hm2 = (float(p) - float(x) for p in xs)
-    if scheme == "central4" and first is not None:
-        value = (-fp + 8 * fp2 - 8 * fm2 + fm) / (6 * h)
-        error = NOISE_GAIN["central4"] * noise / (h / 2) + abs(first - value)
+    if len(D) >= 2:
+        value = (4 * D[-1] - D[-2]) / 3
+        error = math.hypot(4 * sdD[-1], sdD[-2]) / 3 + abs(D[-1] - D[-2])
+    elif D:
+        value, error = D[-1], sdD[-1]
     else:
-        d1 = (fp - fm) / (hp - hm)
-        d2 = (fp2 - fm2) / (hp2 - hm2)
-        value = (4 * d2 - d1) / 3
-        error = 3 * NOISE_GAIN["central"] * noise / h + abs(d1 - d2) / 3
-    sp, sm = (fp - f0) / hp, (f0 - fm) / -hm
-    sp2, sm2 = (fp2 - f0) / hp2, (f0 - fm2) / -hm2
-    gap1, gap2 = abs(sp - sm), abs(sp2 - sm2)
-    gap_sd = 2 * math.sqrt(2) * noise / h          # rounding sd of gap1; gap2's is twice that
-    significant = gap1 > 8 * gap_sd
-    ratio = gap2 / gap1 if gap1 > 0 else 0.5
-    # smooth: ratio = 0.5 up to gap2's rounding (2 gap_sd / gap1 in ratio units); demand a departure
-    # of at least 0.2 and 4 sd of that noise before calling it a kink
-    kink = bool(significant and abs(ratio - 0.5) > max(0.2, 4 * 2 * gap_sd / gap1))
-    return Refinement(value, error, kink, (sp2, sm2), 4)
+        value, error = math.nan, math.inf
+    return Refinement(value, error, False, sided, calls, "unresolved", hs[-1] if hs else h)
+
+
+def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], params: Mapping[str, Array],
+                   base: Mapping[str, Array], *, seed: int = 0) -> tuple[dict[str, Array], int]:
+    """The rounding (sd) of every element of a claimed gradient, measured.
+
+    ``grad_at(p)`` returns the gradient at ``p`` (the code under test); ``base`` is its value at
+    ``params``. Along each of ``claimed_probe_directions`` random directions, the gradient is
+    evaluated at ``x + j u`` for ``j = 1..claimed_probe_points``, where ``u`` moves each element
+    by about ``claimed_probe_ulps`` ulps of ``max(|x|, rms of its tensor)`` (a random size and sign
+    per element, deliberately not a multiple of the spacing: a step of whole multiples of 1024
+    ulps leaves the low bits, and so the rounding of sums, unchanged). That re-draws the rounding
+    of every intermediate quantity while the gradient changes smoothly by ~1e-13 (float64) or
+    ~1e-4 (float32) relative, far from any kink; the points' own rounding (half an ulp of x) moves
+    the gradient by what ulp-level changes of its inputs do, which is the conditioning that makes
+    the claimed gradient's rounding in the first place. The 3rd and 4th differences along the line cancel the
+    smooth change (to ~u^3) and leave the rounding: ``sd^2 = k!^2 / (2k)! mean(Delta^k g ^ 2)``,
+    pooled over both orders. Per element the directions are pooled, unless one is 10x noisier
+    than the other (a jump): then the quieter one. Returns ``(sd per tensor, calls)``.
+    """
+    from gradcheck.tolerance import MODEL  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed + 7)
+    m = int(MODEL.claimed_probe_points)
+    per_direction: list[dict[str, Array]] = []
+    calls = 0
+    for _ in range(int(MODEL.claimed_probe_directions)):
+        unit = {}
+        for k, v in params.items():
+            v64 = np.asarray(v, dtype=np.float64)
+            rms = math.sqrt(float(np.mean(v64 * v64))) if v.size else 0.0
+            ref = np.maximum(np.abs(v64), rms if rms > 0 else 1.0).astype(v.dtype)
+            # a random size per element (not a multiple of the spacing): every low bit changes,
+            # so the rounding of sums and differences is re-drawn at each point
+            size = rng.uniform(0.5, 1.5, size=v.shape) * rng.choice(np.array([-1.0, 1.0]), size=v.shape)
+            unit[k] = size * MODEL.claimed_probe_ulps * np.spacing(ref).astype(np.float64)
+        seq = [{k: np.asarray(g, dtype=np.float64) for k, g in base.items()}]
+        for j in range(1, m + 1):
+            point = {k: (np.asarray(v, dtype=np.float64) + j * unit[k]).astype(v.dtype) for k, v in params.items()}
+            got = grad_at(point)
+            calls += 1
+            seq.append({k: np.asarray(got[k], dtype=np.float64) for k in base})
+        sd = {}
+        for k in base:
+            stack = np.stack([s[k] for s in seq])
+            with np.errstate(all="ignore"):
+                parts = []
+                for order in (3, 4):
+                    diff = np.diff(stack, n=order, axis=0)
+                    gamma = math.factorial(order) ** 2 / math.factorial(2 * order)
+                    parts.append(gamma * np.mean(diff * diff, axis=0))
+                sd[k] = np.sqrt(np.mean(parts, axis=0))
+        per_direction.append(sd)
+    out = {}
+    for k in base:
+        sds = np.stack([d[k] for d in per_direction])
+        lo, hi = sds.min(axis=0), sds.max(axis=0)
+        pooled = np.sqrt(np.mean(sds * sds, axis=0))
+        out[k] = np.where(hi > 10 * lo, lo, pooled)
+        out[k] = np.where(np.isfinite(out[k]), out[k], np.inf)
+    return out, calls
 
 
 def directional(loss: LossFn, params: dict[str, Array], direction: dict[str, Array], h: float) -> float:

@@ -59,6 +59,8 @@ class Element:
     step: float = 0.0
     symbolic: float | None = None
     note: str = ""
+    #: measured rounding (sd) of the claimed entry; 0 where not measured
+    claimed_noise: float = 0.0
 
     def label(self) -> str:
         return fmt_index(self.param, self.index)
@@ -83,6 +85,12 @@ class TensorReport:
     step: float = 0.0
     floor: float = 0.0
     symbolic_max_rel_error: float | None = None
+    #: elements whose estimate did not settle on the step ladder (left out, like kinks)
+    n_unresolved: int = 0
+    #: largest error / tolerance over the judged elements (< 1 passes)
+    margin: float = 0.0
+    #: largest measured rounding (sd) of the claimed entries, when measured
+    claimed_noise: float | None = None
     claimed: np.ndarray | None = field(default=None, repr=False)
     numerical: np.ndarray | None = field(default=None, repr=False)
     error: np.ndarray | None = field(default=None, repr=False)
@@ -192,7 +200,7 @@ class Result:
 
 _FLOAT_FIELDS = {"max_rel_error", "tolerance", "rel_error", "claimed", "numerical", "error_bound",
                  "step", "symbolic", "floor", "symbolic_max_rel_error", "rtol", "seconds", "noise",
-                 "loss"}
+                 "loss", "margin", "claimed_noise"}
 
 
 def _clean(v: Any) -> Any:

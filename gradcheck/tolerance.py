@@ -1,0 +1,66 @@
+"""The constants of the tolerance model, in one table.
+
+Every number that decides a verdict lives here, with the reason for its value. The code
+(:mod:`gradcheck.compare`, :mod:`gradcheck.numerical`, :mod:`gradcheck.checker`), the explanation
+text (:mod:`gradcheck.result`) and the docs read this table; ``tests/test_tolerance_table.py``
+checks that docs/checker.md quotes :func:`markdown_table` verbatim, so changing a value here
+cannot leave an explanation or a document saying something else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+def _c(value: float, why: str) -> float:
+    return field(default=value, metadata={"why": why})  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Constants:
+    """The tolerance model's constants (read them from :data:`MODEL`)."""
+
+    safety: float = _c(10.0, "multiple of a one-sd error estimate (the oracle's error bound, the claimed "
+                             "gradient's measured rounding) allowed before an element fails: false alarms "
+                             "from rounding are astronomically rare and a 3x misestimate is covered")
+    analytic_ulps: float = _c(16.0, "ulps of (|numerical| + the check's gradient scale) always allowed for "
+                                    "rounding of the claimed gradient that no measurement can see (a few "
+                                    "ulps per layer of backprop)")
+    resolved_factor: float = _c(10.0, "an element is resolved when |numerical| exceeds this many times "
+                                      "its absolute tolerance; smaller entries are judged on absolute "
+                                      "agreement and kept out of the headline relative error")
+    claimed_probe_ulps: float = _c(1024.0, "step of the claimed-gradient rounding probe, in ulps of each "
+                                           "parameter: wide enough to re-draw every rounding, too narrow "
+                                           "to cross a kink")
+    claimed_probe_points: int = _c(6, "points per direction of the claimed-gradient probe (its 3rd and "
+                                      "4th differences cancel the smooth change and leave the rounding)")
+    claimed_probe_directions: int = _c(2, "random directions of the claimed-gradient probe; per element "
+                                          "the quieter one wins when one is 10x noisier (a jump)")
+    nondeterminism_ulps: float = _c(1024.0, "two calls with identical inputs may differ by this many ulps "
+                                            "of the tensor's scale (summation order) before fn is called "
+                                            "nondeterministic")
+    ladder_rungs: int = _c(7, "step sizes h, h/2, ..., h/64 tried on a failing element before its "
+                              "estimate is called unresolved (a kink of another unit within h is "
+                              "stepped over once h/2^j is below its distance)")
+    ladder_agreement_sd: float = _c(4.0, "two Richardson estimates of successive step pairs agree when "
+                                         "within this many sd of their rounding: the estimate converged")
+    kink_gap_sd: float = _c(8.0, "one-sided differences disagree significantly beyond this many sd of "
+                                 "their rounding")
+    kink_ratio_band: float = _c(0.2, "a smooth gap halves with the step (ratio 0.5); a kink at x keeps it "
+                                     "(ratio 1): a ratio within this band of 1 at three steps is a kink")
+    oracle_ulps: float = _c(64.0, "ulps of (|symbolic| + scale) allowed between two oracles besides the "
+                                  "numerical estimate's bound (the symbolic float64 evaluation rounds "
+                                  "too); beyond them the run fails as an oracle disagreement")
+
+
+#: the model in force
+MODEL = Constants()
+
+
+def markdown_table(model: Constants = MODEL) -> str:
+    """The constants as the markdown table docs/checker.md quotes (a test keeps them equal)."""
+    rows = ["| constant | value | why |", "|---|---|---|"]
+    for f in fields(model):
+        value = getattr(model, f.name)
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        rows.append(f"| `{f.name}` | {shown} | {f.metadata['why']} |")
+    return "\n".join(rows)
