@@ -23,6 +23,7 @@ from gradcheck import numerical
 from gradcheck.compare import ANALYTIC_ULPS, SAFETY, compare, eps_of, pair_error
 from gradcheck.numerical import FunctionFault, _as_float
 from gradcheck.result import Element, Problem, Result, TensorReport, fmt_index
+from gradcheck.tolerance import MODEL
 
 Array = np.ndarray
 Fn = Callable[[dict, Any, Any], Any]
@@ -528,7 +529,9 @@ class _Judge:
                 ref = self._second_look(k, p, int(flat_i))
                 refined[i] = True
                 self.refined_total += 1
-                if ref.status != "smooth":
+                if ref.status == "unresolved" and self.used == "complex":
+                    pass  # central differences could not settle: the complex step's value stands
+                elif ref.status != "smooth":
                     if self.detect_kinks:  # no single derivative within the step: left out, listed
                         (kink if ref.status == "kink" else unresolved)[i] = True
                         h[i] = ref.step
@@ -588,11 +591,17 @@ class _Judge:
                                   "element(s) (non-analytic code, e.g. abs/max/comparisons): central differences "
                                   "decided there")
         run = self.run
+        if self.claimed_noise:
+            run.notes.append("your gradient's own rounding was measured (some element failed the first "
+                             f"comparison): {int(MODEL.claimed_probe_directions * MODEL.claimed_probe_points)} "
+                             "calls of fn a few ulps from params")
         return _assemble(self.tensors, self.failures, self.kinks, used=self.used, rtol=rtol, notes=run.notes,
-                         calls=run.calls, noise=self.noise, loss=self.loss, t0=run.t0, common=run.common)
+                         calls=run.calls, noise=self.noise, loss=self.loss, t0=run.t0, common=run.common,
+                         scale=max(self.global_scale, self.term_scale))
 
 
-def _assemble(tensors, failures, kinks, *, used, rtol, notes, calls, noise, loss, t0, common) -> Result:
+def _assemble(tensors, failures, kinks, *, used, rtol, notes, calls, noise, loss, t0, common,
+              scale=0.0) -> Result:
     failures.sort(key=lambda e: -e.rel_error)
     # the worst tensor: the failing one with the largest error (a passing tensor may show a larger
     # relative error where its tolerance is loose, e.g. tiny float32 entries); else the largest
@@ -610,7 +619,7 @@ def _assemble(tensors, failures, kinks, *, used, rtol, notes, calls, noise, loss
     r = Result(passed=passed, max_rel_error=max(t.max_rel_error for t in tensors.values()),
                worst_param=w.param if w else worst_t.name, tolerance=w.tolerance if w else math.nan,
                rtol=rtol, tensors=tensors, worst=w, failures=failures[:MAX_LISTED], kinks=kinks[:MAX_LISTED],
-               calls=calls, noise=noise, loss=loss, notes=notes,
+               calls=calls, noise=noise, loss=loss, notes=notes, scale=scale,
                oracles={"analytic_vs_numerical": max(t.max_rel_error for t in tensors.values())},
                seconds=time.perf_counter() - t0, **common)
     return r

@@ -343,20 +343,24 @@ def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, 
                    f0: float, noise: float, *, rungs: int | None = None) -> Refinement:
     """Re-estimate element ``index`` of ``work[name]`` on a ladder of central steps h, h/2, h/4, ...
 
-    Each rung j costs 2 calls (x +- h_j) and gives the central difference ``D_j``, its rounding sd
-    ``0.71 sigma / h_j`` and the signed one-sided gap ``g_j = D+ - D-`` (sd ``2.45 sigma / h_j``).
-    Over three successive rungs j, j+1, j+2:
+    Each rung j costs 2 calls (x +- h_j) and gives the central difference ``D_j`` (rounding sd
+    ``0.71 sigma / h_j``) and the signed one-sided gap ``g_j = D+ - D-`` (sd ``2.45 sigma / h_j``),
+    which is ``f'' h_j + O(h_j^3)`` where f is smooth. Over three successive rungs j, j+1, j+2:
 
-    * **smooth** when the Richardson estimates ``R_j = (4 D_{j+1} - D_j) / 3`` and ``R_{j+1}``
-      agree within ``ladder_agreement_sd`` sd of their rounding and the gap halves with the step
-      (``g_{j+1} = g_j / 2`` within the same sd): the value is ``R_j`` with the error bound
-      ``sd(R_j) + |R_j - R_{j+1}|``;
-    * **kink** when the gap is significant (beyond ``kink_gap_sd`` sd) at all three rungs and
-      keeps its size (within ``kink_ratio_band``): a non-differentiable point within ``h_{j+2}``;
-    * otherwise the next rung. A kink of *another* unit crossed at distance ``a`` from x (float32
-      steps are large) spoils every rung with ``h_j > a``; once ``h_j < a`` the rungs are smooth
-      again, so the estimate kept is never one that crossed it. After ``rungs`` steps without a
-      decision the element is ``unresolved``.
+    * **smooth** when the gap halves at both steps (ratio within ``0.5 +- kink_ratio_band / 2``, or
+      within ``ladder_agreement_sd`` sd of its rounding): the estimate is the Richardson value
+      ``R_{j+1} = (4 D_{j+2} - D_{j+1}) / 3`` with the error bound ``sd(R_{j+1}) + |R_j - R_{j+1}|``
+      (the truncation seen between two extrapolations, not divided by 15: that would assume more
+      smoothness than a network has). While that truncation still exceeds the rounding, the
+      ladder goes on down (truncation falls 16x a rung, rounding grows 2x) and keeps the
+      tightest smooth window;
+    * **kink** when the gap is significant (beyond ``kink_gap_sd`` sd) at three rungs and keeps its
+      size (within ``kink_ratio_band``): a non-differentiable point within ``h_{j+2}`` of x.
+
+    A kink of *another* unit crossed at distance ``a`` (float32 steps are large) makes the gap ratio
+    leave the band at some rung with ``h > a`` (no placement of ``a`` keeps both ratios of a window
+    near 0.5); below ``a`` the rungs are smooth again, so the estimate kept never crossed it. After
+    ``ladder_rungs`` rungs without a smooth window or a kink the element is ``unresolved``.
     """
     from gradcheck.tolerance import MODEL  # noqa: PLC0415 - tolerance imports nothing heavy
 
@@ -365,26 +369,22 @@ def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, 
     x = flat[index]
     xf = float(x)
     dt = flat.dtype
-    D, sdD, gap, sdgap, hs, sided = [], [], [], [], [], (math.nan, math.nan)
+    D: list[float] = []
+    sdD: list[float] = []
+    gap: list[float] = []
+    sdgap: list[float] = []
+    hs: list[float] = []
+    sided = (math.nan, math.nan)
     calls = 0
-    agree = MODEL.ladder_agreement_sd
+    agree, band = MODEL.ladder_agreement_sd, MODEL.kink_ratio_band
+    best: Refinement | None = None
 
-    def settled(j: int) -> Refinement | None:
-        """Decide on rungs j, j+1, j+2 (all evaluated)."""
-        r0 = (4 * D[j + 1] - D[j]) / 3
-        r1 = (4 * D[j + 2] - D[j + 1]) / 3
-        sd_r0 = math.hypot(4 * sdD[j + 1], sdD[j]) / 3
-        sd_diff = math.sqrt(25 * sdD[j + 1] ** 2 + sdD[j] ** 2 + 16 * sdD[j + 2] ** 2) / 3
-        halves = all(abs(gap[k + 1] - gap[k] / 2) <= agree * math.hypot(sdgap[k + 1], sdgap[k] / 2)
-                     for k in (j, j + 1))
-        if halves and abs(r0 - r1) <= agree * sd_diff:
-            return Refinement(r0, sd_r0 + abs(r0 - r1), False, sided, calls, "smooth", hs[j])
-        significant = all(abs(gap[k]) > MODEL.kink_gap_sd * sdgap[k] for k in (j, j + 1, j + 2))
-        keeps = all(abs(gap[k + 1] - gap[k]) <= MODEL.kink_ratio_band * abs(gap[k])
-                    + agree * math.hypot(sdgap[k + 1], sdgap[k]) for k in (j, j + 1))
-        if significant and keeps:
-            return Refinement(D[j + 2], sdD[j + 2] + abs(gap[j + 2]) / 2, True, sided, calls, "kink", hs[j + 2])
-        return None
+    def halves(k: int) -> bool:
+        residual = abs(gap[k + 1] - gap[k] / 2)
+        return residual <= band / 2 * abs(gap[k]) + agree * math.hypot(sdgap[k + 1], sdgap[k] / 2)
+
+    def keeps(k: int) -> bool:
+        return abs(gap[k + 1] - gap[k]) <= band * abs(gap[k]) + agree * math.hypot(sdgap[k + 1], sdgap[k])
 
     try:
         for j in range(rungs):
@@ -406,16 +406,31 @@ def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, 
             gap.append(sp - sm)
             sdgap.append(math.sqrt(6) * noise / min(hp, hm))
             hs.append(hj)
-            if j >= 2:
-                found = settled(j - 2)
-                if found is not None:
-                    return found
+            if j < 2:
+                continue
+            i = j - 2
+            if halves(i) and halves(i + 1):
+                r0 = (4 * D[i + 1] - D[i]) / 3
+                r1 = (4 * D[i + 2] - D[i + 1]) / 3
+                sd_r1 = math.hypot(4 * sdD[i + 2], sdD[i + 1]) / 3
+                sd_diff = math.sqrt(25 * sdD[i + 1] ** 2 + sdD[i] ** 2 + 16 * sdD[i + 2] ** 2) / 3
+                found = Refinement(r1, sd_r1 + abs(r0 - r1), False, sided, calls, "smooth", hs[i + 1])
+                if best is None or found.error < best.error:
+                    best = found
+                if abs(r0 - r1) <= agree * sd_diff:
+                    break  # truncation is down to the rounding: smaller steps only add noise
+            elif best is None and all(abs(gap[k]) > MODEL.kink_gap_sd * sdgap[k] for k in (i, i + 1, i + 2)) \
+                    and keeps(i) and keeps(i + 1):
+                return Refinement(D[j], sdD[j] + abs(gap[j]) / 2, True, sided, calls, "kink", hj)
     except FunctionFault:
         raise
     except Exception as exc:
         raise _fault(exc, name, index, work[name].shape) from exc
     finally:
         flat[index] = x
+    if best is not None:
+        best.calls = calls
+        return best
     if len(D) >= 2:
         value = (4 * D[-1] - D[-2]) / 3
         error = math.hypot(4 * sdD[-1], sdD[-2]) / 3 + abs(D[-1] - D[-2])

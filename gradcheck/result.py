@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from gradcheck.tolerance import MODEL
+
 #: names of the oracle pairs a result can report on
 ORACLE_PAIRS = ("analytic_vs_numerical", "analytic_vs_symbolic", "numerical_vs_symbolic")
 
@@ -140,6 +142,8 @@ class Result:
     spec: dict | None = None
     step_curve: list[list[float]] = field(default_factory=list)
     mode: str = "full"
+    #: the check's gradient scale S = max(largest |numerical|, |loss| / max(1, rms |params|))
+    scale: float = 0.0
 
     # -- explanation --------------------------------------------------------------------------
     def __str__(self) -> str:
@@ -200,7 +204,7 @@ class Result:
 
 _FLOAT_FIELDS = {"max_rel_error", "tolerance", "rel_error", "claimed", "numerical", "error_bound",
                  "step", "symbolic", "floor", "symbolic_max_rel_error", "rtol", "seconds", "noise",
-                 "loss", "margin", "claimed_noise"}
+                 "loss", "margin", "claimed_noise", "scale"}
 
 
 def _clean(v: Any) -> Any:
@@ -293,6 +297,30 @@ def _bound_text(r: Result, w: Element) -> str:
     return f"rounding noise {_e(r.noise)} of the loss over the step h"
 
 
+def _listed(elements: list[Element], total: int) -> str:
+    shown = ", ".join(e.label() for e in elements[:5])
+    return shown + (f" and {total - 5} more" if total > 5 else "")
+
+
+def tolerance_text(r: Result, w: Element) -> str:
+    """What element ``w``'s tolerance is made of, term by term (constants from the one table), and
+    which term dominates."""
+    eps = float(np.finfo(np.dtype(r.dtype)).eps) if np.dtype(r.dtype).kind == "f" else 2.220446049250313e-16
+    k, u = MODEL.safety, MODEL.analytic_ulps
+    terms = [(k * w.error_bound, f"{k:g} x the estimate's error bound {_e(w.error_bound)} ({_bound_text(r, w)})",
+              "the numerical estimate's error")]
+    if w.claimed_noise > 0:
+        terms.append((k * w.claimed_noise, f"{k:g} x your gradient's own rounding, measured, {_e(w.claimed_noise)}",
+                      "your gradient's own rounding"))
+    terms.append((u * eps * (abs(w.numerical) + r.scale),
+                  f"{u:g} ulp of {r.dtype} x (|numerical| + the check's gradient scale {_e(r.scale)})",
+                  "the ulp floor"))
+    largest = max(terms, key=lambda t: t[0])
+    return (" + ".join(t[1] for t in terms) + ", over max(|numerical|, floor)"
+            + f"; largest term: {largest[2]} ({_e(largest[0])} absolute)"
+            + (f"; at least rtol={r.rtol:g}" if r.rtol else ""))
+
+
 def explain(r: Result) -> str:
     """The human explanation of a result (what ``str(result)`` prints)."""
     title = f" {r.name}" if r.name else ""
@@ -316,10 +344,13 @@ def explain(r: Result) -> str:
                 other = max(r.tensors.values(), key=lambda t: t.max_rel_error)
                 lines.append(f"  (the max relative error, {_e(r.max_rel_error)}, is in {other.name}, within "
                              "its looser tolerance: an entry too small for the numerical estimate to resolve)")
+        elif r.problems:
+            lines.append(f"gradcheck FAILED{title}: {r.problems[0].message}")
         else:
             where = f" in {r.worst_param}" if r.worst_param else ""
             lines.append(f"gradcheck FAILED{title}: max relative error {_e(r.max_rel_error)}{where}")
-    for p in r.problems:
+    shown_first = not r.passed and r.worst is None and bool(r.problems)
+    for p in r.problems[1 if shown_first else 0:]:
         lines.append(f"  problem: {p.message}")
     w = r.worst if not r.passed else None
     if w is not None:
@@ -328,9 +359,7 @@ def explain(r: Result) -> str:
                      f"{sym} ({scheme}, h={w.step:.3g})")
         lines.append(f"  error |claimed - numerical| / max(|numerical|, floor) = {_e(w.rel_error)} > "
                      f"tolerance {_e(w.tolerance)}")
-        lines.append(f"  tolerance = 10 x the estimate's error bound {_e(w.error_bound)} ({_bound_text(r, w)}) "
-                     f"+ 16 ulp of {r.dtype}, over max(|numerical|, floor)"
-                     + (f"; at least rtol={r.rtol:g}" if r.rtol else ""))
+        lines.append(f"  tolerance = {tolerance_text(r, w)}")
         if len(r.failures) > 1:
             others = ", ".join(f"{e.label()} ({_e(e.rel_error)})" for e in r.failures[1:6])
             more = len(r.failures) - 6
@@ -346,12 +375,19 @@ def explain(r: Result) -> str:
         lines.append(f"  likely bug: {r.diagnosis.message} (confidence {r.diagnosis.confidence})")
     elif not r.passed and r.worst is not None:
         lines.append("  likely bug: no known pattern in the errors")
-    if r.kinks:
-        shown = ", ".join(e.label() for e in r.kinks[:5])
-        more = f" and {len(r.kinks) - 5} more" if len(r.kinks) > 5 else ""
-        lines.append(f"  kinks: {len(r.kinks)} element(s) left out of the verdict ({shown}{more}): "
+    kinks = [e for e in r.kinks if e.note != "unresolved"]
+    unresolved = [e for e in r.kinks if e.note == "unresolved"]
+    if kinks:
+        n = sum(t.n_kinks for t in r.tensors.values()) or len(kinks)
+        lines.append(f"  kinks: {n} element(s) left out of the verdict ({_listed(kinks, n)}): "
                      "one-sided differences disagree and do not shrink with the step, so the loss is not "
                      "differentiable there and any subgradient is acceptable")
+    if unresolved:
+        n = sum(t.n_unresolved for t in r.tensors.values()) or len(unresolved)
+        lines.append(f"  not differentiable within the step: {n} element(s) left out of the verdict "
+                     f"({_listed(unresolved, n)}): the estimate did not settle on steps h to "
+                     f"h/{2 ** (MODEL.ladder_rungs - 1)} (kinks of several units within the step, or too "
+                     "noisy to tell); never counted as failures")
     if r.oracles:
         lines.append("  oracles: " + ", ".join(f"{k.replace('_', ' ')} {_e(v)}" for k, v in r.oracles.items()))
     if r.symbolic_status and r.symbolic_status != "ok":

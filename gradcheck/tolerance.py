@@ -38,15 +38,17 @@ class Constants:
     nondeterminism_ulps: float = _c(1024.0, "two calls with identical inputs may differ by this many ulps "
                                             "of the tensor's scale (summation order) before fn is called "
                                             "nondeterministic")
-    ladder_rungs: int = _c(7, "step sizes h, h/2, ..., h/64 tried on a failing element before its "
-                              "estimate is called unresolved (a kink of another unit within h is "
-                              "stepped over once h/2^j is below its distance)")
-    ladder_agreement_sd: float = _c(4.0, "two Richardson estimates of successive step pairs agree when "
-                                         "within this many sd of their rounding: the estimate converged")
+    ladder_rungs: int = _c(16, "most steps h, h/2, h/4, ... tried on a failing element (a kink of another "
+                               "unit within h is stepped over once h/2^j is below its distance; a step "
+                               "far too large for the function, e.g. x = 1e5 + noise, needs ~15 rungs "
+                               "before truncation falls below rounding); usually 3 rungs settle it")
+    ladder_agreement_sd: float = _c(4.0, "sd of rounding within which two estimates agree (successive "
+                                         "Richardson values; a gap and half the previous one)")
     kink_gap_sd: float = _c(8.0, "one-sided differences disagree significantly beyond this many sd of "
                                  "their rounding")
-    kink_ratio_band: float = _c(0.2, "a smooth gap halves with the step (ratio 0.5); a kink at x keeps it "
-                                     "(ratio 1): a ratio within this band of 1 at three steps is a kink")
+    kink_ratio_band: float = _c(0.2, "a smooth one-sided gap halves with the step (ratio 0.5 +- band/2 at "
+                                     "two successive steps); a kink at x keeps it (ratio 1 +- band at two "
+                                     "successive steps, significant at all three)")
     oracle_ulps: float = _c(64.0, "ulps of (|symbolic| + scale) allowed between two oracles besides the "
                                   "numerical estimate's bound (the symbolic float64 evaluation rounds "
                                   "too); beyond them the run fails as an oracle disagreement")
