@@ -337,7 +337,7 @@ def explain(r: Result) -> str:
                          f"of the numerical estimate's own error bound {_e(w.error_bound)}, so too small to "
                          "resolve; the verdict there compares absolute differences)")
     else:
-        if r.worst is not None:
+        if r.worst is not None and (r.failures or not r.problems):
             lines.append(f"gradcheck FAILED{title}: {r.worst.param} is off by a relative error of "
                          f"{_e(r.worst.rel_error)} (tolerance {_e(r.worst.tolerance)})")
             if r.max_rel_error > r.worst.rel_error:
@@ -349,10 +349,10 @@ def explain(r: Result) -> str:
         else:
             where = f" in {r.worst_param}" if r.worst_param else ""
             lines.append(f"gradcheck FAILED{title}: max relative error {_e(r.max_rel_error)}{where}")
-    shown_first = not r.passed and r.worst is None and bool(r.problems)
+    shown_first = not r.passed and bool(r.problems) and not (r.worst is not None and r.failures)
     for p in r.problems[1 if shown_first else 0:]:
         lines.append(f"  problem: {p.message}")
-    w = r.worst if not r.passed else None
+    w = r.worst if not r.passed and (r.failures or not r.problems) else None
     if w is not None:
         sym = f", symbolic {_v(w.symbolic)}" if w.symbolic is not None else ""
         lines.append(f"  worst element {w.label()}: claimed {_v(w.claimed)}, numerical {_v(w.numerical)}"
@@ -373,7 +373,7 @@ def explain(r: Result) -> str:
         lines.append("  per tensor: " + " | ".join(parts))
     if r.diagnosis is not None:
         lines.append(f"  likely bug: {r.diagnosis.message} (confidence {r.diagnosis.confidence})")
-    elif not r.passed and r.worst is not None:
+    elif not r.passed and r.failures:
         lines.append("  likely bug: no known pattern in the errors")
     kinks = [e for e in r.kinks if e.note != "unresolved"]
     unresolved = [e for e in r.kinks if e.note == "unresolved"]

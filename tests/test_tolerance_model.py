@@ -1,0 +1,172 @@
+"""The tolerance model's parts, each against an independent truth.
+
+* ``gradient_noise`` (the claimed gradient's own rounding, measured) vs the actual rounding error
+  of a float64 batchnorm backward on inputs ~1000 sd from zero, with the truth from the same code in
+  long double (80-bit: 11 more bits, so its own error is ~2000x smaller): the measured sd, times the
+  safety factor the verdict uses, must cover every actual error; and it must not be inflated
+  beyond ~1e4 x the actual error (a probe that returned huge values would mask bugs).
+* ``refine_element`` (the step ladder) on a 1-d function with a kink at a known distance ``a`` from
+  x: the estimate it keeps must equal the exact derivative within its stated error bound for every
+  placement of ``a`` (the old two-step test mistook ``a ~ h/3`` for a smooth point), a kink at x
+  must come out as a kink, and it must never return a "smooth" value that crossed the kink.
+* exactly-zero gradients (``softmax(z).sum()``) pass with every scheme and dtype, and a small
+  planted error in the same code still fails.
+* the oracles cross-check: a symbolic oracle made wrong by 1% in one element fails the check as an
+  ``oracle_disagreement`` naming that element.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import gradcheck
+from gradcheck import numerical
+from gradcheck.tolerance import MODEL
+
+
+def batchnorm(p, X, y):
+    """Training-mode batchnorm with the textbook backward (``x`` itself is a parameter)."""
+    x, g, b = p["x"], p["g"], p["b"]
+    n = x.shape[0]
+    mu = x.mean(0)
+    xc = x - mu
+    std = np.sqrt((xc * xc).mean(0) + 1e-5)
+    xh = xc / std
+    loss = ((g * xh + b) * y).sum()
+    dxh = y * g
+    dx = (n * dxh - dxh.sum(0) - xh * (dxh * xh).sum(0)) / (n * std)
+    return loss, {"x": dx, "g": (y * xh).sum(0), "b": y.sum(0)}
+
+
+def offset_batch(offset: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    params = {"x": rng.standard_normal((6, 3)) + offset, "g": rng.standard_normal(3), "b": rng.standard_normal(3)}
+    return params, rng.standard_normal((6, 3))
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).eps >= np.finfo(np.float64).eps, reason="no extended long double")
+@pytest.mark.parametrize("offset", [1e3, 1e5])
+def test_measured_gradient_rounding_covers_the_actual_rounding(offset):
+    params, y = offset_batch(offset)
+    _, claimed = batchnorm(params, None, y)
+    _, truth = batchnorm({k: v.astype(np.longdouble) for k, v in params.items()}, None, y.astype(np.longdouble))
+    noise, calls = numerical.gradient_noise(lambda p: batchnorm(p, None, y)[1], params, claimed)
+    assert calls == MODEL.claimed_probe_points * MODEL.claimed_probe_directions
+    for k in ("x", "g"):
+        actual = np.abs(claimed[k] - truth[k]).astype(np.float64)
+        assert np.all(actual <= MODEL.safety * noise[k]), (k, actual, noise[k])
+        # not inflated: within 1e4 of the typical actual error (it measures rounding, not the gradient)
+        assert np.max(noise[k]) <= 1e4 * max(float(np.max(actual)), 1e-300), (k, actual, noise[k])
+
+
+@pytest.mark.parametrize("offset", [1e3, 1e5])
+def test_ill_conditioned_batchnorm_passes_and_a_planted_error_still_fails(offset):
+    params, y = offset_batch(offset, seed=1)
+    X = np.zeros(1)
+    for scheme in ("auto", "central"):
+        ok = gradcheck.check(batchnorm, params, X, y, scheme=scheme)
+        assert ok.passed, str(ok)
+
+        def planted(p, X_, y_):
+            loss, g = batchnorm(p, X_, y_)
+            g = dict(g, x=g["x"].copy())
+            g["x"][2, 1] *= 1 + 1e-4
+            return loss, g
+        bad = gradcheck.check(planted, params, X, y, scheme=scheme)
+        assert not bad.passed and bad.worst_param == "x" and bad.worst.index == [2, 1], str(bad)
+
+
+# -- the step ladder -------------------------------------------------------------------------------
+def kinked(a: float, c: float = 0.7):
+    """f(t) = sin(t) + c max(0, t - a) near t = x = 0.3: a kink at distance ``a`` from x."""
+    x0 = 0.3
+
+    def f(work):
+        t = float(work["t"][0])
+        return math.sin(t) + c * max(0.0, t - (x0 + a))
+    return f, x0
+
+
+@pytest.mark.parametrize("fraction", [1 / 10, 1 / 4, 1 / 3, 0.45, 0.6, 0.9])
+def test_the_ladder_steps_over_a_kink_crossed_by_the_step(fraction):
+    h = 2.0 ** -7  # a float32-sized step
+    f, x0 = kinked(fraction * h)
+    work = {"t": np.array([x0])}
+    ref = numerical.refine_element(f, work, "t", 0, h, f(work), 1e-16)
+    assert ref.status == "smooth", ref
+    # the derivative at x is cos(x): the kink lies beyond x (a > 0), so it plays no part
+    assert abs(ref.value - math.cos(x0)) <= max(MODEL.safety * ref.error, 1e-12), ref
+    assert ref.step < fraction * h, ref  # the estimate kept never crossed the kink
+    assert work["t"][0] == x0  # restored
+
+
+def test_the_ladder_calls_a_kink_at_x_a_kink():
+    f, x0 = kinked(0.0)
+    work = {"t": np.array([x0])}
+    ref = numerical.refine_element(f, work, "t", 0, 2.0 ** -7, f(work), 1e-16)
+    assert ref.status == "kink" and ref.calls == 6, ref
+
+
+def test_two_kinks_on_both_sides_never_give_a_wrong_smooth_value():
+    x0 = 0.3
+
+    def f(work):
+        t = float(work["t"][0])
+        return math.sin(t) + 0.7 * max(0.0, t - x0 - 1e-3) - 0.4 * max(0.0, x0 - 2.2e-3 - t)
+    work = {"t": np.array([x0])}
+    ref = numerical.refine_element(f, work, "t", 0, 2.0 ** -7, f(work), 1e-16)
+    if ref.status == "smooth":
+        assert abs(ref.value - math.cos(x0)) <= MODEL.safety * ref.error, ref
+
+
+# -- exactly-zero gradients --------------------------------------------------------------------------
+def softmax_sum(p, X, y):
+    """loss = softmax(z).sum() (always the number of rows): the true gradient is exactly 0."""
+    z = p["z"]
+    e = np.exp(z - z.max(axis=1, keepdims=True).real)
+    s = e / e.sum(axis=1, keepdims=True)
+    dz = s * (1 - s.sum(axis=1, keepdims=True))
+    return s.sum(), {"z": dz}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("scheme", ["auto", "central", "complex"])
+def test_an_exactly_zero_gradient_passes_and_a_small_error_fails(dtype, scheme):
+    z = np.random.default_rng(3).standard_normal((4, 5)).astype(dtype)
+    ok = gradcheck.check(softmax_sum, {"z": z}, np.zeros(1), None, scheme=scheme)
+    assert ok.passed, str(ok)
+
+    def planted(p, X, y):  # a plausible wrong backward: forgets the sum term, off by s * 1e-2
+        loss, g = softmax_sum(p, X, y)
+        e = np.exp(p["z"] - p["z"].max(axis=1, keepdims=True).real)
+        return loss, {"z": g["z"] + 1e-2 * e / e.sum(axis=1, keepdims=True)}
+    bad = gradcheck.check(planted, {"z": z}, np.zeros(1), None, scheme=scheme)
+    assert not bad.passed and bad.worst_param == "z", str(bad)
+
+
+# -- the oracles cross-check each other ----------------------------------------------------------------
+def test_a_wrong_symbolic_oracle_fails_the_check_as_an_oracle_disagreement(monkeypatch):
+    pytest.importorskip("sympy")
+    from gradcheck import Layer, NetworkSpec, symbolic
+    from reference.network import Network
+
+    spec = NetworkSpec(input_dim=2, layers=(Layer(3, "tanh"),), loss="mse", batch=2)
+    net = Network(spec)
+    params = net.init_params()
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((2, 2)), rng.standard_normal((2, 3))
+    assert gradcheck.check(net, params, X, y, spec=spec).passed
+    right = symbolic.network_gradient
+
+    def wrong(*args, **kwargs):
+        g = {k: v.copy() for k, v in right(*args, **kwargs).items()}
+        g["W1"][0, 1] *= 1.01
+        return g
+    monkeypatch.setattr(symbolic, "network_gradient", wrong)
+    r = gradcheck.check(net, params, X, y, spec=spec)
+    assert not r.passed and [p.kind for p in r.problems] == ["oracle_disagreement"], str(r)
+    assert r.problems[0].param == "W1" and r.problems[0].index == [0, 1]
+    assert str(r).startswith("gradcheck FAILED: the oracles disagree: numerical vs symbolic at W1[0, 1]")
+    assert r.diagnosis is None  # fn is not blamed
