@@ -483,6 +483,7 @@ class _Judge:
         self.tensors: dict[str, TensorReport] = {}
         self.failures: list[Element] = []
         self.kinks: list[Element] = []
+        self.closest: Element | None = None
         self.refined_total = 0
         self.complex_distrusted = 0
 
@@ -503,7 +504,7 @@ class _Judge:
         h = est.step[k].astype(np.float64).copy()
         cn = self.claimed_noise.get(k)
         kink = np.zeros(p.shape, bool)
-        unresolved = np.zeros(p.shape, bool)
+        unsettled = np.zeros(p.shape, bool)
         refined = np.zeros(p.shape, bool)
         by_central = np.zeros(p.shape, bool)  # complex step overruled by central differences
         nonfinite = ~np.isfinite(d)
@@ -529,11 +530,11 @@ class _Judge:
                 ref = self._second_look(k, p, int(flat_i))
                 refined[i] = True
                 self.refined_total += 1
-                if ref.status == "unresolved" and self.used == "complex":
+                if ref.status == "unsettled" and self.used == "complex":
                     pass  # central differences could not settle: the complex step's value stands
                 elif ref.status != "smooth":
                     if self.detect_kinks:  # no single derivative within the step: left out, listed
-                        (kink if ref.status == "kink" else unresolved)[i] = True
+                        (kink if ref.status == "kink" else unsettled)[i] = True
                         h[i] = ref.step
                 elif self.used == "complex":
                     # trust the complex step only where central differences agree with it
@@ -544,21 +545,38 @@ class _Judge:
                 else:
                     d[i], e[i], h[i] = ref.value, ref.error, ref.step
             cmp = judge()
-        left_out = kink | unresolved
+        left_out = kink | unsettled
         judged = ~left_out
-        rel = np.where(judged, cmp.rel, 0.0)
         failed = judged & ~cmp.passed
-        worst_flat = int(np.argmax(rel)) if judged.any() else None
+        # the headline: resolved elements (|numerical| clearly above what the estimate resolves)
+        # and every failing one; entries below resolution are judged on absolute agreement only
+        headline = (judged & cmp.resolved) | failed
+        below = judged & ~headline
+        rel = np.where(headline, cmp.rel, 0.0)
         margin = np.where(judged, cmp.margin, 0.0)
+        worst_flat = int(np.argmax(rel)) if headline.any() else int(np.argmax(margin)) if judged.any() else None
+        closest_flat = int(np.argmax(margin)) if judged.any() else None
+        with np.errstate(all="ignore"):
+            dj, cj = np.where(judged, d, 0.0), np.where(judged, c.astype(np.float64), 0.0)
+            norm_d = float(np.sqrt(np.sum(dj * dj)))
+            norm_diff = float(np.sqrt(np.sum((cj - dj) ** 2)))
+            norm_tol = float(np.sqrt(np.sum(np.where(judged, cmp.tol_abs, 0.0) ** 2)))
+            # relative to ||numerical|| where that is resolved; a tensor whose entries all sit below
+            # the estimate's resolution (a zero gradient) has no relative error to speak of
+            if norm_d >= MODEL.resolved_factor * norm_tol or failed.any():
+                normwise = norm_diff / max(norm_d, norm_tol, np.finfo(np.float64).tiny)
+            else:
+                normwise = 0.0
         self.tensors[k] = TensorReport(
             name=k, shape=list(p.shape), dtype=str(c.dtype),
-            max_rel_error=float(rel.max()) if judged.any() else 0.0,
+            max_rel_error=float(rel.max()) if headline.any() else 0.0,
             tolerance=float(cmp.tol.reshape(-1)[worst_flat]) if worst_flat is not None else math.nan,
             passed=not failed.any(),
             worst_index=list(map(int, np.unravel_index(worst_flat, p.shape))) if worst_flat is not None else None,
             n_elements=int(p.size), n_failed=int(failed.sum()), n_kinks=int(kink.sum()),
             n_refined=int(refined.sum()), step=float(np.median(est.step[k])), floor=cmp.floor,
-            n_unresolved=int(unresolved.sum()), margin=float(margin.max()) if judged.any() else 0.0,
+            n_unsettled=int(unsettled.sum()), margin=float(margin.max()) if judged.any() else 0.0,
+            normwise=normwise if math.isfinite(normwise) else math.inf, n_below_resolution=int(below.sum()),
             claimed_noise=float(np.max(cn)) if cn is not None and cn.size else None,
             claimed=c.astype(np.float64), numerical=d, error=e, rel=cmp.rel, kink=left_out)
 
@@ -566,10 +584,15 @@ class _Judge:
             return Element(k, [int(v) for v in ix], float(c[ix]), float(d[ix]), float(cmp.rel[ix]),
                            float(cmp.tol[ix]), float(e[ix]), float(h[ix]),
                            note=note or ("central" if by_central[ix] else "refined" if refined[ix] else ""),
-                           claimed_noise=float(cn[ix]) if cn is not None else 0.0)
+                           claimed_noise=float(cn[ix]) if cn is not None else 0.0,
+                           margin=float(cmp.margin[ix]), resolved=bool(cmp.resolved[ix]))
+        if closest_flat is not None:
+            ix = np.unravel_index(closest_flat, p.shape)
+            if self.closest is None or margin[ix] > self.closest.margin:
+                self.closest = element(ix)
         order = np.argsort(-np.where(failed, cmp.rel, -1).reshape(-1))[: int(failed.sum())]
         self.failures += [element(np.unravel_index(j, p.shape)) for j in order[:MAX_LISTED]]
-        self.kinks += [element(tuple(ix), "kink" if kink[tuple(ix)] else "unresolved")
+        self.kinks += [element(tuple(ix), "kink" if kink[tuple(ix)] else "unsettled")
                        for ix in np.argwhere(left_out)[:MAX_LISTED]]
 
     def _second_look(self, k: str, p: Array, flat_i: int) -> numerical.Refinement:
@@ -595,9 +618,11 @@ class _Judge:
             run.notes.append("your gradient's own rounding was measured (some element failed the first "
                              f"comparison): {int(MODEL.claimed_probe_directions * MODEL.claimed_probe_points)} "
                              "calls of fn a few ulps from params")
-        return _assemble(self.tensors, self.failures, self.kinks, used=self.used, rtol=rtol, notes=run.notes,
-                         calls=run.calls, noise=self.noise, loss=self.loss, t0=run.t0, common=run.common,
-                         scale=max(self.global_scale, self.term_scale))
+        r = _assemble(self.tensors, self.failures, self.kinks, used=self.used, rtol=rtol, notes=run.notes,
+                      calls=run.calls, noise=self.noise, loss=self.loss, t0=run.t0, common=run.common,
+                      scale=max(self.global_scale, self.term_scale))
+        r.closest = self.closest
+        return r
 
 
 def _assemble(tensors, failures, kinks, *, used, rtol, notes, calls, noise, loss, t0, common,
@@ -612,7 +637,8 @@ def _assemble(tensors, failures, kinks, *, used, rtol, notes, calls, noise, loss
     elif worst_t.worst_index is not None:
         ix = tuple(worst_t.worst_index)
         w = Element(worst_t.name, list(ix), float(worst_t.claimed[ix]), float(worst_t.numerical[ix]),
-                    float(worst_t.rel[ix]), worst_t.tolerance, float(worst_t.error[ix]), worst_t.step)
+                    float(worst_t.rel[ix]), worst_t.tolerance, float(worst_t.error[ix]), worst_t.step,
+                    resolved=worst_t.max_rel_error > 0)
     else:
         w = None
     common = {**common, "scheme": used}
@@ -620,6 +646,9 @@ def _assemble(tensors, failures, kinks, *, used, rtol, notes, calls, noise, loss
                worst_param=w.param if w else worst_t.name, tolerance=w.tolerance if w else math.nan,
                rtol=rtol, tensors=tensors, worst=w, failures=failures[:MAX_LISTED], kinks=kinks[:MAX_LISTED],
                calls=calls, noise=noise, loss=loss, notes=notes, scale=scale,
+               margin=max(t.margin for t in tensors.values()),
+               normwise=max(t.normwise for t in tensors.values()),
+               n_below_resolution=sum(t.n_below_resolution for t in tensors.values()),
                oracles={"analytic_vs_numerical": max(t.max_rel_error for t in tensors.values())},
                seconds=time.perf_counter() - t0, **common)
     return r

@@ -320,7 +320,7 @@ class Refinement:
     ``status``: ``"smooth"`` (two successive Richardson estimates agree and the one-sided gap
     halves with the step: ``value`` is trustworthy), ``"kink"`` (the one-sided differences
     disagree by the same amount at three steps: a non-differentiable point within ``step`` of
-    x), ``"unresolved"`` (neither settled within the ladder: not differentiable within the step,
+    x), ``"unsettled"`` (neither settled within the ladder: not differentiable within the step,
     or too noisy to tell). ``one_sided`` are the one-sided differences at the last step tried.
     """
 
@@ -360,7 +360,7 @@ def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, 
     A kink of *another* unit crossed at distance ``a`` (float32 steps are large) makes the gap ratio
     leave the band at some rung with ``h > a`` (no placement of ``a`` keeps both ratios of a window
     near 0.5); below ``a`` the rungs are smooth again, so the estimate kept never crossed it. After
-    ``ladder_rungs`` rungs without a smooth window or a kink the element is ``unresolved``.
+    ``ladder_rungs`` rungs without a smooth window or a kink the element is ``unsettled``.
     """
     from gradcheck.tolerance import MODEL  # noqa: PLC0415 - tolerance imports nothing heavy
 
@@ -438,7 +438,7 @@ def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, 
         value, error = D[-1], sdD[-1]
     else:
         value, error = math.nan, math.inf
-    return Refinement(value, error, False, sided, calls, "unresolved", hs[-1] if hs else h)
+    return Refinement(value, error, False, sided, calls, "unsettled", hs[-1] if hs else h)
 
 
 def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], params: Mapping[str, Array],

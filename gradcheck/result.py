@@ -63,6 +63,10 @@ class Element:
     note: str = ""
     #: measured rounding (sd) of the claimed entry; 0 where not measured
     claimed_noise: float = 0.0
+    #: error / tolerance (< 1 passes)
+    margin: float = 0.0
+    #: |numerical| clearly above what the estimate resolves (counts towards the headline)
+    resolved: bool = True
 
     def label(self) -> str:
         return fmt_index(self.param, self.index)
@@ -88,9 +92,13 @@ class TensorReport:
     floor: float = 0.0
     symbolic_max_rel_error: float | None = None
     #: elements whose estimate did not settle on the step ladder (left out, like kinks)
-    n_unresolved: int = 0
+    n_unsettled: int = 0
     #: largest error / tolerance over the judged elements (< 1 passes)
     margin: float = 0.0
+    #: ||claimed - numerical|| / ||numerical|| over the judged elements (the floor keeps it finite)
+    normwise: float = 0.0
+    #: entries too small for the estimate to resolve: judged on absolute agreement, not in the headline
+    n_below_resolution: int = 0
     #: largest measured rounding (sd) of the claimed entries, when measured
     claimed_noise: float | None = None
     claimed: np.ndarray | None = field(default=None, repr=False)
@@ -144,6 +152,14 @@ class Result:
     mode: str = "full"
     #: the check's gradient scale S = max(largest |numerical|, |loss| / max(1, rms |params|))
     scale: float = 0.0
+    #: the largest error / tolerance ratio over every judged element (< 1 passes): how close it came
+    margin: float = 0.0
+    #: the largest per-tensor normwise relative error ||claimed - numerical|| / ||numerical||
+    normwise: float = 0.0
+    #: entries below the estimate's resolution (judged on absolute agreement, not in max_rel_error)
+    n_below_resolution: int = 0
+    #: the element with the largest margin (the closest call)
+    closest: Element | None = None
 
     # -- explanation --------------------------------------------------------------------------
     def __str__(self) -> str:
@@ -161,7 +177,7 @@ class Result:
             v = getattr(self, f.name)
             if f.name == "tensors":
                 d["tensors"] = {k: _tensor_dict(t, arrays) for k, t in v.items()}
-            elif f.name in ("worst", "diagnosis") and v is not None:
+            elif f.name in ("worst", "closest", "diagnosis") and v is not None:
                 d[f.name] = _clean(asdict(v))
             elif f.name in ("failures", "kinks", "problems"):
                 d[f.name] = [_clean(asdict(x)) for x in v]
@@ -188,11 +204,13 @@ class Result:
                     t[a] = np.asarray(_unclean_nested(t[a]), dtype=bool if a == "kink" else float)
             tensors[k] = TensorReport(**t)
         worst = d.pop("worst", None)
+        closest = d.pop("closest", None)
         diagnosis = d.pop("diagnosis", None)
         out = cls(**{k: (_unnum(v) if k in _FLOAT_FIELDS else v) for k, v in d.items()
                      if k not in ("failures", "kinks", "problems", "oracles", "step_curve")},
                   tensors=tensors, spec=spec)
         out.worst = Element(**_unclean(worst)) if worst else None
+        out.closest = Element(**_unclean(closest)) if closest else None
         out.diagnosis = Diagnosis(**diagnosis) if diagnosis else None
         out.failures = [Element(**_unclean(e)) for e in d.get("failures", [])]
         out.kinks = [Element(**_unclean(e)) for e in d.get("kinks", [])]
@@ -204,7 +222,7 @@ class Result:
 
 _FLOAT_FIELDS = {"max_rel_error", "tolerance", "rel_error", "claimed", "numerical", "error_bound",
                  "step", "symbolic", "floor", "symbolic_max_rel_error", "rtol", "seconds", "noise",
-                 "loss", "margin", "claimed_noise", "scale"}
+                 "loss", "margin", "claimed_noise", "scale", "normwise"}
 
 
 def _clean(v: Any) -> Any:
@@ -297,6 +315,13 @@ def _bound_text(r: Result, w: Element) -> str:
     return f"rounding noise {_e(r.noise)} of the loss over the step h"
 
 
+def _margin(x: float) -> str:
+    """A margin (error / tolerance) as 0.02, 0.5, 3.1, 1.2e+05."""
+    if not math.isfinite(x):
+        return "inf" if x > 0 else "nan"
+    return f"{x:.2g}" if x < 100 else f"{x:.1e}"
+
+
 def _listed(elements: list[Element], total: int) -> str:
     shown = ", ".join(e.label() for e in elements[:5])
     return shown + (f" and {total - 5} more" if total > 5 else "")
@@ -327,23 +352,23 @@ def explain(r: Result) -> str:
     scheme = SCHEME_NAMES.get(r.scheme, r.scheme)
     lines = []
     if r.passed:
-        where = f" in {r.worst_param}" if r.worst_param else ""
+        where = f" in {r.worst_param}" if r.worst_param and r.max_rel_error > 0 else ""
+        closest = f" at {r.closest.label()}" if r.closest is not None else ""
         lines.append(f"gradcheck passed{title}: max relative error {_e(r.max_rel_error)}{where} "
-                     f"(tolerance {_e(r.tolerance)}); {len(r.tensors)} tensors, {r.n_elements} elements, "
-                     f"{scheme}, {r.dtype}, {r.calls} calls, {r.seconds:.2f} s")
-        w = r.worst
-        if w is not None and w.error_bound > 0 and abs(w.numerical) < 10 * w.error_bound:
-            lines.append(f"  (the largest relative error is at {w.label()}, an entry of {_v(w.numerical)}: within 10x "
-                         f"of the numerical estimate's own error bound {_e(w.error_bound)}, so too small to "
-                         "resolve; the verdict there compares absolute differences)")
+                     f"(normwise {_e(r.normwise)}), margin {_margin(r.margin)}{closest}; {len(r.tensors)} tensors, "
+                     f"{r.n_elements} elements, {scheme}, {r.dtype}, {r.calls} calls, {r.seconds:.2f} s")
+        if r.n_below_resolution:
+            lines.append(f"  {r.n_below_resolution} entr{'y' if r.n_below_resolution == 1 else 'ies'} below the "
+                         "estimate's resolution, all within bound (judged on absolute agreement, not in the "
+                         "max relative error)")
     else:
         if r.worst is not None and (r.failures or not r.problems):
             lines.append(f"gradcheck FAILED{title}: {r.worst.param} is off by a relative error of "
                          f"{_e(r.worst.rel_error)} (tolerance {_e(r.worst.tolerance)})")
             if r.max_rel_error > r.worst.rel_error:
                 other = max(r.tensors.values(), key=lambda t: t.max_rel_error)
-                lines.append(f"  (the max relative error, {_e(r.max_rel_error)}, is in {other.name}, within "
-                             "its looser tolerance: an entry too small for the numerical estimate to resolve)")
+                lines.append(f"  (the largest relative error, {_e(r.max_rel_error)}, is in {other.name}, within "
+                             "the looser tolerance of that entry)")
         elif r.problems:
             lines.append(f"gradcheck FAILED{title}: {r.problems[0].message}")
         else:
@@ -375,17 +400,17 @@ def explain(r: Result) -> str:
         lines.append(f"  likely bug: {r.diagnosis.message} (confidence {r.diagnosis.confidence})")
     elif not r.passed and r.failures:
         lines.append("  likely bug: no known pattern in the errors")
-    kinks = [e for e in r.kinks if e.note != "unresolved"]
-    unresolved = [e for e in r.kinks if e.note == "unresolved"]
+    kinks = [e for e in r.kinks if e.note != "unsettled"]
+    unsettled = [e for e in r.kinks if e.note == "unsettled"]
     if kinks:
         n = sum(t.n_kinks for t in r.tensors.values()) or len(kinks)
         lines.append(f"  kinks: {n} element(s) left out of the verdict ({_listed(kinks, n)}): "
                      "one-sided differences disagree and do not shrink with the step, so the loss is not "
                      "differentiable there and any subgradient is acceptable")
-    if unresolved:
-        n = sum(t.n_unresolved for t in r.tensors.values()) or len(unresolved)
+    if unsettled:
+        n = sum(t.n_unsettled for t in r.tensors.values()) or len(unsettled)
         lines.append(f"  not differentiable within the step: {n} element(s) left out of the verdict "
-                     f"({_listed(unresolved, n)}): the estimate did not settle on steps h to "
+                     f"({_listed(unsettled, n)}): the estimate did not settle on steps h to "
                      f"h/{2 ** (MODEL.ladder_rungs - 1)} (kinks of several units within the step, or too "
                      "noisy to tell); never counted as failures")
     if r.oracles:
