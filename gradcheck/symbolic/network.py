@@ -5,8 +5,10 @@ one sample, ``w * loss(net(x; theta), y)``, as a SymPy expression in one symbol 
 parameter (``W1_r_c``, ``b1_c``, ...), the input symbols ``x_0..``, the target symbols ``y_0..``,
 the reduction weight ``w`` and the clip level ``epsilon``. Its gradient with respect to every
 parameter symbol is taken by SymPy, reduced by common-subexpression elimination
-(:func:`sympy.cse`) and lambdified. ``X``, ``y`` and the parameters are *arguments* of the compiled
-function, so one compilation serves every batch, batch size and parameter value of the structure.
+(:func:`sympy.cse`; a shared condition is named as a 0/1 number, never as a bare symbol, see
+:func:`conditions_as_numbers`) and lambdified. ``X``, ``y`` and the parameters are *arguments* of
+the compiled function, so one compilation serves every batch, batch size and parameter value of
+the structure.
 
 Batch. The batch loss is ``sum_b w * loss_b`` (``w = 1/batch``, or 1 for ``half_sse``); sample
 ``b``'s term is the only one that involves ``x_b, y_b``, so the gradient of the batch loss is the
@@ -46,6 +48,7 @@ from typing import Any, Callable, Iterator, Mapping
 import mpmath
 import numpy as np
 import sympy as sp
+from sympy.logic.boolalg import ITE
 
 from gradcheck.spec import NetworkSpec
 from gradcheck.symbolic.primitives import (
@@ -329,6 +332,49 @@ def _grad_graph(loss: sp.Expr, theta: list[sp.Symbol], deadline: _Deadline,
 
 
 # --------------------------------------------------------------------------------------------
+# common-subexpression elimination without placeholder conditions
+# --------------------------------------------------------------------------------------------
+def is_condition(value: sp.Basic) -> bool:
+    """True for a truth-valued expression (``z > 0``, ``Eq(r, 1)``, ``And(...)``): what a
+    ``Piecewise`` branch is chosen by."""
+    return isinstance(value, (sp.core.relational.Relational, sp.logic.boolalg.BooleanFunction))
+
+
+def conditions_as_numbers(replacements: list[tuple[sp.Symbol, sp.Expr]],
+                          reduced: list[sp.Expr]) -> tuple[list[tuple[sp.Symbol, sp.Expr]], list[sp.Expr]]:
+    """``sympy.cse`` postprocessor: a condition that CSE named becomes a 0/1 number, tested by a
+    relation, so no placeholder ever stands where SymPy expects a condition.
+
+    CSE names a shared ``z1_0 > 0`` with a plain Symbol ``x0`` and writes ``Piecewise((z1_0, x0),
+    ...)``. SymPy reads a Symbol in a condition as a real *variable* (``x0.as_set()`` is the
+    universal set), so any later rewrite is unsound: lambdify printed ``Heaviside(1 -
+    y*Piecewise((z1_0, x0), (exp(z1_0) - 1, True)))`` through ``rewrite(Piecewise)``, which folds the
+    inner Piecewise into ITE conditions and, taking ``x0`` to cover every real, dropped the
+    ``exp(z1_0) - 1`` branch. Here ``x0`` becomes the real number ``Piecewise((1, z1_0 > 0), (0,
+    True))`` and each use the relation ``x0 > 0``: still computed once (inlining the condition
+    instead would copy the large folded conditions of nested Piecewise networks into every use).
+    """
+    as_relation: dict[sp.Symbol, sp.Basic] = {}
+    out: list[tuple[sp.Symbol, sp.Expr]] = []
+    for sym, value in replacements:
+        if as_relation:
+            value = value.xreplace(as_relation)
+        if is_condition(value):
+            # same name: the plain placeholder only ever stood in truth-valued positions, all of
+            # which now read `number > 0`, so it appears nowhere any more
+            number = sp.Symbol(sym.name, real=True)
+            as_relation[sym] = sp.StrictGreaterThan(number, 0)
+            # ITE as and/or of relations: the numpy printer would otherwise run simplify_logic on it
+            value = value.replace(lambda e: isinstance(e, ITE), lambda e: e.to_nnf(simplify=False))
+            out.append((number, sp.Piecewise((sp.Integer(1), value), (sp.Integer(0), True))))
+        else:
+            out.append((sym, value))
+    if as_relation:
+        reduced = [e.xreplace(as_relation) for e in reduced]
+    return out, reduced
+
+
+# --------------------------------------------------------------------------------------------
 # compiled gradient of a structure
 # --------------------------------------------------------------------------------------------
 @dataclass
@@ -445,7 +491,7 @@ def _build(spec: NetworkSpec, key: str, max_params: int, max_terms: int, timeout
             raise SymbolicSkipped(f"too large (P={P}, gradient expressions > {4 * max_terms} nodes, "
                                   f"limit 4 x max_terms={4 * max_terms})")
         deadline.check("differentiation", deadline.elapsed + gsize * 3e-5)  # cse ~ 30 us per node
-        repl, reduced = sp.cse(grads, order="none")
+        repl, reduced = sp.cse(grads, order="none", postprocess=conditions_as_numbers)
         repl = list(definitions) + repl  # the named pre-activations are computed first
         times["cse"] = time.perf_counter() - t0
         if len(repl) > max_terms:

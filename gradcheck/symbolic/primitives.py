@@ -39,6 +39,8 @@ import mpmath
 import numpy as np
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
+from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.pycode import MpmathPrinter
 
 Array = np.ndarray
 
@@ -420,17 +422,54 @@ def _select(condlist, choicelist, default=np.nan):
                      [np.broadcast_to(np.asarray(c, dtype=float), shape) for c in choicelist], default=default)
 
 
-NUMPY_MODULES: list = [{**_special_functions(), "select": _select}, "numpy"]
+def _heaviside_mp(x: Any, h0: Any) -> Any:
+    """``Heaviside(x, h0)`` for mpmath numbers: 0 below 0, ``h0`` at 0, 1 above."""
+    return mpmath.mpf(0) if x < 0 else (h0 if x == 0 else mpmath.mpf(1))
+
+
+class _HeavisideAsCall:
+    """Printer mixin: ``Heaviside(x, h0)`` printed as the call ``heaviside(x, h0)``.
+
+    SymPy's code printers otherwise print it as ``Heaviside(x).rewrite(Piecewise)``, which folds
+    any ``Piecewise`` inside ``x`` into the new conditions (``piecewise_fold`` and set reasoning at
+    print time): the printed code then no longer follows the expression, repeats ``x`` once per
+    branch, and misreads conditions that are not relations (see ``network.conditions_as_numbers``).
+    """
+
+    def _print_Heaviside(self, expr: sp.Heaviside) -> str:
+        h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
+        return f"heaviside({self._print(expr.args[0])}, {self._print(h0)})"
+
+
+class _NumPyPrinter(_HeavisideAsCall, NumPyPrinter):
+    pass
+
+
+class _MpmathPrinter(_HeavisideAsCall, MpmathPrinter):
+    pass
+
+
+NUMPY_MODULES: list = [{**_special_functions(), "select": _select, "heaviside": np.heaviside}, "numpy"]
+MPMATH_MODULES: list = [{"heaviside": _heaviside_mp}, "mpmath"]
+
+
+def _printer(cls: type, modules: list) -> Any:
+    """A printer configured as ``sympy.lambdify`` configures its default one for ``modules``."""
+    names = {k: k for m in modules if isinstance(m, dict) for k in m}
+    return cls({"fully_qualified_modules": False, "inline": True, "allow_unknown_functions": True,
+                "user_functions": names})
 
 
 def lambdify_numpy(args: Sequence[Any], expr: Any, **kw: Any) -> Callable:
-    """``sympy.lambdify`` to numpy, with erf/erfc available (numpy has neither)."""
-    return sp.lambdify(args, expr, modules=NUMPY_MODULES, **kw)
+    """``sympy.lambdify`` to numpy, with erf/erfc available (numpy has neither) and Heaviside
+    printed as ``numpy.heaviside`` (not rewritten, see :class:`_HeavisideAsCall`)."""
+    return sp.lambdify(args, expr, modules=NUMPY_MODULES, printer=_printer(_NumPyPrinter, NUMPY_MODULES), **kw)
 
 
 def lambdify_mpmath(args: Sequence[Any], expr: Any, **kw: Any) -> Callable:
-    """``sympy.lambdify`` to mpmath: evaluates at the current ``mpmath.mp.dps``."""
-    return sp.lambdify(args, expr, modules="mpmath", **kw)
+    """``sympy.lambdify`` to mpmath: evaluates at the current ``mpmath.mp.dps`` (Heaviside as a
+    call, like :func:`lambdify_numpy`)."""
+    return sp.lambdify(args, expr, modules=MPMATH_MODULES, printer=_printer(_MpmathPrinter, MPMATH_MODULES), **kw)
 
 
 def _float_array(x: Any, what: str) -> Array:
