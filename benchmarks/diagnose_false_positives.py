@@ -1,15 +1,17 @@
 """Diagnosis false positives: random perturbations of correct gradients must never get a *specific*
 pattern (a cause), only None or a location pattern naming tensors that really were changed.
 
-Run on demand (about 20 s on 2 cores)::
+Run on demand (about 50 s on 2 cores)::
 
     python3 benchmarks/diagnose_false_positives.py [--seeds 15] [--trials 300]
 
 For five correct networks (tanh MLP float64 and float32, a square 4-4-4-4 net, softmax
 cross-entropy, a wide net whose deltas X determines), each trial perturbs a random subset of the
 claimed gradient (multiplicative noise, additive noise, replacement, one element, shuffling; sizes
-1e-8 to 2 relative), re-compares it with the checker's metric and calls ``diagnose`` with the
-spec, params and X exactly as ``check`` does. Prints the pattern counts and every specific claim.
+1e-8 to 2 relative; and a named ratio -1, 2, 1/2, N or 1/N blurred by 1% to 2 relative noise, which
+the per-tensor rules must not read as that ratio), re-compares it with the checker's metric and
+calls ``diagnose`` with the spec, params and X exactly as ``check`` does. Prints the pattern counts,
+every specific claim and how many RuntimeWarnings diagnose let out; exits 1 unless both are 0.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import argparse
 import collections
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -26,14 +29,19 @@ from gradcheck.diagnose import LOCATION_PATTERNS, diagnose  # noqa: E402
 from tests.test_diagnose import _base, with_claimed  # noqa: E402
 
 KINDS = ("float64", "float32", "square", "softmax", "wide")
-HOW = ("mult", "add", "replace", "element", "shuffle", "mult_small")
+HOW = ("mult", "add", "replace", "element", "shuffle", "mult_small", "near_ratio")
 
 
-def perturb(claimed: dict, subset: list, how: str, delta: float, rng: np.random.Generator) -> None:
+def perturb(claimed: dict, subset: list, how: str, delta: float, rng: np.random.Generator,
+            batch: int = 1) -> None:
+    """Corrupt ``claimed[k]`` for ``k`` in ``subset`` in place (or replace it), the way ``how`` says."""
     for k in subset:
         c = claimed[k]
         scale = float(np.max(np.abs(c))) or 1.0
-        if how == "mult":
+        if how == "near_ratio":  # a named ratio (-1, 2, 1/2, N, 1/N) blurred by >= 1% noise per element
+            around = float(rng.choice([-1.0, 2.0, 0.5, batch, 1.0 / batch]))
+            claimed[k] = around * c * (1 + max(delta, 1e-2) * rng.standard_normal(c.shape))
+        elif how == "mult":
             c *= 1 + delta * rng.standard_normal(c.shape)
         elif how == "mult_small":
             c *= 1 + 1e-3 * delta * rng.standard_normal(c.shape)
@@ -55,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     counts: collections.Counter = collections.Counter()
     bad = []
+    leaked = 0
     for kind in KINDS:
         base, params, X = _base(kind)
         names = list(base.tensors)
@@ -65,21 +74,25 @@ def main(argv: list[str] | None = None) -> int:
                 how = HOW[trial % len(HOW)]
                 delta = float(10 ** rng.uniform(-5, 0.3))
                 claimed = {k: base.tensors[k].claimed.copy() for k in names}
-                perturb(claimed, subset, how, delta, rng)
+                perturb(claimed, subset, how, delta, rng, batch=int(base.spec["batch"]))
                 r = with_claimed(base, claimed)
                 if r.passed:
                     continue
-                d = diagnose(r, base.spec, params=params, X=X)
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", RuntimeWarning)
+                    d = diagnose(r, base.spec, params=params, X=X)
+                leaked += sum(issubclass(w.category, RuntimeWarning) for w in caught)
                 counts[d.pattern if d else "none"] += 1
                 if d and (d.pattern not in LOCATION_PATTERNS or not set(d.params) <= set(subset)):
                     bad.append((kind, how, subset, f"{delta:.2g}", d.pattern, d.message[:120]))
     total = sum(counts.values())
-    print(f"failing perturbations: {total}; specific (or misplaced) claims: {len(bad)}")
+    print(f"failing perturbations: {total}; specific (or misplaced) claims: {len(bad)}; "
+          f"RuntimeWarnings leaked by diagnose: {leaked}")
     for pattern, n in counts.most_common():
         print(f"  {pattern:26s} {n:6d}  {n / total:6.1%}")
     for b in bad[:20]:
         print("  BAD", *b)
-    return 1 if bad else 0
+    return 1 if bad or leaked else 0
 
 
 if __name__ == "__main__":

@@ -9,10 +9,15 @@ as in float64, and noise is never read as a pattern.
 
 Two kinds of pattern (``Diagnosis.pattern``):
 
-* **specific** (a cause, checked exactly): ``sign_flip``, ``factor_two``, ``factor_half``,
+* **specific** (a relation checked exactly): ``sign_flip``, ``factor_two``, ``factor_half``,
   ``missing_mean`` (x N), ``extra_mean`` (x 1/N), ``constant_factor``, ``zero_gradient``,
-  ``transposed``, ``weight_decay`` (claimed - numerical = lambda * W, needs ``params``),
-  ``bias_one_sample`` (bias gradient = the first sample's contribution, needs ``X``);
+  ``transposed``, ``unused_parameter`` (numerical exactly 0, claimed not), ``weight_decay``
+  (claimed - numerical = lambda * W, needs ``params``), ``bias_one_sample`` (bias gradient = the
+  first sample's contribution, needs ``X``), ``per_tensor`` (different exact relations in different
+  tensors). A relation is looked for over all failing tensors together first, then tensor by
+  tensor; the message names the tensors and the ratio, and lists the ratio's usual causes, narrowed
+  only by where it holds (a factor in every tensor is the loss gradient's; one only in layers 1..k
+  is not, but may be a dropout's), never a single story for an ambiguous ratio such as 2;
 * **location** (:data:`LOCATION_PATTERNS`: *where* the error enters, read off which tensors
   fail, for networks whose parameters are named per layer: ``W1, b1, ...`` or ``0.weight, ...``):
   ``one_element``, ``bias_reduction``, ``weights_only``, ``hidden_layer_derivative``,
@@ -36,7 +41,7 @@ LOCATION_PATTERNS = frozenset({"one_element", "bias_reduction", "weights_only", 
 #: patterns that name a cause, each confirmed by an exact numerical relation
 SPECIFIC_PATTERNS = frozenset({"sign_flip", "factor_two", "factor_half", "missing_mean", "extra_mean",
                                "constant_factor", "zero_gradient", "transposed", "weight_decay",
-                               "bias_one_sample"})
+                               "bias_one_sample", "unused_parameter", "per_tensor"})
 PATTERNS = LOCATION_PATTERNS | SPECIFIC_PATTERNS
 
 _TINY = 1e-300
@@ -104,13 +109,6 @@ def _layer_of(name: str) -> tuple[int, str] | None:
     return None
 
 
-def _scope(views: list[_View], all_views: list[_View]) -> str:
-    if len(views) == len(all_views) and len(all_views) > 1:
-        return "every gradient"
-    names = [v.name for v in views]
-    return f"grads[{names[0]!r}]" if len(names) == 1 else ", ".join(names)
-
-
 def _batch_size(spec: Mapping[str, Any] | None, X: Any) -> int | None:
     if spec and isinstance(spec.get("batch"), int):
         return int(spec["batch"])
@@ -120,7 +118,7 @@ def _batch_size(spec: Mapping[str, Any] | None, X: Any) -> int | None:
     return None
 
 
-# -- rule 1: one constant factor ------------------------------------------------------------------
+# -- rule 1: exact ratios, over the failing tensors together and tensor by tensor -------------------
 @dataclass
 class _Fit:
     ratio: float
@@ -138,40 +136,144 @@ def _fit_ratio(views: list[_View]) -> _Fit | None:
     """The common ratio claimed/numerical, if every judged element agrees with it within resolution.
 
     Weighted least squares of ``c = r d`` (weights 1/sigma_i^2, sigma_i = error bound + 1 ulp of
-    ``d``); then every element must satisfy ``|c - r d| <= SAFETY |r| e + ANALYTIC_ULPS eps_c
-    (|c| + max|c|)``, the same shape of tolerance as the verdict. At least two elements must be
-    resolved (``|d| > SAFETY e``); with a single one, only a named ratio (-1, 2, N, ...) pinned to
-    1e-3 or better is claimed (one element has an arbitrary ratio to anything).
+    ``d``), written with ``c/sigma`` and ``d/sigma`` so that exact zeros and tiny bounds neither
+    divide by zero nor underflow; elements with ``d = 0`` carry no information on ``r`` and are left
+    out of the sums (not out of the residual test). Then every element must satisfy ``|c - r d| <=
+    SAFETY |r| e + ANALYTIC_ULPS eps_c (|c| + max|c|)``, the same shape of tolerance as the verdict.
+    Elements count as resolved when ``|d| > SAFETY e + ulps``; with a single one, only a named ratio
+    (-1, 2, N, ...) pinned to 1e-3 or better is claimed (one element has an arbitrary ratio to anything).
     """
     num = den = 0.0
     rho: list[np.ndarray] = []
     for v in views:
         m = v.judged
         c, d, e = v.c[m], v.d[m], v.e[m]
-        s = e + v.eps * np.abs(d) + _TINY
-        num += float(np.sum(c * d / s**2))
-        den += float(np.sum(d * d / s**2))
+        s = e + v.eps * np.abs(d)
+        use = d != 0  # then s >= eps |d| > 0 and |d / s| <= 1 / eps
+        with np.errstate(over="ignore", invalid="ignore"):  # huge |c| / s: caught as non-finite below
+            u, w = c[use] / s[use], d[use] / s[use]
+            num += float(np.sum(u * w))
+            den += float(np.sum(w * w))
         resolved = np.abs(d) > SAFETY * e + ANALYTIC_ULPS * v.eps * np.abs(d)
         rho.append(SAFETY * e[resolved] / np.abs(d[resolved]) + ANALYTIC_ULPS * v.eps)
     rho_all = np.concatenate(rho) if rho else np.zeros(0)
     n_sig = int(rho_all.size)
-    if n_sig < 1 or not den > 0 or not math.isfinite(den):
+    if n_sig < 1 or not (den > 0 and math.isfinite(den) and math.isfinite(num)):
         return None
     r = num / den
     if not math.isfinite(r):
         return None
     for v in views:
         m = v.judged
-        scale = float(np.max(np.abs(v.c[m]), initial=0.0))
-        lim = SAFETY * abs(r) * v.e[m] + ANALYTIC_ULPS * v.eps * (np.abs(v.c[m]) + scale)
-        if np.any(np.abs(v.c[m] - r * v.d[m]) > lim):
+        c, d = v.c[m], v.d[m]
+        scale = float(np.max(np.abs(c), initial=0.0))
+        lim = SAFETY * abs(r) * v.e[m] + ANALYTIC_ULPS * v.eps * (np.abs(c) + scale)
+        with np.errstate(over="ignore", invalid="ignore"):  # r d beyond float range: fails the test
+            resid = np.abs(c - r * d)
+        if not np.all(resid <= lim):
             return None
     return _Fit(r, 1.0 / math.sqrt(den), n_sig, max(v.eps for v in views), float(np.median(rho_all)))
 
 
-def _constant_factor(failed: list[_View], views: list[_View], n: int | None) -> Diagnosis | None:
-    fit = _fit_ratio(failed)
-    if fit is None:
+@dataclass
+class _Finding:
+    """One exact relation between claimed and numerical, holding for ``views``."""
+
+    pattern: str
+    label: str            # which relation: "-1", "N", "2", "c", "zero", "transposed", ...
+    views: list[_View]
+    headline: str         # what the relation says, e.g. "sign flipped in W1"
+    causes: list[str]     # usual causes, narrowed by where the relation holds
+    confidence: str = "high"
+    ratio: float | None = None
+    evidence: dict[str, Any] | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [v.name for v in self.views]
+
+
+#: usual causes of each relation, tagged with where such a cause shows: "all" scales every gradient
+#: (the loss gradient), "below" exactly the tensors of layers 1..k under a right top layer (a dropout,
+#: a delta passed down), "part" anything short of every tensor, "any" anywhere
+_CAUSES: dict[str, list[tuple[str, str]]] = {
+    "-1": [("a delta kept as y - out (the error, not dL/dout)", "all"),
+           ("the ascent convention (W += lr * g) folded into the gradient", "any"),
+           ("`-=` for `+=` where the gradient is accumulated", "any")],
+    "N": [("the loss averages over the batch but backward sums (its 1/N missing)", "all"),
+          ("a sum over the batch where a mean was meant", "part"),
+          ("the delta taken before the 1/N was applied", "part")],
+    "1/N": [("divided by N twice (in the loss gradient and again in a later mean)", "all"),
+            ("a mean over the batch where the loss sums", "all"),
+            ("a mean where a sum was meant (dz.mean(0) when dz already carries the 1/N)", "part"),
+            ("an explicit / N repeated in this part of backward", "part")],
+    "2": [("the 2 of d(x^2)/dx where the loss is 0.5 x^2 (a 1/2 convention dropped)", "all"),
+          ("the 2 of d(x^2)/dx for a square that forward does not have, or halves", "part"),
+          ("dropout's 1/keep_prob applied twice or in backward only, keep_prob = 0.5", "below"),
+          ("a gradient added twice (two paths, += into a buffer that already held it)", "any")],
+    "1/2": [("the 2 of d(x^2)/dx missing in a squared loss", "all"),
+            ("a 1/2 convention (0.5 x^2) in backward but not in the loss", "all"),
+            ("the 2 of d(x^2)/dx missing for a squared term (an x^2 activation, a parameter used squared)",
+             "part"),
+            ("dropout's 1/keep_prob forgotten in backward, keep_prob = 0.5", "below"),
+            ("one of two equal contributions dropped (a tensor used twice in forward)", "any")],
+    "N/(N-1)": [("divided by N - 1 instead of N", "any")],
+    "-N": [("sign flipped and the 1/N of the mean missing", "any")],
+    "-2": [("a sign flip together with one of the factor-2 causes", "any")],
+    "-1/2": [("a sign flip together with one of the factor-2 causes", "any")],
+    "zero": [("never computed (left at its initial zeros)", "any"),
+             ("the delta does not reach it (a branch not backpropagated)", "any")],
+    "transposed": [("a missing or extra .T (dz.T @ a instead of a.T @ dz), silent for square matrices", "any")],
+    "unused": [("backward gives a gradient to a parameter forward does not use", "any"),
+               ("forward cuts the path (dead units, a clipped, detached or masked branch)", "any")],
+}
+
+
+def _where(views: list[_View], all_views: list[_View]) -> set[str]:
+    """Which kinds of cause (see :data:`_CAUSES`) fit the set of tensors a relation holds for."""
+    names = {v.name for v in views}
+    if names >= {v.name for v in all_views}:
+        return {"all", "any"}
+    kinds = {"part", "any"}
+    layers = _by_layer(all_views)
+    if layers is None:
+        return kinds | {"below"}
+    order = list(layers)
+    for k in range(1, len(order)):  # layers 1..k exactly, the top one excluded: below a dropout
+        if names == {v.name for i in order[:k] for v in layers[i].values()}:
+            return kinds | {"below"}
+    return kinds
+
+
+def _causes(label: str, views: list[_View], all_views: list[_View], ratio: float | None,
+            n: int | None) -> list[str]:
+    """The usual causes of relation ``label`` that fit where it holds (several for an ambiguous ratio)."""
+    where = _where(views, all_views)
+    pool = list(_CAUSES.get(label, []))
+    if n == 2 and label in ("N", "1/N"):  # N = 2 is also the factor 2
+        pool += _CAUSES["2" if label == "N" else "1/2"]
+    if label == "c" and ratio is not None:
+        if 0.1 <= ratio < 1:
+            pool.append((f"dropout's 1/keep_prob forgotten in backward, keep_prob = {ratio:.3g}", "below"))
+        elif 1 < ratio <= 10:
+            pool.append((f"dropout's 1/keep_prob applied in backward only, keep_prob = {1 / ratio:.3g}", "below"))
+        if ratio > 0:
+            pool.append(("a scale used in forward but not in backward, or the reverse (a temperature, "
+                         "a loss weight)", "any"))
+        else:
+            pool.append(("a sign flip together with a wrong scale", "any"))
+    out: list[str] = []
+    for text, kind in pool:
+        if kind in where and text not in out:
+            out.append(text)
+    return out or [text for text, _ in pool[:1]]
+
+
+def _ratio_finding(views: list[_View], all_views: list[_View], n: int | None, *,
+                   min_elements: int = 1) -> _Finding | None:
+    """The exact ratio claimed/numerical shared by ``views``, named, or None."""
+    fit = _fit_ratio(views)
+    if fit is None or fit.n_significant < min_elements:
         return None
     r = fit.ratio
     # a factor is a claim about every element: each one (the typical one) must resolve r from 1 on its
@@ -181,70 +283,190 @@ def _constant_factor(failed: list[_View], views: list[_View], n: int | None) -> 
     single = fit.n_significant < 2
     if single and SAFETY * fit.sigma > 1e-3 * abs(r):
         return None
-    scope = _scope(failed, views)
-    names = [v.name for v in failed]
-    ev = {"ratio": r, "ratio_uncertainty": fit.sigma, "elements": fit.n_significant}
-
-    def diag(pattern, text, confidence="high"):
-        if single:
-            confidence = "medium"
-        return Diagnosis(pattern, f"{scope} = {_fmt_ratio(r)} x numerical{text}", confidence, names, ev)
-
-    if fit.matches(-1):
-        return diag("sign_flip", ": sign flipped (a delta kept as y - out, an ascent direction, `-=` for `+=`)")
+    named = _name_ratio(fit, n)
+    if named is None:
+        return None
+    pattern, label = named
+    names = _names(views, all_views)
+    headline = {
+        "-1": f"sign flipped in {names}",
+        "N": f"N x too large in {names} (N = {n}, the batch size)",
+        "1/N": f"1/N of the right size in {names} (N = {n}, the batch size)",
+        "2": f"twice the right size in {names}",
+        "1/2": f"half the right size in {names}",
+        "N/(N-1)": f"N/(N-1) with N = {n} in {names}",
+        "-N": f"-N with N = {n} in {names}: sign flipped and N x too large",
+        "-2": f"sign flipped and twice the right size in {names}",
+        "-1/2": f"sign flipped and half the right size in {names}",
+        "c": f"a constant factor in {names}",
+    }[label]
+    confidence = "medium" if single or label in ("c", "-2", "-1/2") else "high"
+    ev: dict[str, Any] = {"ratio": r, "ratio_uncertainty": fit.sigma, "elements": fit.n_significant}
     if n and n > 1:
         ev["batch"] = n
+    if label != "c":
+        ev["match"] = label
+    causes = _causes(label, views, all_views, r, n)
+    ev["causes"] = causes
+    return _Finding(pattern, label, list(views), headline, causes, confidence, r, ev)
+
+
+def _name_ratio(fit: _Fit, n: int | None) -> tuple[str, str] | None:
+    """``(pattern, label)`` of a fitted ratio; None for a bare number resting on one or two elements."""
+    if fit.matches(-1):
+        return "sign_flip", "-1"
+    if n and n > 1:
         if fit.matches(n):
-            return diag("missing_mean", f" = the batch size N = {n}: the 1/N of the mean loss is missing in backward")
+            return "missing_mean", "N"
         if fit.matches(1 / n):
-            return diag("extra_mean", f" = 1/N with N = {n}: divided by the batch size twice (in the loss "
-                                      "gradient and again later)")
+            return "extra_mean", "1/N"
     if fit.matches(0.5):
-        return diag("factor_half", ": a factor 2 is missing (the 2 of d(x^2)/dx = 2x?)")
+        return "factor_half", "1/2"
     if fit.matches(2):
-        return diag("factor_two", ": a spurious factor 2 (the derivative of 0.5 x^2 is x, not 2x)")
+        return "factor_two", "2"
     if fit.n_significant < 3:  # an unnamed ratio of one or two elements says nothing
         return None
-    if n and n > 1 and fit.matches(n / (n - 1)):
-        ev["match"] = "N/(N-1)"
-        return diag("constant_factor", f" = N/(N-1) with N = {n}: divided by N-1 instead of N")
-    if n and n > 1 and fit.matches(-n):
-        ev["match"] = "-N"
-        return diag("constant_factor", f" = -N with N = {n}: sign flipped and the 1/N missing")
-    if fit.matches(-2) or fit.matches(-0.5):
-        return diag("constant_factor", ": a sign flip and a factor 2", "medium")
-    hint = ""
-    if 0 < r < 1:
-        hint = " (a scale applied in forward but not in backward: a dropout 1/keep, a temperature?)"
-    return diag("constant_factor", f": a constant factor is wrong{hint}", "medium")
+    if n and n > 1:
+        if fit.matches(n / (n - 1)):
+            return "constant_factor", "N/(N-1)"
+        if fit.matches(-n):
+            return "constant_factor", "-N"
+    if fit.matches(-2):
+        return "constant_factor", "-2"
+    if fit.matches(-0.5):
+        return "constant_factor", "-1/2"
+    return "constant_factor", "c"
+
+
+def _names(views: list[_View], all_views: list[_View]) -> str:
+    """``"W1, b1"``, or ``"every tensor"``."""
+    if len(views) == len(all_views) and len(all_views) > 1:
+        return "every tensor"
+    return ", ".join(v.name for v in views)
 
 
 def _fmt_ratio(r: float) -> str:
     return f"{r:.3f}" if 1e-3 <= abs(r) < 1e4 else f"{r:.4g}"
 
 
-def _zero(failed: list[_View], views: list[_View]) -> Diagnosis | None:
-    if all(np.all(v.c[v.judged] == 0) for v in failed):
-        names = [v.name for v in failed]
-        return Diagnosis("zero_gradient", f"{_scope(failed, views)} is exactly zero where the numerical gradient "
-                         "is not: never computed, or the delta did not reach it", "high", names)
-    return None
+def _zero_finding(views: list[_View], all_views: list[_View]) -> _Finding | None:
+    """Every judged claimed element exactly zero, where the numerical gradient is not."""
+    for v in views:
+        m = v.judged
+        if not m.any() or np.any(v.c[m] != 0) or not np.any(np.abs(v.d[m]) > v.slack(v.d)[m]):
+            return None
+    names = _names(views, all_views)
+    return _Finding("zero_gradient", "zero", list(views), f"{names} exactly zero where the numerical gradient "
+                    "is not", _causes("zero", views, all_views, None, None))
 
 
-# -- rule 2: transposed ---------------------------------------------------------------------------
-def _transposed(failed: list[_View], views: list[_View]) -> Diagnosis | None:
-    for v in failed:
+def _unused_finding(views: list[_View], all_views: list[_View]) -> _Finding | None:
+    """The numerical gradient is exactly zero (the loss does not move) but the claimed one is not."""
+    for v in views:
+        m = v.judged
+        if not m.any() or np.any(v.d[m] != 0) or not np.any(np.abs(v.c[m]) > v.slack()[m]):
+            return None
+    names = ", ".join(v.name for v in views)
+    if len(views) == len(all_views) and len(all_views) > 1:
+        return _Finding("unused_parameter", "unused", list(views), "the loss does not depend on any parameter "
+                        "(every numerical gradient is exactly 0) but the claimed gradients are not 0",
+                        ["a constant or detached loss", "every unit dead (saturated or zero activations)"], "medium")
+    return _Finding("unused_parameter", "unused", list(views), f"the loss does not depend on {names} (numerical "
+                    "gradient exactly 0) but the claimed gradient is not 0",
+                    _causes("unused", views, all_views, None, None), "medium")
+
+
+def _transposed_finding(views: list[_View], all_views: list[_View]) -> _Finding | None:
+    for v in views:
         if v.c.ndim != 2 or v.c.shape[0] != v.c.shape[1] or v.c.shape[0] < 2 or not v.judged.all():
             return None
-        ct = v.c.T
         scale = float(np.max(np.abs(v.d)))
         lim = SAFETY * v.e + ANALYTIC_ULPS * v.eps * (np.abs(v.d) + scale)
-        if np.any(np.abs(ct - v.d) > lim):
+        if np.any(np.abs(v.c.T - v.d) > lim):
             return None
-    names = [v.name for v in failed]
-    what = f"grads[{names[0]!r}] matches" if len(names) == 1 else f"{', '.join(names)} each match"
-    return Diagnosis("transposed", f"{what} the numerical gradient transposed: a missing or extra .T "
-                     "(dz.T @ a instead of a.T @ dz), silent for square matrices", "high", names)
+    names = _names(views, all_views)
+    return _Finding("transposed", "transposed", list(views), f"{names} = the numerical gradient transposed",
+                    _causes("transposed", views, all_views, None, None))
+
+
+def _scope(views: list[_View], all_views: list[_View]) -> str:
+    if len(views) == len(all_views) and len(all_views) > 1:
+        return "every gradient"
+    names = [v.name for v in views]
+    return f"grads[{names[0]!r}]" if len(names) == 1 else ", ".join(names)
+
+
+def _text(f: _Finding, all_views: list[_View]) -> str:
+    """``grads['W1'] = -1.000 x numerical: sign flipped in W1; usual causes: ...``"""
+    scope = _scope(f.views, all_views)
+    if f.ratio is not None:
+        head = f"{scope} = {_fmt_ratio(f.ratio)} x numerical: {f.headline}"
+    else:
+        head = f.headline
+    if len(f.causes) == 1:
+        return f"{head}: {f.causes[0]}"
+    return f"{head}; usual causes: " + "; ".join(f.causes)
+
+
+def _diagnosis(f: _Finding, all_views: list[_View]) -> Diagnosis:
+    return Diagnosis(f.pattern, _text(f, all_views), f.confidence, f.names, dict(f.evidence or {}))
+
+
+def _together(failed: list[_View], views: list[_View], n: int | None) -> Diagnosis | None:
+    """One relation shared by every failing tensor (the whole-check patterns)."""
+    f = (_zero_finding(failed, views) or _unused_finding(failed, views) or _ratio_finding(failed, views, n)
+         or _transposed_finding(failed, views))
+    return _diagnosis(f, views) if f is not None else None
+
+
+def _relation(vs: list[_View], views: list[_View], n: int | None) -> _Finding | None:
+    """The exact relation ``vs`` share, tested tensor by tensor (a ratio needs two resolved elements)."""
+    return (_zero_finding(vs, views) or _unused_finding(vs, views)
+            or _ratio_finding(vs, views, n, min_elements=2) or _transposed_finding(vs, views))
+
+
+def _per_tensor(failed: list[_View], views: list[_View], n: int | None) -> Diagnosis | None:
+    """Exact relations tensor by tensor, when no single one holds for every failing tensor.
+
+    Each failing tensor is tested alone (a ratio needs two resolved elements here, an unnamed one
+    three); tensors with the same named ratio are reported together, as are tensors with constant
+    ratios that one joint fit accepts. Named only when at least one tensor has an exact relation;
+    the tensors without one are listed as wrong otherwise.
+    """
+    found: list[_Finding] = []
+    rest: list[_View] = []
+    for v in failed:
+        f = _relation([v], views, n)
+        if f is None:
+            rest.append(v)
+            continue
+        for i, g in enumerate(found):  # same relation: one finding if it holds for both together
+            joint = _relation(g.views + [v], views, n) if g.label == f.label else None
+            if joint is not None and joint.label == g.label:
+                found[i] = joint
+                break
+        else:
+            found.append(f)
+    if not found:
+        return None
+    tail = f". Also wrong, by no exact relation: {', '.join(v.name for v in rest)}" if rest else ""
+    if len(found) == 1:
+        f = found[0]
+        d = _diagnosis(f, views)
+        d.message += tail
+        if rest:
+            d.confidence = "medium"
+            d.evidence["unexplained"] = [v.name for v in rest]
+        return d
+    parts = [_text(f, views) for f in found]
+    params = [name for f in found for name in f.names]
+    ev: dict[str, Any] = {"per_tensor": {name: {"pattern": f.pattern, "relation": f.label,
+                                                **({"ratio": f.ratio} if f.ratio is not None else {})}
+                                         for f in found for name in f.names}}
+    if rest:
+        ev["unexplained"] = [v.name for v in rest]
+    return Diagnosis("per_tensor", "a different exact relation per tensor: " + " | ".join(parts) + tail,
+                     "medium", params, ev)
 
 
 # -- rule 3: weight decay -------------------------------------------------------------------------
@@ -262,24 +484,29 @@ def _weight_decay(failed: list[_View], views: list[_View], params: Mapping[str, 
         ps[v.name] = p
     num = den = 0.0
     n_sig = 0
+    masks = {}
     for v in failed:
-        m = v.judged
-        p, diff = ps[v.name][m], (v.c - v.d)[m]
-        s = v.e[m] + v.eps * (np.abs(v.c[m]) + np.abs(v.d[m])) + _TINY
-        num += float(np.sum(diff * p / s**2))
-        den += float(np.sum(p * p / s**2))
-        n_sig += int(np.sum(np.abs(p) > 0))
-    if n_sig < 2 or not den > 0:
+        m = masks[v.name] = v.judged & np.isfinite(ps[v.name])
+        p, diff = ps[v.name][m], v.c[m] - v.d[m]
+        s = v.e[m] + v.eps * (np.abs(v.c[m]) + np.abs(v.d[m]))
+        use = (s > 0) & (p != 0)  # s = 0: c = d = 0 exactly, left to the residual test below
+        with np.errstate(over="ignore", invalid="ignore"):  # huge |p| / s: caught as non-finite below
+            q = p[use] / s[use]
+            num += float(np.sum(diff[use] / s[use] * q))
+            den += float(np.sum(q * q))
+        n_sig += int(np.sum(p != 0))
+    if n_sig < 2 or not (den > 0 and math.isfinite(den) and math.isfinite(num)):
         return None
     lam = num / den
     if not math.isfinite(lam) or lam == 0:
         return None
     resolved = total = 0
     for v in failed:
-        m = v.judged
+        m = masks[v.name]
         slack = v.slack()[m]
-        resid = np.abs((v.c - v.d)[m] - lam * ps[v.name][m])
-        if np.any(resid > slack):
+        with np.errstate(over="ignore", invalid="ignore"):  # lam p beyond float range: fails the test
+            resid = np.abs(v.c[m] - v.d[m] - lam * ps[v.name][m])
+        if not np.all(resid <= slack):
             return None
         resolved += int(np.sum(np.abs(lam * ps[v.name][m]) > 3 * slack))
         total += int(m.sum())
@@ -312,7 +539,8 @@ def _margin(v: _View) -> float:
         return 0.0
     scale = float(np.max(np.abs(v.d[m])))
     lim = SAFETY * v.e[m] + ANALYTIC_ULPS * v.eps * (np.abs(v.d[m]) + scale) + _TINY
-    return float(np.max(np.abs(v.c[m] - v.d[m]) / lim))
+    with np.errstate(over="ignore"):  # an error 1e300 x its resolution is simply clear (inf)
+        return float(np.max(np.abs(v.c[m] - v.d[m]) / lim))
 
 
 def _clear(failed: list[_View]) -> bool:
@@ -523,10 +751,9 @@ def diagnose(result: Result, spec: Mapping[str, Any] | None = None, *, params: M
     if not failed:
         return None
     n = _batch_size(spec, X)
-    for rule in (lambda: _zero(failed, views),
-                 lambda: _constant_factor(failed, views, n),
-                 lambda: _transposed(failed, views),
-                 lambda: _weight_decay(failed, views, params)):
+    for rule in (lambda: _together(failed, views, n),
+                 lambda: _weight_decay(failed, views, params),
+                 lambda: _per_tensor(failed, views, n)):
         d = rule()
         if d is not None:
             return d

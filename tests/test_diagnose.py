@@ -11,6 +11,7 @@ of a correct gradient (re-compared with :func:`gradcheck.compare.compare`, as th
 from __future__ import annotations
 
 import copy
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -361,3 +362,252 @@ def test_location_needs_a_clear_failure(times, pattern):
     assert not r.passed and r.tensors["W2"].n_failed == 1
     d = diagnose(r, base.spec, params=params, X=X)
     assert (d.pattern if d else None) == pattern
+
+
+# -- per tensor: each tensor's own exact relation --------------------------------------------------------
+def _causes(d):
+    return d.evidence.get("causes", [])
+
+
+def test_a_sign_flip_in_one_tensor_is_named_per_tensor():
+    r = _planted(_spec(), _scale("W1", by=-1.0))
+    d = r.diagnosis
+    assert d.pattern == "sign_flip" and d.params == ["W1"], str(r)
+    assert "sign flipped in W1" in d.message and d.confidence == "high"
+    # the output layer is right, so the loss-level story (a delta kept as y - out) is not offered
+    assert not any("y - out" in c for c in _causes(d))
+
+
+def test_a_sign_flip_next_to_an_unrelated_error_is_still_named():
+    def edit(g, p, X):
+        g["W1"] = -g["W1"]
+        g["W3"] = g["W3"] + 0.1 * np.cos(np.arange(g["W3"].size)).reshape(g["W3"].shape)
+    r = _planted(_spec(), edit)
+    d = r.diagnosis
+    assert d.pattern == "sign_flip" and d.params == ["W1"], str(r)
+    assert d.evidence["unexplained"] == ["W3"] and d.confidence == "medium"
+    assert "no exact relation: W3" in d.message
+
+
+def test_different_ratios_in_different_tensors_are_each_named():
+    def edit(g, p, X):
+        g["W1"] = -g["W1"]
+        g["b3"] = 2 * g["b3"]
+        g["W2"] = np.zeros_like(g["W2"])
+    r = _planted(_spec(), edit)
+    d = r.diagnosis
+    assert d.pattern == "per_tensor" and set(d.params) == {"W1", "b3", "W2"}, str(r)
+    per = d.evidence["per_tensor"]
+    assert per["W1"]["pattern"] == "sign_flip" and per["W1"]["ratio"] == pytest.approx(-1, rel=1e-6)
+    assert per["b3"]["pattern"] == "factor_two" and per["b3"]["ratio"] == pytest.approx(2, rel=1e-6)
+    assert per["W2"]["pattern"] == "zero_gradient"
+    assert "sign flipped in W1" in d.message and "twice the right size in b3" in d.message
+
+
+@pytest.mark.parametrize("name, by, pattern", [("b2", 6.0, "missing_mean"), ("b1", 1 / 6, "extra_mean"),
+                                               ("W3", 6.0, "missing_mean")])
+def test_a_batch_size_factor_in_one_tensor(name, by, pattern):
+    r = _planted(_spec(), _scale(name, by=by))
+    d = r.diagnosis
+    assert d.pattern == pattern and d.params == [name], str(r)
+    assert d.evidence["batch"] == 6 and d.evidence["ratio"] == pytest.approx(by, rel=1e-6)
+    assert f"in {name} (N = 6, the batch size)" in d.message
+    assert len(_causes(d)) >= 2  # a sum for a mean, or a delta taken before its 1/N: not one story
+
+
+def test_a_factor_two_in_one_tensor_lists_several_causes():
+    r = _planted(_spec(), _scale("W2", by=2.0))
+    d = r.diagnosis
+    assert d.pattern == "factor_two" and d.params == ["W2"], str(r)
+    assert "twice the right size in W2" in d.message and "usual causes:" in d.message
+    causes = _causes(d)
+    assert len(causes) >= 2
+    assert any("d(x^2)/dx" in c for c in causes) and any("added twice" in c for c in causes)
+
+
+@pytest.mark.parametrize("by, pattern", [(2.0, "factor_two"), (0.5, "factor_half")])
+def test_a_factor_two_in_every_tensor_is_not_one_story_either(by, pattern):
+    d = _planted(_spec(), _scale(by=by)).diagnosis
+    assert d.pattern == pattern
+    causes = _causes(d)
+    assert len(causes) >= 2 and any("d(x^2)/dx" in c for c in causes)
+    # every tensor scaled: a dropout below the top layer would leave the top layer right
+    assert not any("dropout" in c for c in causes)
+
+
+def _dropout_net(keep_twice: bool):
+    """One hidden layer with inverted dropout, keep_prob = 0.5, a fixed mask per call; the bug either
+    forgets the 1/keep_prob in backward (ratio 1/2) or applies it twice (ratio 2)."""
+    from gradcheck.teach.mutants import Dropout
+
+    class Half(Dropout):
+        KEEP = 0.5
+
+        def delta_down(self, i, params, c, dz):
+            scale = 1 / self.KEEP**2 if keep_twice else 1.0  # right: 1 / self.KEEP
+            return dz @ params[f"W{i}"].T * c.mask[i - 1] * scale
+
+    spec = _spec(hidden=(6,), batch=5)
+    X, y = _data(spec)
+    net = Half(spec)
+    return gradcheck.check(net, net.init_params(), X, y)
+
+
+@pytest.mark.parametrize("keep_twice, ratio, pattern", [(True, 2.0, "factor_two"), (False, 0.5, "factor_half")])
+def test_dropout_keep_prob_half_is_not_called_the_two_of_a_square(keep_twice, ratio, pattern):
+    r = _dropout_net(keep_twice)
+    d = r.diagnosis
+    assert d.pattern == pattern and set(d.params) == {"W1", "b1"}, str(r)
+    assert d.evidence["ratio"] == pytest.approx(ratio, rel=1e-6)
+    causes = _causes(d)
+    assert any("dropout" in c and "keep_prob = 0.5" in c for c in causes), d.message
+    assert len(causes) >= 2  # dropout is one of the listed causes, not the only story
+    assert any("d(x^2)/dx" in c for c in causes)
+    # only the layers below the top one: the loss's own 2 (which scales every tensor) is not offered
+    assert not any("loss" in c for c in causes), causes
+
+
+def test_a_constant_in_the_layers_below_offers_dropout_with_its_keep_prob():
+    d = _planted(_spec(), _scale("W1", "b1", by=0.8)).diagnosis
+    assert d.pattern == "constant_factor" and set(d.params) == {"W1", "b1"}
+    assert any("keep_prob = 0.8" in c for c in _causes(d))
+
+
+def test_all_zero_claimed_gradient_in_one_tensor():
+    r = _planted(_spec(), _scale("b2", by=0.0))
+    d = r.diagnosis
+    assert d.pattern == "zero_gradient" and d.params == ["b2"], str(r)
+    assert "b2 exactly zero" in d.message
+
+
+def test_all_zero_numerical_gradient_a_parameter_the_loss_does_not_use():
+    """A parameter forward never reads has a numerical gradient of exactly 0; a non-zero claim for it
+    is named as such (and the ratio rules, which would divide by it, stay silent)."""
+    spec = _spec()
+    net = Network(spec)
+    params = dict(net.init_params(), gain=np.ones(3))
+    X, y = _data(spec)
+
+    def fn(p, X_, y_):
+        loss, g = net({k: v for k, v in p.items() if k != "gain"}, X_, y_)
+        return loss, dict(g, gain=np.array([0.5, -1.0, 2.0]))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        r = gradcheck.check(fn, params, X, y, spec=spec)
+        assert not r.passed and np.all(r.tensors["gain"].numerical == 0)
+        assert r.diagnosis is not None and r.diagnosis.pattern == "unused_parameter", str(r)
+        assert r.diagnosis.params == ["gain"]
+        assert diagnose(r, r.spec, params=params, X=X).pattern == "unused_parameter"
+
+
+# -- no RuntimeWarning leaks, whatever the arrays hold ------------------------------------------------------
+def _quiet_diagnose(r, base, params, X):
+    """diagnose with every RuntimeWarning an error (as the project's pytest config makes them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        return diagnose(r, base.spec, params=params, X=X)
+
+
+def _edited(base, edit):
+    """A failing copy of ``base`` (every claimed gradient sign-flipped) with its arrays edited in place."""
+    r = with_claimed(base, {k: -t.claimed for k, t in base.tensors.items()})
+    for t in r.tensors.values():
+        t.claimed, t.numerical, t.error = t.claimed.copy(), t.numerical.copy(), t.error.copy()
+    edit(r.tensors)
+    return r
+
+
+def _set(what, value, where="first"):
+    def edit(tensors):
+        for t in tensors.values():
+            for name in what.split("+"):
+                a = getattr(t, name)
+                if where == "all":
+                    a[...] = value
+                else:
+                    a.flat[0] = value
+    return edit
+
+
+@pytest.mark.parametrize("label, edit, pattern", [
+    ("claimed all zero", _set("claimed", 0.0, "all"), "zero_gradient"),
+    ("numerical and bound all zero", _set("numerical+error", 0.0, "all"), "unused_parameter"),
+    ("numerical all zero, bound kept", _set("numerical", 0.0, "all"), "unused_parameter"),
+    ("exact zeros in both, zero bound", _set("claimed+numerical+error", 0.0), "sign_flip"),
+    ("claimed inf", _set("claimed", np.inf), "sign_flip"),
+    ("claimed -inf", _set("claimed", -np.inf), "sign_flip"),
+    ("claimed nan", _set("claimed", np.nan), "sign_flip"),
+    ("numerical inf", _set("numerical", np.inf), "sign_flip"),
+    ("numerical nan", _set("numerical", np.nan), "sign_flip"),
+    ("bound inf", _set("error", np.inf), "sign_flip"),
+    ("inf in both", _set("claimed+numerical", np.inf), "sign_flip"),
+    ("claimed all nan", _set("claimed", np.nan, "all"), None),
+    ("claimed all inf", _set("claimed", np.inf, "all"), None),
+    ("numerical all nan", _set("numerical", np.nan, "all"), None),
+])
+def test_zeros_infs_and_nans_leak_no_runtime_warning(label, edit, pattern):
+    base, params, X = _base("float64")
+    d = _quiet_diagnose(_edited(base, edit), base, params, X)
+    assert (d.pattern if d else None) == pattern, (label, d)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-160, 1e150, 1e300])
+def test_extreme_magnitudes_leak_no_runtime_warning(scale):
+    base, params, X = _base("float64")
+
+    def edit(tensors):
+        for t in tensors.values():
+            t.claimed *= scale
+            if scale < 1:  # the whole problem scaled: still a sign flip
+                t.numerical *= scale
+                t.error *= scale
+    d = _quiet_diagnose(_edited(base, edit), base, params, X)
+    if scale < 1:
+        assert d is not None and d.pattern == "sign_flip"
+    else:  # -1e150 x numerical is no named ratio; whatever is said, it is not a named cause
+        assert d is None or d.pattern in LOCATION_PATTERNS | {"constant_factor"}
+
+
+def test_zero_params_and_zero_x_leak_no_runtime_warning():
+    base, params, X = _base("wide")
+    r = with_claimed(base, {k: t.claimed * (2.0 if k.startswith("b") else 1.0) for k, t in base.tensors.items()})
+    d = _quiet_diagnose(r, base, {k: np.zeros_like(v) for k, v in params.items()}, np.zeros_like(X))
+    assert d is not None and d.pattern == "factor_two"
+
+
+# -- and nothing specific where there is no exact relation ---------------------------------------------------
+@pytest.mark.parametrize("kind", ["float64", "float32", "softmax"])
+def test_one_tensor_corrupted_at_random_gets_no_specific_cause(kind):
+    """The per-tensor rules see each tensor alone, small ones included (b3 has 2 or 3 elements): random
+    noise in one tensor, even around a named ratio (-1, 2, 1/2, N), must not be read as that ratio."""
+    base, params, X = _base(kind)
+    rng = np.random.default_rng(7)
+    n = base.spec["batch"]
+    failing = 0
+    for trial in range(150):
+        name = list(base.tensors)[trial % len(base.tensors)]
+        around = (1.0, -1.0, 2.0, 0.5, float(n))[trial % 5]
+        delta = float(10 ** rng.uniform(-2, 0.3))
+        claimed = {k: t.claimed.copy() for k, t in base.tensors.items()}
+        c = claimed[name]
+        claimed[name] = around * c * (1 + delta * rng.standard_normal(c.shape))
+        r = with_claimed(base, claimed)
+        if r.passed:
+            continue
+        failing += 1
+        d = _quiet_diagnose(r, base, params, X)
+        assert d is None or d.pattern in LOCATION_PATTERNS, (kind, name, around, delta, d)
+    assert failing > 100
+
+
+def test_exact_ratios_in_two_tensors_next_to_noise_are_named_noise_is_not():
+    base, params, X = _base("float64")
+    rng = np.random.default_rng(3)
+    claimed = {k: t.claimed.copy() for k, t in base.tensors.items()}
+    claimed["W1"] = -claimed["W1"]
+    claimed["b1"] = -claimed["b1"]
+    claimed["W2"] = 2 * claimed["W2"] * (1 + 0.05 * rng.standard_normal(claimed["W2"].shape))
+    d = _quiet_diagnose(with_claimed(base, claimed), base, params, X)
+    assert d.pattern == "sign_flip" and set(d.params) == {"W1", "b1"}
+    assert d.evidence["unexplained"] == ["W2"]
