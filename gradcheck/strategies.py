@@ -25,6 +25,13 @@ of every layer is at least ``margin`` away from each kink of that layer's activa
 ``categorical_cross_entropy`` are far from their clipping at ``eps`` (output pre-activations within
 ``|z| <= 6``). This is achieved by construction, layer by layer, see :func:`cases`.
 
+**Two input modes.** ``cases(mode="margin")`` (the default) is the construction above: clean
+oracle comparisons. ``cases(mode="realistic")`` is what users' code meets: ordinary
+initialization (He, Glorot or LeCun scale for the first layer's activation, :data:`REALISTIC_INIT`;
+biases zero or small), inputs like real data (standard normal, with per-feature offsets, or sparse
+with exact zeros), no kink avoided (relu, leaky_relu, selu and hard_tanh pre-activations anywhere,
+``mae`` and ``hinge`` margins anywhere), float32 as well as float64.
+
 The strategies import :mod:`reference` (the registries and the reference network) lazily, when
 they are called, so ``import gradcheck`` stays light.
 """
@@ -45,8 +52,9 @@ from hypothesis.strategies import SearchStrategy
 
 from gradcheck.spec import DTYPES, INITS, Layer, NetworkSpec
 
-__all__ = ["activations", "losses", "specs", "inputs", "targets", "cases", "Case",
-           "OUTPUT_ACTIVATION", "INPUT_BOUND", "MAIN_CAP", "PROBABILITY_CAP", "Z_MAX", "ALIVE"]
+__all__ = ["activations", "losses", "specs", "inputs", "targets", "cases", "Case", "MODES",
+           "REALISTIC_INIT", "REALISTIC_INPUTS", "REALISTIC_BIASES", "OUTPUT_ACTIVATION",
+           "INPUT_BOUND", "MAIN_CAP", "PROBABILITY_CAP", "Z_MAX", "ALIVE"]
 
 #: the last activation forced by a loss's output kind (any activation may end other losses)
 OUTPUT_ACTIVATION = {"probability": "sigmoid", "distribution": "softmax"}
@@ -61,6 +69,19 @@ Z_MAX = 20.0
 #: in cases(), a relu layer feeding a bias-free layer with kinks keeps every row alive: some
 #: pre-activation of each row is at least this (an all-zero row could not be moved off a kink)
 ALIVE = 0.25
+#: the input modes of :func:`cases`: kink margins by construction (the default), or realistic
+MODES = ("margin", "realistic")
+#: mode="realistic": the init scheme (``NetworkSpec.init``) users pair with the first layer's
+#: activation: He for the relu family, LeCun (``normal``, variance 1/fan_in) for selu; every
+#: other activation gets Glorot (``xavier``)
+REALISTIC_INIT = {"relu": "he", "leaky_relu": "he", "elu": "he", "silu": "he", "gelu": "he",
+                  "gelu_tanh": "he", "mish": "he", "softplus": "he", "selu": "normal"}
+#: mode="realistic": how inputs X are drawn (the first is the simplest): standard normal; standard
+#: normal scaled by 0.5..2 and shifted by -3..3 per feature; sparse ``max(N(0, 1), 0)`` (about half
+#: exact zeros, like post-relu features or bag-of-words counts)
+REALISTIC_INPUTS = ("normal", "offset", "sparse")
+#: mode="realistic": biases all zero (the Keras default), or small (the spec's init: N(0, 0.1))
+REALISTIC_BIASES = ("zero", "small")
 #: how far the construction aims beyond ``margin`` (absorbs float32 rounding)
 _AIM = 1.05
 _SEED_MAX = 2**32 - 1
@@ -527,7 +548,7 @@ def cases(*, spec: Any = None, activation: Any = None, loss: Any = None, min_dep
           max_depth: int = 5, max_width: int = 16, max_batch: int = 16, max_input_dim: int = 8,
           dtypes: Any = DTYPES, inits: Any = INITS, allow_skips: bool = True,
           max_params: int | None = None, allow_kinks: bool = False, margin: float = 0.05,
-          weight_scales: Any = (1.0, 0.5, 2.0)) -> SearchStrategy[Case]:
+          weight_scales: Any = (1.0, 0.5, 2.0), mode: str = "margin") -> SearchStrategy[Case]:
     """Whole problems: :class:`Case` ``(spec, params, X, y)`` ready for ``fn(params, X, y)``.
 
     Parameters
@@ -544,8 +565,14 @@ def cases(*, spec: Any = None, activation: Any = None, loss: Any = None, min_dep
         Minimum distance from a kink, in pre-activation units (0 <= margin <= 0.5).
     weight_scales : collection of positive floats, default (1.0, 0.5, 2.0)
         The initial parameters are multiplied by one of these (the first is the simplest).
+    mode : ``"margin"`` (default) or ``"realistic"``
+        ``"margin"``: the construction below (with ``allow_kinks``, ``margin`` and
+        ``weight_scales``). ``"realistic"``: cases as users' code meets them, kinks not avoided
+        (see *Realistic mode* below); ``allow_kinks``, ``margin``, ``weight_scales`` and
+        ``inits`` must then keep their defaults.
 
-    Construction, layer by layer (``t = 1..L``), all by construction rather than by filtering:
+    Margin mode (``mode="margin"``), layer by layer (``t = 1..L``), all by construction rather
+    than by filtering:
 
     1. ``params = Network(spec).init_params() * scale``; ``X`` from :func:`inputs` (unadjusted).
     2. Range: the layer's own term ``u = a_{t-1} @ W_t + b_t`` is scaled down (``W_t``, ``b_t``
@@ -569,10 +596,35 @@ def cases(*, spec: Any = None, activation: Any = None, loss: Any = None, min_dep
     fix (skips summing past ``|z| = 20``, a skip-fed output too large for the probability cap,
     a degenerate column) are rejected with ``hypothesis.assume``: about 1 in 100, far too few
     to trouble Hypothesis's health checks.
+
+    Realistic mode (``mode="realistic"``), nothing adjusted:
+
+    1. The spec's ``init`` becomes the scheme users pair with its first layer's activation
+       (:data:`REALISTIC_INIT`: ``he``, ``normal`` i.e. LeCun for selu, else ``xavier``), so
+       ``Network(spec).init_params()`` gives the weights; biases are then all zero or kept small
+       (N(0, 0.1)), :data:`REALISTIC_BIASES`.
+    2. ``X`` is standard normal, per-feature scaled and offset, or sparse with exact zeros
+       (:data:`REALISTIC_INPUTS`), from a generator seeded by ``spec.seed``.
+    3. Targets from :func:`targets`, unadjusted: ``mae`` and ``hinge`` may sit on their kinks.
+
+    Pre-activations therefore land anywhere, on kinks too (exactly 0 for a zero-bias relu layer
+    fed an all-zero row). The dtype is drawn as in :func:`specs` (float32 too). Only range limits
+    are kept, by rejection: every ``|z| <= 20`` (:data:`Z_MAX`), probabilities never clipped at
+    ``eps``, finite loss and gradients.
     """
+    mode = _mode_arg(mode)
     allow_kinks = _bool_arg("allow_kinks", allow_kinks)
     margin = _margin_arg(margin)
     scales = _scales_arg(weight_scales)
+    if mode == "realistic":
+        margin_only = dict(allow_kinks=(allow_kinks, False), margin=(margin, 0.05),
+                           weight_scales=(scales, (1.0, 0.5, 2.0)), inits=(inits, INITS))
+        for name, (value, default) in margin_only.items():
+            if not _same_default(value, default):
+                shown = weight_scales if name == "weight_scales" else value
+                raise InvalidArgument(f"mode='realistic' and {name}={shown!r} cannot both be given: "
+                                      f"{name} applies to mode='margin' only (realistic mode chooses "
+                                      "the initialization and never avoids kinks)")
     given = dict(activation=activation, loss=loss, min_depth=min_depth, max_depth=max_depth,
                  max_width=max_width, max_batch=max_batch, max_input_dim=max_input_dim, dtypes=dtypes,
                  inits=inits, allow_skips=allow_skips, max_params=max_params)
@@ -584,7 +636,15 @@ def cases(*, spec: Any = None, activation: Any = None, loss: Any = None, min_dep
             raise InvalidArgument(f"spec={spec!r} and {changed[0]}={given[changed[0]]!r} cannot both be "
                                   "given: the spec options apply only when spec is None")
         spec_strategy = spec if isinstance(spec, SearchStrategy) else st.just(_spec_arg(spec))
+    if mode == "realistic":
+        return _draw_realistic_case(spec_strategy)
     return _draw_case(spec_strategy, scales, allow_kinks, margin)
+
+
+def _mode_arg(mode: Any) -> str:
+    if not isinstance(mode, str) or mode not in MODES:
+        raise InvalidArgument(f"mode={mode!r} must be one of {', '.join(map(repr, MODES))}")
+    return mode
 
 
 def _same_default(value, default) -> bool:
@@ -645,6 +705,40 @@ def _draw_case(draw, spec_strategy, scales, allow_kinks: bool, margin: float) ->
         y = _clear_loss_kinks(loss.name, out, y, aim)
     ok = _verify(net, params, X, y, out, cache, acts, loss, None if allow_kinks else margin)
     assume(ok)
+    return Case(spec, params, X, y)
+
+
+@st.composite
+def _draw_realistic_case(draw, spec_strategy) -> Case:
+    """``cases(mode="realistic")``: ordinary init, data-like inputs, kinks wherever they fall."""
+    from reference.network import Network
+    from reference.activations import get_activation
+    from reference.losses import get_loss
+
+    spec = draw(spec_strategy)
+    if not isinstance(spec, NetworkSpec):
+        raise InvalidArgument(f"the spec strategy drew {spec!r}, not a NetworkSpec")
+    spec = spec.replace(init=REALISTIC_INIT.get(spec.layers[0].activation, "xavier"))
+    net = Network(spec)
+    params = {k: v.astype(np.float64) for k, v in net.init_params().items()}
+    if draw(st.sampled_from(REALISTIC_BIASES)) == "zero":
+        params = {k: (np.zeros_like(v) if k.startswith("b") else v) for k, v in params.items()}
+    kind = draw(st.sampled_from(REALISTIC_INPUTS))
+    rng = np.random.default_rng([spec.seed, 0xDA7A])
+    X = rng.standard_normal((spec.batch, spec.input_dim))
+    if kind == "offset":
+        X = X * rng.uniform(0.5, 2.0, spec.input_dim) + rng.uniform(-3.0, 3.0, spec.input_dim)
+    elif kind == "sparse":
+        X = np.maximum(X, 0.0)
+
+    dt = np.dtype(spec.dtype)
+    params = {k: v.astype(dt) for k, v in params.items()}
+    X = X.astype(dt)
+    y = draw(targets(spec))
+    with np.errstate(all="ignore"):
+        out, cache = net.forward(params, X)
+    acts = [get_activation(l.activation) for l in spec.layers]
+    assume(_verify(net, params, X, y, out, cache, acts, get_loss(spec.loss), None))
     return Case(spec, params, X, y)
 
 

@@ -3,9 +3,16 @@ activation x loss pair, on networks that Hypothesis generates, against every app
 and writes the report (``reports/index.html``, ``gradcheck.json``, ``junit.xml``).
 
 Each (activation, loss, dtype) cell gets ``--examples`` cases from
-:func:`gradcheck.strategies.cases` with a seed derived from the sweep seed and the cell's name, so
-a sweep is reproducible cell by cell. Every case is checked against the numerical oracle; cases
-small enough for SymPy (``--symbolic-max-size``) also against the symbolic one.
+:func:`gradcheck.strategies.cases`, split between its two input modes (:func:`mode_examples`: half
+each, the odd one to ``margin``, at least one of each; the default 3 is 2 + 1): ``margin`` (kinks
+kept away by construction: clean oracle comparisons) and ``realistic`` (ordinary init, data-like
+inputs, kinks crossed, float32 too). Each mode draws with a seed
+derived from the sweep seed, the cell's name and the mode, so a sweep is reproducible cell by cell.
+A check's name ends with its mode, e.g. ``relu x mae [2-3(relu)-1(relu) mae b4 float32] (realistic)``.
+Every case is checked against the numerical oracle; float64 cases small enough for SymPy
+(``--symbolic-max-size``) also against the symbolic one. A check fails when the code disagrees with
+an oracle, or when the oracles disagree with each other beyond their error bounds (a problem of kind
+``oracle_disagreement``): a wrong oracle inside a passing run is the worst outcome.
 """
 from __future__ import annotations
 
@@ -20,11 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-DEFAULT_EXAMPLES = 2
+#: per cell: 2 in the margin mode (the simplest network, then a drawn one) and 1 in the realistic mode
+DEFAULT_EXAMPLES = 3
 DEFAULT_SEED = 0
 DEFAULT_MAX_PARAMS = 200
 #: symbolic oracle only where P x batch is at most this (SymPy build time grows fast with size)
 DEFAULT_SYMBOLIC_MAX_SIZE = 120
+#: the input modes every cell checks, in this order (``gradcheck.strategies.MODES``)
+MODES = ("margin", "realistic")
+#: the problem kind the checker reports when two oracles disagree beyond their error bounds
+ORACLE_DISAGREEMENT = "oracle_disagreement"
 
 
 @dataclass
@@ -54,34 +66,67 @@ class SweepOutcome:
 
     @property
     def failed(self) -> list[Any]:
-        return [r for r in self.results if not r.passed]
+        return [r for r in self.results if not r.passed or oracle_disagreements(r)]
 
     @property
     def passed(self) -> bool:
         return bool(self.results) and not self.failed
 
 
-def cell_seed(seed: int, activation: str, loss: str, dtype: str) -> int:
-    """A stable seed per cell (Python's hash() is salted per process; crc32 is not)."""
-    return zlib.crc32(f"{seed}:{activation}:{loss}:{dtype}".encode())
+def cell_seed(seed: int, activation: str, loss: str, dtype: str, mode: str = "margin") -> int:
+    """A stable seed per cell and mode (Python's hash() is salted per process; crc32 is not).
+    The margin mode keeps the seed of sweeps from before the realistic mode existed."""
+    key = f"{seed}:{activation}:{loss}:{dtype}" + ("" if mode == "margin" else f":{mode}")
+    return zlib.crc32(key.encode())
 
 
-def generate(activation: str, loss: str, dtype: str, examples: int, seed: int, max_params: int) -> list:
-    """``examples`` cases for one cell, deterministic for ``seed`` (Hypothesis, generate phase only)."""
+def mode_examples(examples: int) -> dict[str, int]:
+    """How many of a cell's ``examples`` each mode checks: half each (the odd one to ``margin``),
+    and at least one of each, so ``--examples 1`` checks two networks per cell."""
+    return {"margin": max(1, examples - examples // 2), "realistic": max(1, examples // 2)}
+
+
+def mode_of(result: Any) -> str | None:
+    """The input mode a sweep check ran in, read from its name (``... (realistic)``), or None."""
+    name = getattr(result, "name", None) or ""
+    for mode in MODES:
+        if name.endswith(f" ({mode})"):
+            return mode
+    return None
+
+
+def oracle_disagreements(result: Any) -> list[Any]:
+    """The result's ``oracle_disagreement`` problems (two oracles apart beyond their bounds)."""
+    return [p for p in getattr(result, "problems", None) or [] if p.kind == ORACLE_DISAGREEMENT]
+
+
+def generate(activation: str, loss: str, dtype: str, examples: int, seed: int, max_params: int,
+             mode: str = "margin") -> list:
+    """``examples`` cases for one cell in one input ``mode``, deterministic for ``seed``
+    (Hypothesis, generate phase only).
+
+    Hypothesis tries the simplest example first (the one-unit network, batch 1, the same for every
+    seed). The margin mode keeps it: small enough for the symbolic oracle, it gives every float64
+    cell its oracle-vs-oracle cross-check. The realistic mode skips it, so its networks are drawn
+    ones. Consecutive repeats of a spec are skipped too."""
     from hypothesis import HealthCheck, Phase, given, settings  # noqa: PLC0415
     from hypothesis import seed as hseed  # noqa: PLC0415
 
     from gradcheck.strategies import cases  # noqa: PLC0415
 
     found: list = []
-    strategy = cases(activation=activation, loss=loss, dtypes=(dtype,), max_params=max_params)
+    drawn = [0]
+    strategy = cases(activation=activation, loss=loss, dtypes=(dtype,), max_params=max_params,
+                     mode=mode)
 
-    @hseed(cell_seed(seed, activation, loss, dtype))
-    @settings(max_examples=max(examples * 3, 3), database=None, phases=[Phase.generate], deadline=None,
+    @hseed(cell_seed(seed, activation, loss, dtype, mode))
+    @settings(max_examples=examples * 3 + 3, database=None, phases=[Phase.generate], deadline=None,
               suppress_health_check=list(HealthCheck), derandomize=False)
     @given(strategy)
     def collect(case):
-        if len(found) < examples and all(repr(case.spec) != repr(c.spec) for c in found[-1:]):
+        drawn[0] += 1
+        wanted = mode == "margin" or drawn[0] > 1
+        if wanted and len(found) < examples and all(repr(case.spec) != repr(c.spec) for c in found[-1:]):
             found.append(case)
 
     collect()
@@ -89,19 +134,23 @@ def generate(activation: str, loss: str, dtype: str, examples: int, seed: int, m
 
 
 def check_case(case: Any, activation: str, loss: str, symbolic_max_size: int,
-               overrides: Mapping[str, Any] | None = None) -> Any:
-    """Check one case of the reference network; the result carries its name and spec."""
+               overrides: Mapping[str, Any] | None = None, mode: str = "margin") -> Any:
+    """Check one case of the reference network; the result carries its name (ending with the
+    input ``mode``) and spec. An oracle disagreement fails it even if the checker passed it."""
     import gradcheck  # noqa: PLC0415
     from reference.network import Network  # noqa: PLC0415
 
     spec = case.spec
     net = Network(spec, activations=overrides)
     use_symbolic = spec.dtype == "float64" and spec.n_params * spec.batch <= symbolic_max_size
-    name = f"{activation} x {loss} [{spec.label()}]"
+    name = f"{activation} x {loss} [{spec.label()}] ({mode})"
     result = gradcheck.check(net, case.params, case.X, case.y, spec=spec, symbolic=use_symbolic,
                              name=name)
     if result.spec is None:
         result.spec = spec.to_dict()
+    if result.passed and oracle_disagreements(result):
+        result.passed = False
+        result.notes.append("failed by the sweep: the oracles disagree beyond their error bounds")
     return result
 
 
@@ -109,11 +158,15 @@ def _check_cell(args: tuple) -> tuple[list, list[str]]:
     activation, loss, dtype, cfg, overrides = args
     from hypothesis.errors import InvalidArgument  # noqa: PLC0415
 
-    try:
-        cases = generate(activation, loss, dtype, cfg.examples, cfg.seed, cfg.max_params)
-    except InvalidArgument as exc:
-        return [], [f"{activation} x {loss} ({dtype}): {exc}"]
-    return [check_case(c, activation, loss, cfg.symbolic_max_size, overrides) for c in cases], []
+    results = []
+    for mode, n in mode_examples(cfg.examples).items():
+        try:
+            cases = generate(activation, loss, dtype, n, cfg.seed, cfg.max_params, mode)
+        except InvalidArgument as exc:  # the cell's options are impossible, whatever the mode
+            return [], [f"{activation} x {loss} ({dtype}): {exc}"]
+        results += [check_case(c, activation, loss, cfg.symbolic_max_size, overrides, mode)
+                    for c in cases]
+    return results, []
 
 
 def cells(cfg: SweepConfig) -> list[tuple[str, str, str]]:
@@ -173,7 +226,7 @@ class _progress:
 
     def advance(self, results: list) -> None:
         if self.p is not None:
-            self.failed += sum(not r.passed for r in results)
+            self.failed += sum(not r.passed or bool(oracle_disagreements(r)) for r in results)
             self.p.update(self.task, advance=1, failed=self.failed)
 
     def close(self) -> None:
@@ -187,6 +240,20 @@ def _fmt(x: float | None) -> str:
     return "nan" if isinstance(x, float) and math.isnan(x) else f"{x:.1e}"
 
 
+def _pairs_named(message: str, result: Any) -> str:
+    """The oracle pairs a disagreement is about: those its message names, else the oracle-vs-oracle
+    pairs the result measured (with their errors)."""
+    from gradcheck.result import ORACLE_PAIRS  # noqa: PLC0415
+
+    text = message.lower()
+    named = [p for p in ORACLE_PAIRS if p in text or p.replace("_", " ") in text]
+    if named:
+        return ", ".join(p.replace("_", " ") for p in named)
+    measured = [f"{p.replace('_', ' ')} {_fmt(v)}" for p, v in (result.oracles or {}).items()
+                if not p.startswith("analytic")]
+    return ", ".join(measured) or "oracle pair not stated"
+
+
 def summarize(outcome: SweepOutcome, cfg: SweepConfig) -> str:
     """The summary (plain text)."""
     import numpy as np  # noqa: PLC0415
@@ -198,6 +265,9 @@ def summarize(outcome: SweepOutcome, cfg: SweepConfig) -> str:
     lines = [f"gradcheck sweep: {len(res)} checks over {len(pairs)} activation x loss pairs "
              f"({', '.join(cfg.dtypes)}), seed {cfg.seed}, {outcome.seconds:.1f} s",
              f"  passed {len(res) - len(outcome.failed)}, failed {len(outcome.failed)}",
+             "  per input mode: " + "; ".join(
+                 f"{mode} {sum(mode_of(r) == mode for r in res)} checks, "
+                 f"{sum(mode_of(r) == mode for r in outcome.failed)} failed" for mode in MODES),
              "  max relative error per check, median / worst (a passing worst is an entry too small for "
              "the estimate to resolve):"]
     for pair in ORACLE_PAIRS:
@@ -213,12 +283,19 @@ def summarize(outcome: SweepOutcome, cfg: SweepConfig) -> str:
         ratio, r = max(ratios, key=lambda t: t[0])
         lines.append(f"  closest call: {ratio:.2f} x its tolerance ({_fmt(r.max_rel_error)} vs "
                      f"{_fmt(r.tolerance)}) in {r.name}")
+    disagreeing = [r for r in outcome.failed if oracle_disagreements(r)]
+    if disagreeing:
+        lines.append(f"  oracle disagreements: {len(disagreeing)} check(s) where two oracles disagree "
+                     "beyond their error bounds (a fault of the harness, not of the checked code)")
     for r in outcome.failed[:20]:
         lines.append(f"  FAILED {r.name}: max rel error {_fmt(r.max_rel_error)} in {r.worst_param}")
+        for p in oracle_disagreements(r):
+            lines.append(f"         oracle disagreement ({_pairs_named(p.message, r)}): {p.message}")
+        others = [p for p in r.problems if p.kind != ORACLE_DISAGREEMENT]
         if r.diagnosis is not None:
             lines.append(f"         likely bug: {r.diagnosis.message}")
-        elif r.problems:
-            lines.append(f"         {r.problems[0].message}")
+        elif others:
+            lines.append(f"         {others[0].message}")
         if r.spec:
             from gradcheck.spec import NetworkSpec  # noqa: PLC0415
             lines.append(f"         rebuild: {NetworkSpec.from_dict(r.spec)!r}")
@@ -238,7 +315,9 @@ def write_report(outcome: SweepOutcome, cfg: SweepConfig, argv: Iterable[str] | 
     from gradcheck import report  # noqa: PLC0415
 
     meta = {"command": "gradcheck sweep " + " ".join(argv or []), "seed": cfg.seed,
-            "examples per cell": cfg.examples, "dtypes": ", ".join(cfg.dtypes),
+            "examples per cell": cfg.examples,
+            "input modes per cell": ", ".join(f"{m} {n}" for m, n in mode_examples(cfg.examples).items()),
+            "dtypes": ", ".join(cfg.dtypes),
             "duration (s)": round(outcome.seconds, 2), "skipped cells": len(outcome.skipped)}
     outcome.report = report.write(outcome.results, cfg.out, title="gradcheck sweep", meta=meta)
     return outcome.report
@@ -251,7 +330,9 @@ def _names(text: str) -> tuple[str, ...]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES,
-                        help=f"generated networks per activation x loss x dtype cell (default {DEFAULT_EXAMPLES})")
+                        help="generated networks per activation x loss x dtype cell, half in the kink-margin and "
+                             "half in the realistic input mode, at least one of each "
+                             f"(default {DEFAULT_EXAMPLES})")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="sweep seed (default 0)")
     parser.add_argument("--activations", type=_names, help="comma-separated activation names (default: all)")
     parser.add_argument("--losses", type=_names, help="comma-separated loss names (default: all)")

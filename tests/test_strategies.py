@@ -299,6 +299,99 @@ def test_reference_gradients_pass_the_checker_on_generated_cases(case):
     gradcheck.assert_gradients(case.network(), case.params, case.X, case.y, symbolic=False)
 
 
+# -- cases in realistic mode ----------------------------------------------------------------------
+@FAST
+@given(gst.cases(mode="realistic"))
+def test_realistic_cases_are_valid_with_ordinary_init(case):
+    assert_valid_case(case, None)
+    spec = case.spec
+    # the init users pair with the first layer's activation; weights exactly the spec's init
+    assert spec.init == gst.REALISTIC_INIT.get(spec.layers[0].activation, "xavier")
+    init = Network(spec).init_params()
+    for k, v in case.params.items():
+        if k.startswith("W"):
+            assert v.tobytes() == init[k].tobytes(), k
+    biases = [v for k, v in case.params.items() if k.startswith("b")]
+    # biases all zero, or all the spec's small ones (N(0, 0.1))
+    assert (all(not np.any(b) for b in biases)
+            or all(b.tobytes() == init[k].tobytes() for k, b in case.params.items() if k.startswith("b")))
+
+
+def realistic_draws(n: int = 40, at: int = 1234, **options) -> list[gst.Case]:
+    """The cases a run of ``cases(mode="realistic", **options)`` seeded with ``at`` draws."""
+    seen = []
+
+    @seed(at)
+    @settings(max_examples=n, database=None, deadline=None,
+              suppress_health_check=[HealthCheck.differing_executors])
+    @given(gst.cases(mode="realistic", max_batch=8, **options))
+    def collect(case):
+        seen.append(case)
+
+    collect()
+    return seen
+
+
+def kink_crossings(case: gst.Case) -> tuple[float, bool]:
+    """The smallest distance of any pre-activation to its layer's kinks (inf without kinks), and
+    whether some unit's pre-activations lie on both sides of a kink across the batch."""
+    _, cache, _ = kink_distances(case)
+    nearest, across = math.inf, False
+    for layer, z in zip(case.spec.layers, cache.pre):
+        z = z.astype(np.float64)
+        for k in ACTIVATIONS[layer.activation].kinks:
+            nearest = min(nearest, float(np.min(np.abs(z - k))))
+            across |= bool(np.any((z.max(axis=0) > k) & (z.min(axis=0) < k)))
+    return nearest, across
+
+
+def test_realistic_mode_crosses_kinks_and_uses_float32():
+    relu = realistic_draws(activation="relu")
+    crossings = [kink_crossings(c) for c in relu]
+    assert any(near < 1e-3 for near, _ in crossings), "no relu pre-activation within 1e-3 of 0"
+    assert any(across for _, across in crossings), "no relu unit with both signs across the batch"
+    assert {c.spec.dtype for c in relu} == {"float64", "float32"}
+    assert any(across for _, across in map(kink_crossings, realistic_draws(activation="hard_tanh")))
+    # the loss's kinks are not avoided either: margins the margin mode would never produce
+    mae = realistic_draws(activation="tanh", loss="mae")
+    assert any(np.min(np.abs(kink_distances(c)[0].astype(np.float64) - c.y)) < 0.05 for c in mae)
+    hinge = realistic_draws(activation="hard_tanh", loss="hinge")
+    assert any(kink_distances(c)[2]["|y out - 1|"] < 0.05 for c in hinge)
+
+
+def test_realistic_inputs_and_biases_are_like_real_data():
+    drawn = realistic_draws(n=60, min_depth=2)
+    biased = [c for c in drawn if "b1" in c.params]
+    assert any(not np.any(c.params["b1"]) for c in biased) and any(np.any(c.params["b1"]) for c in biased)
+    assert any(np.min(np.abs(c.X.mean(axis=0))) > 1 for c in drawn if c.spec.batch >= 4)  # offset features
+    assert any(np.all(c.X >= 0) and np.any(c.X == 0) for c in drawn)  # sparse, exact zeros
+    assert all(np.max(np.abs(c.X)) < 12 for c in drawn)  # data scale, not huge values
+
+
+@FEW
+@given(gst.cases(spec=st.just(NetworkSpec(input_dim=2, layers=(Layer(3, "tanh"), Layer(1, "sigmoid")),
+                                          loss="bce", init="uniform")), mode="realistic"))
+def test_realistic_mode_for_a_given_spec_replaces_only_its_init(case):
+    assert case.spec == NetworkSpec(input_dim=2, layers=(Layer(3, "tanh"), Layer(1, "sigmoid")),
+                                    loss="bce", init="xavier")
+    assert_valid_case(case, None)
+
+
+def test_the_default_mode_is_margin():
+    assert draws(gst.cases(max_batch=3)) == draws(gst.cases(max_batch=3, mode="margin"))
+    assert draws(gst.cases(max_batch=3)) != draws(gst.cases(max_batch=3, mode="realistic"))
+    assert draws(gst.cases(mode="realistic")) == draws(gst.cases(mode="realistic"))
+
+
+def test_realistic_cases_shrink_to_a_minimal_case():
+    case = find(gst.cases(activation="relu", mode="realistic"),
+                lambda c: c.spec.depth >= 2 and c.spec.dtype == "float32", settings=SHRINK)
+    assert case.spec.widths == (1, 1, 1) and case.spec.batch == 1 and case.spec.skips == ()
+    assert case.spec.loss == "mse" and case.spec.seed == 0 and case.spec.init == "he"
+    assert not np.any(case.params["b1"])  # zero biases are the simplest
+    assert_valid_case(case, None)
+
+
 # -- argument validation ------------------------------------------------------------------------
 @pytest.mark.parametrize("make, message", [
     (lambda: gst.specs(max_depth=0), "max_depth=0 must be >= 1"),
@@ -323,6 +416,13 @@ def test_reference_gradients_pass_the_checker_on_generated_cases(case):
     (lambda: gst.cases(margin="0.1"), "margin='0.1' must be a number"),
     (lambda: gst.cases(allow_kinks=None), "allow_kinks=None must be True or False"),
     (lambda: gst.cases(weight_scales=(0,)), "weight_scales=(0,)"),
+    (lambda: gst.cases(mode="nope"), "mode='nope' must be one of 'margin', 'realistic'"),
+    (lambda: gst.cases(mode=None), "mode=None must be one of"),
+    (lambda: gst.cases(mode="realistic", margin=0.1), "mode='realistic' and margin=0.1 cannot both be given"),
+    (lambda: gst.cases(mode="realistic", allow_kinks=True), "allow_kinks=True"),
+    (lambda: gst.cases(mode="realistic", weight_scales=[2.0]), "weight_scales=[2.0]"),
+    (lambda: gst.cases(mode="realistic", inits=("he",)), "inits=('he',)"),
+    (lambda: gst.cases(mode="realistic", margin=-1), "margin=-1 must be between 0 and 0.5"),
     (lambda: gst.cases(spec=SPEC, max_depth=3), "max_depth=3"),
     (lambda: gst.cases(spec="x"), "spec='x' must be a NetworkSpec"),
     (lambda: gst.cases(spec=NetworkSpec(1, (Layer(1, "relu"),), "bce")), "cannot be built"),
