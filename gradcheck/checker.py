@@ -275,7 +275,7 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
                 judge.tensor(k, p, claimed[k])
             result = judge.result(rtol=rtol)
             if spec is not None and symbolic is not False or symbolic:
-                _symbolic(result, spec, frozen.params, frozen.X, frozen.y, claimed, result.tensors)
+                _symbolic(result, spec, frozen.params, frozen.X, frozen.y, claimed, judge)
             if not all(t.passed for t in result.tensors.values()):
                 _explain_failure(result, loss_of, work, spec_dict, frozen.X)
     except _Stop as stop:
@@ -689,8 +689,10 @@ def _complex_ok(loss_of, work, f0, noise, seed) -> tuple[bool, str, int]:
     return True, "", 5
 
 
-def _symbolic(result: Result, spec, params, X, y, claimed, tensors) -> None:
-    """Add the SymPy oracle: analytic vs symbolic and numerical vs symbolic errors."""
+def _symbolic(result: Result, spec, params, X, y, claimed, judge: _Judge | None) -> None:
+    """Add the SymPy oracle: analytic vs symbolic and numerical vs symbolic errors, then the
+    cross-check of the two oracles (:func:`_oracle_disagreement`)."""
+    tensors = result.tensors
     try:
         from gradcheck import symbolic as sym  # noqa: PLC0415 - SymPy is slow to import; only on use
         exact = sym.network_gradient(spec, params, X, y)
@@ -699,40 +701,62 @@ def _symbolic(result: Result, spec, params, X, y, claimed, tensors) -> None:
         result.symbolic_status = str(exc) if kind == "SymbolicSkipped" else f"unavailable ({kind}: {exc})"
         return
     result.symbolic_status = "ok"
+    for t in tensors.values():
+        t.symbolic = np.asarray(exact[t.name], dtype=np.float64)
+    disagreement = _oracle_disagreement(result, judge, params)
     a_vs_s, n_vs_s = 0.0, 0.0
     for k, t in tensors.items():
-        s = np.asarray(exact[k], dtype=np.float64)
-        t.symbolic = s
+        judged = ~np.asarray(t.kink, bool) if t.kink is not None else None
         eps = eps_of(t.dtype)
-        t.symbolic_max_rel_error = pair_error(claimed[k], s, eps=eps, error=t.error)
+        t.symbolic_max_rel_error = pair_error(claimed[k], t.symbolic, eps=eps, error=t.error, scale=result.scale,
+                                              where=judged)
         a_vs_s = max(a_vs_s, t.symbolic_max_rel_error)
-        n_vs_s = max(n_vs_s, pair_error(t.numerical, s, eps=eps, error=t.error))
+        n_vs_s = max(n_vs_s, pair_error(t.numerical, t.symbolic, eps=eps, error=t.error, scale=result.scale,
+                                        where=judged))
     result.oracles["analytic_vs_symbolic"] = a_vs_s
     result.oracles["numerical_vs_symbolic"] = n_vs_s
     for e in [result.worst, *result.failures, *result.kinks]:
         if e is not None and tensors[e.param].symbolic is not None:
             e.symbolic = float(tensors[e.param].symbolic[tuple(e.index)])
-    disagreement = _oracle_disagreement(tensors, result.scale)
     if disagreement is not None:
         result.passed = False
         result.problems.append(disagreement)
 
 
-def _oracle_disagreement(tensors: Mapping[str, TensorReport], scale: float) -> Problem | None:
+def _oracle_disagreement(result: Result, judge: _Judge | None, params: Mapping[str, Array]) -> Problem | None:
     """The oracles cross-check each other: numerical vs symbolic beyond the numerical estimate's
     bound (``safety x E``) plus ``oracle_ulps`` of float64 (the symbolic evaluation's own rounding),
-    on every element with a derivative (kinks left out). A wrong oracle inside a passing run is the
-    worst outcome, so this fails the check, naming the pair and the element."""
+    on every element with a derivative. An element beyond that first gets the second look (the
+    step ladder): a kink there (SymPy picks one branch, e.g. Heaviside(0) = 1/2) is left out and
+    listed like any kink; a settled estimate is compared again. A wrong oracle inside a passing run
+    is the worst outcome, so what remains fails the check, naming the pair and the element."""
     worst: tuple[float, str, tuple, float, float, float] | None = None
-    for k, t in tensors.items():
+    for k, t in result.tensors.items():
         if t.symbolic is None or t.numerical is None or t.error is None:
             continue
-        s, d = np.asarray(t.symbolic, dtype=np.float64), np.asarray(t.numerical, dtype=np.float64)
-        judged = ~np.asarray(t.kink, bool) if t.kink is not None else np.ones(d.shape, bool)
+        s, d = t.symbolic, np.asarray(t.numerical, dtype=np.float64)
+        left_out = np.asarray(t.kink, bool) if t.kink is not None else np.zeros(d.shape, bool)
+        e = np.asarray(t.error, dtype=np.float64)
         with np.errstate(all="ignore"):
-            bound = MODEL.safety * t.error + MODEL.oracle_ulps * eps_of(np.float64) * (np.abs(s) + scale)
-            excess = np.where(judged, np.abs(d - s) / bound, 0.0)
+            bound = MODEL.safety * e + MODEL.oracle_ulps * eps_of(np.float64) * (np.abs(s) + result.scale)
+            excess = np.where(left_out, 0.0, np.abs(d - s) / bound)
         excess = np.where(np.isnan(excess), np.inf, excess)
+        for flat_i in np.flatnonzero(excess.reshape(-1) > 1)[:MAX_REFINE]:
+            i = np.unravel_index(int(flat_i), d.shape)
+            if judge is None:
+                continue
+            ref = judge._second_look(k, params[k], int(flat_i))
+            if ref.status != "smooth":  # no single derivative here: not the oracles' quarrel
+                left_out[i] = True
+                t.kink = left_out
+                t.n_kinks += 1
+                result.kinks.append(Element(k, [int(v) for v in i], float(t.claimed[i]), float(d[i]), 0.0,
+                                            math.nan, float(e[i]), ref.step, note="kink"))
+                excess[i] = 0.0
+                continue
+            b_i = MODEL.safety * ref.error + MODEL.oracle_ulps * eps_of(np.float64) * (abs(s[i]) + result.scale)
+            excess[i] = abs(ref.value - s[i]) / b_i if b_i > 0 else math.inf
+            d[i], bound[i] = ref.value, b_i
         if excess.size and float(excess.max()) > 1:
             i = np.unravel_index(int(np.argmax(excess)), d.shape)
             if worst is None or excess[i] > worst[0]:

@@ -91,17 +91,23 @@ def compare(claimed: Array, numerical: Array, error: Array, *, claimed_eps: floa
 
 
 def pair_error(a: Array, b: Array, *, floor_ulps: float = ANALYTIC_ULPS, eps: float = 2.220446049250313e-16,
-               error: Array | None = None) -> float:
-    """Max relative error of ``a`` against reference ``b``, with the same kind of floor as
-    :func:`compare`: ``max(error bound, floor_ulps * eps * max|b|)``. Used to report how far two
-    gradients (e.g. two oracles) are apart; not a verdict."""
+               error: Array | None = None, scale: float = 0.0, where: Array | None = None) -> float:
+    """Max relative error of ``a`` against reference ``b`` over the elements ``where`` selects, with
+    the same kind of floor as :func:`compare`: ``max(error bound, floor_ulps * eps * max(max|b|,
+    scale))`` (``scale``: the check's gradient scale, which keeps an exactly-zero gradient from
+    reading as a huge relative error). How far two gradients (e.g. two oracles) are apart; not a
+    verdict."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
+    if where is not None:
+        a, b = a[where], b[where]
+        error = np.asarray(error)[where] if error is not None else None
     if a.size == 0:
         return 0.0
     with np.errstate(all="ignore"):
-        scale = float(np.max(np.abs(b)))
-        floor = max(floor_ulps * eps * scale, float(np.max(error)) if error is not None else 0.0, 1e-300)
+        big = max(float(np.max(np.abs(b))), scale)
+        floor = max(floor_ulps * eps * big, float(np.max(error)) if error is not None and error.size else 0.0,
+                    np.finfo(np.float64).tiny)
         r = np.abs(a - b) / np.maximum(np.abs(b), floor)
     r = np.where(np.isnan(r), np.inf, r)
     return float(np.max(r))

@@ -31,8 +31,9 @@ class Constants:
     claimed_probe_ulps: float = _c(1024.0, "step of the claimed-gradient rounding probe, in ulps of each "
                                            "parameter: wide enough to re-draw every rounding, too narrow "
                                            "to cross a kink")
-    claimed_probe_points: int = _c(6, "points per direction of the claimed-gradient probe (its 3rd and "
-                                      "4th differences cancel the smooth change and leave the rounding)")
+    claimed_probe_points: int = _c(7, "points per direction of the claimed-gradient probe, x itself left "
+                                      "out (their 3rd and 4th differences cancel the smooth change and "
+                                      "leave the rounding)")
     claimed_probe_directions: int = _c(2, "random directions of the claimed-gradient probe; per element "
                                           "the quieter one wins when one is 10x noisier (a jump)")
     nondeterminism_ulps: float = _c(1024.0, "two calls with identical inputs may differ by this many ulps "
@@ -44,11 +45,14 @@ class Constants:
                                "before truncation falls below rounding); usually 3 rungs settle it")
     ladder_agreement_sd: float = _c(4.0, "sd of rounding within which two estimates agree (successive "
                                          "Richardson values; a gap and half the previous one)")
+    ladder_halving_band: float = _c(0.05, "a smooth one-sided gap halves with the step: ratio 0.5 within this "
+                                          "band (plus rounding) at two successive steps; kinks of other units "
+                                          "crossed at spread-out distances give ratios of 0.6-0.7 (a larger "
+                                          "curvature term only costs another rung: it shrinks 4x a rung)")
     kink_gap_sd: float = _c(8.0, "one-sided differences disagree significantly beyond this many sd of "
                                  "their rounding")
-    kink_ratio_band: float = _c(0.2, "a smooth one-sided gap halves with the step (ratio 0.5 +- band/2 at "
-                                     "two successive steps); a kink at x keeps it (ratio 1 +- band at two "
-                                     "successive steps, significant at all three)")
+    kink_ratio_band: float = _c(0.2, "a kink at x keeps the one-sided gap as the step shrinks: ratio 1 "
+                                     "within this band at two successive steps, significant at all three")
     oracle_ulps: float = _c(64.0, "ulps of (|symbolic| + scale) allowed between two oracles besides the "
                                   "numerical estimate's bound (the symbolic float64 evaluation rounds "
                                   "too); beyond them the run fails as an oracle disagreement")

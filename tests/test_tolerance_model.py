@@ -98,7 +98,7 @@ def test_the_ladder_steps_over_a_kink_crossed_by_the_step(fraction):
     assert ref.status == "smooth", ref
     # the derivative at x is cos(x): the kink lies beyond x (a > 0), so it plays no part
     assert abs(ref.value - math.cos(x0)) <= max(MODEL.safety * ref.error, 1e-12), ref
-    assert ref.step < fraction * h, ref  # the estimate kept never crossed the kink
+    assert ref.step <= fraction * h, ref  # the estimate kept never crossed the kink (x + a itself is on it)
     assert work["t"][0] == x0  # restored
 
 
