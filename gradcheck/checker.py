@@ -703,7 +703,13 @@ def _symbolic(result: Result, spec, params, X, y, claimed, judge: _Judge | None)
     result.symbolic_status = "ok"
     for t in tensors.values():
         t.symbolic = np.asarray(exact[t.name], dtype=np.float64)
-    disagreement = _oracle_disagreement(result, judge, params)
+    def symbolic_at(k: str, flat_i: int, delta: float) -> float:
+        """The symbolic gradient's element with that one parameter moved by ``delta``."""
+        moved = {name: np.array(v, dtype=np.float64, copy=True) for name, v in params.items()}
+        moved[k].reshape(-1)[flat_i] += delta
+        return float(np.asarray(sym.network_gradient(spec, moved, X, y)[k], dtype=np.float64).reshape(-1)[flat_i])
+
+    disagreement = _oracle_disagreement(result, judge, params, symbolic_at)
     a_vs_s, n_vs_s = 0.0, 0.0
     for k, t in tensors.items():
         judged = ~np.asarray(t.kink, bool) if t.kink is not None else None
@@ -723,12 +729,17 @@ def _symbolic(result: Result, spec, params, X, y, claimed, judge: _Judge | None)
         result.problems.append(disagreement)
 
 
-def _oracle_disagreement(result: Result, judge: _Judge | None, params: Mapping[str, Array]) -> Problem | None:
+def _oracle_disagreement(result: Result, judge: _Judge | None, params: Mapping[str, Array],
+                         symbolic_at: Callable[[str, int, float], float] | None = None) -> Problem | None:
     """The oracles cross-check each other: numerical vs symbolic beyond the numerical estimate's
     bound (``safety x E``) plus ``oracle_ulps`` of float64 (the symbolic evaluation's own rounding),
     on every element with a derivative. An element beyond that first gets the second look (the
     step ladder): a kink there (SymPy picks one branch, e.g. Heaviside(0) = 1/2) is left out and
-    listed like any kink; a settled estimate is compared again. A wrong oracle inside a passing run
+    listed like any kink; a settled estimate is compared again. Where the symbolic value at x is
+    a branch convention (a pre-activation exactly on a kink whose effect the loss does not feel,
+    e.g. a chain of dead ReLUs), the symbolic gradient a quarter step to either side tells: if
+    those two differ, or both agree with the numerical estimate, x sits on a branch point of the
+    expression and the element is left out as a kink. A wrong oracle inside a passing run
     is the worst outcome, so what remains fails the check, naming the pair and the element."""
     worst: tuple[float, str, tuple, float, float, float] | None = None
     for k, t in result.tensors.items():
@@ -757,6 +768,19 @@ def _oracle_disagreement(result: Result, judge: _Judge | None, params: Mapping[s
             b_i = MODEL.safety * ref.error + MODEL.oracle_ulps * eps_of(np.float64) * (abs(s[i]) + result.scale)
             excess[i] = abs(ref.value - s[i]) / b_i if b_i > 0 else math.inf
             d[i], bound[i] = ref.value, b_i
+            if excess[i] > 1 and symbolic_at is not None:
+                try:
+                    above, below = (symbolic_at(k, int(flat_i), sign * ref.step / 4) for sign in (1.0, -1.0))
+                except Exception:  # the oracle could not evaluate there: keep the disagreement
+                    continue
+                branch = abs(above - below) > b_i or (abs(above - ref.value) <= b_i and abs(below - ref.value) <= b_i)
+                if branch:
+                    left_out[i] = True
+                    t.kink = left_out
+                    t.n_kinks += 1
+                    result.kinks.append(Element(k, [int(v) for v in i], float(t.claimed[i]), float(d[i]), 0.0,
+                                                math.nan, float(e[i]), ref.step, note="kink"))
+                    excess[i] = 0.0
         if excess.size and float(excess.max()) > 1:
             i = np.unravel_index(int(np.argmax(excess)), d.shape)
             if worst is None or excess[i] > worst[0]:
