@@ -737,7 +737,7 @@ def _oracle_disagreement(result: Result, judge: _Judge | None, params: Mapping[s
     step ladder): a kink there (SymPy picks one branch, e.g. Heaviside(0) = 1/2) is left out and
     listed like any kink; a settled estimate is compared again. Where the symbolic value at x is
     a branch convention (a pre-activation exactly on a kink whose effect the loss does not feel,
-    e.g. a chain of dead ReLUs), the symbolic gradient a quarter step to either side tells: if
+    e.g. a chain of dead ReLUs), the symbolic gradient 64 ulps to either side tells: if
     those two differ, or both agree with the numerical estimate, x sits on a branch point of the
     expression and the element is left out as a kink. A wrong oracle inside a passing run
     is the worst outcome, so what remains fails the check, naming the pair and the element."""
@@ -770,7 +770,9 @@ def _oracle_disagreement(result: Result, judge: _Judge | None, params: Mapping[s
             d[i], bound[i] = ref.value, b_i
             if excess[i] > 1 and symbolic_at is not None:
                 try:
-                    above, below = (symbolic_at(k, int(flat_i), sign * ref.step / 4) for sign in (1.0, -1.0))
+                    # a few ulps to either side: the branch is decided there, the smooth change is not seen
+                    delta = 64 * eps_of(np.float64) * max(1.0, abs(float(params[k].reshape(-1)[flat_i])))
+                    above, below = (symbolic_at(k, int(flat_i), sign * delta) for sign in (1.0, -1.0))
                 except Exception:  # the oracle could not evaluate there: keep the disagreement
                     continue
                 branch = abs(above - below) > b_i or (abs(above - ref.value) <= b_i and abs(below - ref.value) <= b_i)
