@@ -270,7 +270,8 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
             if not all(judge.first_look(k, p, claimed[k]) for k, p in frozen.params.items()):
                 # something fails as it stands: measure the claimed gradient's own rounding before
                 # any verdict (ill-conditioned but correct arithmetic is not a bug)
-                judge.claimed_noise = _claimed_noise(fn, frozen, claimed, run, seed)
+                measured = _claimed_noise(fn, frozen, claimed, run, seed)
+                judge.claimed_noise, judge.jumps = measured.sd, measured.jump
             for k, p in frozen.params.items():
                 judge.tensor(k, p, claimed[k])
             result = judge.result(rtol=rtol)
@@ -407,7 +408,7 @@ def _loss_for_differences(fn: Fn, loss_fn, frozen: _Frozen, loss: float, run: _R
 
 
 def _claimed_noise(fn: Fn, frozen: _Frozen, claimed: dict[str, Array], run: _Run,
-                   seed: int) -> dict[str, Array]:
+                   seed: int) -> numerical.ClaimedRounding:
     """Rounding (sd) of each claimed entry, measured by calling fn a few ulps away
     (:func:`gradcheck.numerical.gradient_noise`); fn's faults there end the check as usual."""
     def grad_at(point: dict[str, Array]) -> dict[str, Array]:
@@ -423,8 +424,7 @@ def _claimed_noise(fn: Fn, frozen: _Frozen, claimed: dict[str, Array], run: _Run
             raise _Stop(Problem("raised", f"fn raised {type(exc).__name__}: {exc} (at a point a few ulps "
                                           "from params, while measuring the rounding of its gradient)")) from None
 
-    noise, _ = numerical.gradient_noise(grad_at, frozen.params, claimed, seed=seed)
-    return noise
+    return numerical.gradient_noise(grad_at, frozen.params, claimed, seed=seed)
 
 
 def _claimed_eps(c: Array, p: Array) -> float:
@@ -476,6 +476,8 @@ class _Judge:
         self.loss_of, self.work, self.loss, self.noise, self.est, self.run = loss_of, work, loss, noise, est, run
         self.rtol, self.detect_kinks = rtol, detect_kinks
         self.claimed_noise = claimed_noise or {}
+        #: where fn's gradient jumps at x itself (a convention at an exact kink of its code path)
+        self.jumps: dict[str, Array] = {}
         self.used = run.common["scheme"]
         with np.errstate(all="ignore"):
             self.global_scale = max(float(np.max(np.abs(g))) for g in est.grad.values())
@@ -504,6 +506,7 @@ class _Judge:
         h = est.step[k].astype(np.float64).copy()
         cn = self.claimed_noise.get(k)
         kink = np.zeros(p.shape, bool)
+        jumped = np.zeros(p.shape, bool)  # kinks found by fn's gradient jumping at x
         unsettled = np.zeros(p.shape, bool)
         refined = np.zeros(p.shape, bool)
         by_central = np.zeros(p.shape, bool)  # complex step overruled by central differences
@@ -525,8 +528,15 @@ class _Judge:
             todo = bad[: max(0, MAX_REFINE - self.refined_total)]
             if todo.size < bad.size:
                 run.notes.append(f"{k}: {bad.size - todo.size} failing elements not re-examined (limit {MAX_REFINE})")
+            jumps = self.jumps.get(k)
             for flat_i in todo:
                 i = np.unravel_index(flat_i, p.shape)
+                if self.detect_kinks and jumps is not None and jumps[i]:
+                    # fn's own gradient jumps exactly at x: its value there is a convention on a
+                    # path through an exact kink, whatever the loss does; left out like a kink
+                    kink[i] = jumped[i] = True
+                    refined[i] = True
+                    continue
                 ref = self._second_look(k, p, int(flat_i))
                 refined[i] = True
                 self.refined_total += 1
@@ -592,7 +602,7 @@ class _Judge:
                 self.closest = element(ix)
         order = np.argsort(-np.where(failed, cmp.rel, -1).reshape(-1))[: int(failed.sum())]
         self.failures += [element(np.unravel_index(j, p.shape)) for j in order[:MAX_LISTED]]
-        self.kinks += [element(tuple(ix), "kink" if kink[tuple(ix)] else "unsettled")
+        self.kinks += [element(tuple(ix), "jump" if jumped[tuple(ix)] else "kink" if kink[tuple(ix)] else "unsettled")
                        for ix in np.argwhere(left_out)[:MAX_LISTED]]
 
     def _second_look(self, k: str, p: Array, flat_i: int) -> numerical.Refinement:

@@ -459,8 +459,18 @@ def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, 
     return Refinement(value, error, False, sided, calls, "unsettled", hs[-1] if hs else h)
 
 
+@dataclass
+class ClaimedRounding:
+    """What :func:`gradient_noise` measured: per tensor the rounding sd of each claimed entry and
+    where the claimed gradient jumps at x itself; ``calls`` of the code under test."""
+
+    sd: dict[str, Array]
+    jump: dict[str, Array]
+    calls: int
+
+
 def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], params: Mapping[str, Array],
-                   base: Mapping[str, Array], *, seed: int = 0) -> tuple[dict[str, Array], int]:
+                   base: Mapping[str, Array], *, seed: int = 0) -> ClaimedRounding:
     """The rounding (sd) of every element of a claimed gradient, measured.
 
     ``grad_at(p)`` returns the gradient at ``p`` (the code under test); ``base`` is its value at
@@ -478,13 +488,16 @@ def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], p
     pooled over both orders. Per element the directions are pooled, unless one is 10x noisier
     than the other (a jump): then the quieter one; the tensor's median is a floor for each entry
     (the per-element estimate rests on few differences; a tensor's entries share one computation).
-    Returns ``(sd per tensor, calls)``.
+    Also marks the entries where ``g(x)`` itself departs from the lines' extrapolation to x: the
+    code's gradient jumps exactly there (a subgradient convention on a path that crosses a kink at
+    x, while the loss may even be smooth: two leaky ReLUs in a row at exactly 0).
     """
     from gradcheck.tolerance import MODEL  # noqa: PLC0415
 
     rng = np.random.default_rng(seed + 7)
     m = int(MODEL.claimed_probe_points)
     per_direction: list[dict[str, Array]] = []
+    lines: list[list[dict[str, Array]]] = []
     calls = 0
     for _ in range(int(MODEL.claimed_probe_directions)):
         unit = {}
@@ -515,6 +528,7 @@ def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], p
                     parts.append(gamma * np.mean(diff * diff, axis=0))
                 sd[k] = np.sqrt(np.mean(parts, axis=0))
         per_direction.append(sd)
+        lines.append(seq)
     out = {}
     for k in base:
         sds = np.stack([d[k] for d in per_direction])
@@ -528,7 +542,23 @@ def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], p
         finite = per_element[np.isfinite(per_element)]
         typical = float(np.median(finite)) if finite.size else 0.0
         out[k] = np.where(np.isfinite(per_element), np.maximum(per_element, typical), np.inf)
-    return out, calls
+    # does the gradient jump at x itself? A quadratic through each line's points, extrapolated to
+    # j = 0, against g(x): beyond that extrapolation's rounding, g(x) is a convention taken at an
+    # exact kink of the code's path (relu'(0) of a pre-activation that is exactly 0), not a limit
+    jump = {}
+    design = np.vander(np.arange(1.0, m + 1), 3, increasing=True)
+    weights = np.linalg.lstsq(design, np.eye(m), rcond=None)[0][0]  # value at j = 0 from the m points
+    gain = float(np.sqrt(np.sum(weights ** 2)))
+    for k in base:
+        g0 = np.asarray(base[k], dtype=np.float64)
+        allowed = MODEL.safety * (1 + gain) * out[k] + MODEL.analytic_ulps * machine_eps(np.float64) * np.abs(g0)
+        hits = np.zeros(g0.shape, bool)
+        for seq in lines:
+            with np.errstate(all="ignore"):
+                predicted = np.tensordot(weights, np.stack([s[k] for s in seq]), axes=1)
+                hits |= np.abs(g0 - predicted) > allowed
+        jump[k] = hits
+    return ClaimedRounding(out, jump, calls)
 
 
 def directional(loss: LossFn, params: dict[str, Array], direction: dict[str, Array], h: float) -> float:

@@ -400,10 +400,16 @@ def explain(r: Result) -> str:
         lines.append(f"  likely bug: {r.diagnosis.message} (confidence {r.diagnosis.confidence})")
     elif not r.passed and r.failures:
         lines.append("  likely bug: no known pattern in the errors")
-    kinks = [e for e in r.kinks if e.note != "unsettled"]
+    kinks = [e for e in r.kinks if e.note not in ("unsettled", "jump")]
+    jumps = [e for e in r.kinks if e.note == "jump"]
     unsettled = [e for e in r.kinks if e.note == "unsettled"]
+    if jumps:
+        lines.append(f"  kinks in your code's path: {len(jumps)} element(s) left out of the verdict "
+                     f"({_listed(jumps, len(jumps))}): your gradient jumps exactly at these parameters "
+                     "(a convention such as relu'(0) taken where a pre-activation is exactly 0), so its "
+                     "value there is a subgradient choice, not a limit")
     if kinks:
-        n = sum(t.n_kinks for t in r.tensors.values()) or len(kinks)
+        n = (sum(t.n_kinks for t in r.tensors.values()) - len(jumps)) or len(kinks)
         lines.append(f"  kinks: {n} element(s) left out of the verdict ({_listed(kinks, n)}): "
                      "one-sided differences disagree and do not shrink with the step, so the loss is not "
                      "differentiable there and any subgradient is acceptable")

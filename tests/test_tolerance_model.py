@@ -52,8 +52,10 @@ def test_measured_gradient_rounding_covers_the_actual_rounding(offset):
     params, y = offset_batch(offset)
     _, claimed = batchnorm(params, None, y)
     _, truth = batchnorm({k: v.astype(np.longdouble) for k, v in params.items()}, None, y.astype(np.longdouble))
-    noise, calls = numerical.gradient_noise(lambda p: batchnorm(p, None, y)[1], params, claimed)
-    assert calls == MODEL.claimed_probe_points * MODEL.claimed_probe_directions
+    measured = numerical.gradient_noise(lambda p: batchnorm(p, None, y)[1], params, claimed)
+    noise = measured.sd
+    assert measured.calls == MODEL.claimed_probe_points * MODEL.claimed_probe_directions
+    assert not any(j.any() for j in measured.jump.values())  # smooth code: no jump at x
     for k in ("x", "g"):
         actual = np.abs(claimed[k] - truth[k]).astype(np.float64)
         assert np.all(actual <= MODEL.safety * noise[k]), (k, actual, noise[k])
@@ -170,3 +172,38 @@ def test_a_wrong_symbolic_oracle_fails_the_check_as_an_oracle_disagreement(monke
     assert r.problems[0].param == "W1" and r.problems[0].index == [0, 1]
     assert str(r).startswith("gradcheck FAILED: the oracles disagree: numerical vs symbolic at W1[0, 1]")
     assert r.diagnosis is None  # fn is not blamed
+
+
+# -- a convention on a path through an exact kink, where the loss itself is smooth ----------------------
+def two_leaky_layers(p, X, y):
+    """leaky_relu(leaky_relu(X W1 + b1) W2), loss sum((out - y)^2) / 2, backward with the usual
+    convention leaky'(0) = 0.01. A zero input row with b1 = 0 puts its pre-activations exactly at 0;
+    where W2 < 0 the composite is smooth there (slope 0.01 from both sides) while the chain rule with
+    the convention gives 0.0001: the loss is differentiable, the code's gradient jumps at x."""
+    slope = lambda z: np.where(z > 0, 1.0, 0.01)  # noqa: E731
+    z1 = X @ p["W1"] + p["b1"]
+    a1 = z1 * slope(z1)
+    z2 = a1 @ p["W2"]
+    out = z2 * slope(z2)
+    r = out - y
+    dz2 = r * slope(z2)
+    dz1 = (dz2 @ p["W2"].T) * slope(z1)
+    return 0.5 * float(np.sum(r * r)), {"W1": X.T @ dz1, "b1": dz1.sum(0), "W2": a1.T @ dz2}
+
+
+def test_a_convention_on_an_exact_kink_of_the_path_is_left_out_and_a_bug_still_fails():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((4, 2))
+    X[2] = 0.0  # padding: a row of zeros
+    params = {"W1": rng.standard_normal((2, 3)), "b1": np.zeros(3), "W2": -np.abs(rng.standard_normal((3, 1)))}
+    y = rng.standard_normal((4, 1))
+    y[2] = 0.7  # the zero row's output is 0: a non-zero upstream gradient there
+    ok = gradcheck.check(two_leaky_layers, params, X, y, scheme="central")
+    assert ok.passed, str(ok)
+    assert any(e.note == "jump" for e in ok.kinks) and "kinks in your code's path" in str(ok), str(ok)
+
+    def planted(p, X_, y_):
+        loss, g = two_leaky_layers(p, X_, y_)
+        return loss, dict(g, W2=g["W2"] * 1.01)
+    bad = gradcheck.check(planted, params, X, y, scheme="central")
+    assert not bad.passed and bad.worst_param == "W2", str(bad)
