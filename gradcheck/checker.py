@@ -722,7 +722,13 @@ def _symbolic(result: Result, spec, params, X, y, claimed, judge: _Judge | None)
     disagreement = _oracle_disagreement(result, judge, params, symbolic_at)
     a_vs_s, n_vs_s = 0.0, 0.0
     for k, t in tensors.items():
-        judged = ~np.asarray(t.kink, bool) if t.kink is not None else None
+        judged = ~np.asarray(t.kink, bool) if t.kink is not None else np.ones(t.symbolic.shape, bool)
+        # like the headline: only entries the numerical estimate resolves (|symbolic| clearly above
+        # the bound the cross-check allows); the rest were judged on absolute agreement
+        with np.errstate(all="ignore"):
+            allowed = MODEL.safety * np.asarray(t.error, dtype=np.float64) + MODEL.oracle_ulps * eps_of(
+                np.float64) * (np.abs(t.symbolic) + result.scale)
+        judged = judged & (np.abs(t.symbolic) >= MODEL.resolved_factor * allowed)
         eps = eps_of(t.dtype)
         t.symbolic_max_rel_error = pair_error(claimed[k], t.symbolic, eps=eps, error=t.error, scale=result.scale,
                                               where=judged)
