@@ -169,7 +169,7 @@ def _strict_json(text: str):
 
 def test_json_is_versioned_and_has_no_nan_literals(written):
     doc = _strict_json((written / "gradcheck.json").read_text(encoding="utf-8"))
-    assert doc["schema"] == report.SCHEMA_ID == "gradcheck-report/1"
+    assert doc["schema"] == report.SCHEMA_ID == "gradcheck-report/2"
     assert doc["summary"]["checks"] == len(sample_results())
     assert doc["summary"]["failed"] == sum(not r.passed for r in sample_results())
     assert doc["meta"] == {"seed": 7, "command": "pytest tests/test_report.py", "duration": 1.5}
@@ -190,7 +190,17 @@ def test_json_validates_against_the_schema(written):
     bad = json.loads(json.dumps(doc))
     bad["results"][0]["max_rel_error"] = "huge"
     assert not validator.is_valid(bad)
-    assert not validator.is_valid({**doc, "schema": "gradcheck-report/2"})
+    assert not validator.is_valid({**doc, "schema": "gradcheck-report/3"})
+    # schema 2's new fields are there and typed: a margin must be a number
+    assert {"margin", "normwise", "n_below_resolution", "closest"} <= set(doc["results"][0])
+    assert {"margin", "normwise", "n_below_resolution", "n_unsettled"} <= set(next(iter(doc["results"][0]["tensors"].values())))
+    assert doc["summary"]["closest"]["margin"] == max(r["margin"] for r in doc["results"] if r["margin"] != "nan")
+    bad = json.loads(json.dumps(doc))
+    bad["results"][0]["margin"] = "small"
+    assert not validator.is_valid(bad)
+    bad = json.loads(json.dumps(doc))
+    bad["results"][0]["closest"]["resolved"] = "yes"
+    assert not validator.is_valid(bad)
     assert not validator.is_valid({k: v for k, v in doc.items() if k != "results"})
 
 
@@ -374,11 +384,9 @@ def test_one_heatmap_per_oracle_pair_with_failures_marked(written):
     pytest.importorskip("matplotlib", reason="matplotlib not installed: the heatmaps are tables")
     html, page = _page(written / "index.html")
     figures = [a["id"] for t, a in page.tags if t == "figure" and a.get("id", "").startswith("heatmap-")]
-    # symbolic oracle off in these samples: one pair; one map per dtype, float64 first
-    assert figures == ["heatmap-analytic_vs_numerical-float64", "heatmap-analytic_vs_numerical-float32"]
-    heat32 = html[html.index('id="heatmap-analytic_vs_numerical-float32"'):]
-    heat32 = heat32[: heat32.index("</figure>")]
-    assert ">tanh</text>" in heat32 and ">relu</text>" not in heat32  # only the float32 check's cell
+    # symbolic oracle off in these samples: one pair; one map per dtype, float64 first; the float32
+    # map would be a single cell (one float32 check): a 1 x 1 map is not drawn
+    assert figures == ["heatmap-analytic_vs_numerical-float64"]
     heat = html[html.index('id="heatmap-analytic_vs_numerical-float64"'):]
     heat = heat[: heat.index("</figure>")]
     # 6 activations x 4 losses; failing cells marked with a cross; nan shown as text
@@ -387,6 +395,7 @@ def test_one_heatmap_per_oracle_pair_with_failures_marked(written):
     assert heat.count("✗") == len({(r.spec["layers"][0]["activation"], r.spec["loss"])
                                     for r in sample_results() if not r.passed and r.spec})
     assert ">✗ inf</text>" in heat  # the nan gradient: the check failed with an infinite error
+    assert "worst margin" in heat  # coloured by margin, split at 1
 
 
 def test_three_oracle_pairs_give_three_heatmaps(tmp_path):
@@ -460,7 +469,8 @@ def test_size_of_a_500_check_report(tmp_path):
     assert size < 3e6, size
     if charts.available():
         from gradcheck.report.html import MAX_STEP_CHARTS
-        assert path.read_text().count("<svg") == 2 + 1 + MAX_STEP_CHARTS  # heatmaps, histogram, step curves
+        # the float64 heatmap (the float32 one is 1 x 1: not drawn), histogram, step curves
+        assert path.read_text().count("<svg") == 1 + 1 + MAX_STEP_CHARTS
     assert (tmp_path / "gradcheck.json").stat().st_size < 3e6
 
 
@@ -527,3 +537,117 @@ def test_plugin_style_dicts_with_float_nan(tmp_path):
     doc = _strict_json((tmp_path / "gradcheck.json").read_text())
     assert doc["results"][0]["max_rel_error"] == "nan"
     assert "nan" in (tmp_path / "index.html").read_text()
+
+
+# -- schema 2: margins, the closest call, old files, a scannable page ---------------------------------------
+_V2_RESULT = ("margin", "normwise", "n_below_resolution", "closest", "scale")
+_V2_TENSOR = ("margin", "normwise", "n_below_resolution", "n_unsettled", "claimed_noise")
+_V2_ELEMENT = ("margin", "resolved", "claimed_noise")
+
+
+def _as_schema_1(d: dict) -> dict:
+    """A result dict as gradcheck-report/1 wrote it (no margins)."""
+    d = {k: v for k, v in json.loads(json.dumps(d)).items() if k not in _V2_RESULT}
+    d["tensors"] = {k: {f: x for f, x in t.items() if f not in _V2_TENSOR} for k, t in d["tensors"].items()}
+    for key in ("failures", "kinks"):
+        d[key] = [{f: x for f, x in e.items() if f not in _V2_ELEMENT} for e in d[key]]
+    if d.get("worst"):
+        d["worst"] = {f: x for f, x in d["worst"].items() if f not in _V2_ELEMENT}
+    return d
+
+
+def test_schema_1_files_still_load_and_render(written, tmp_path, capsys):
+    from gradcheck.cli import main
+    doc = json.loads((written / "gradcheck.json").read_text())
+    old = {**doc, "schema": "gradcheck-report/1", "results": [_as_schema_1(d) for d in doc["results"]]}
+    for key in ("closest", "worst_by_dtype", "margins", "verdict"):
+        old["summary"].pop(key)
+    src = tmp_path / "old" / "gradcheck.json"
+    src.parent.mkdir()
+    src.write_text(json.dumps(old))
+    saved = report.load(src)
+    assert saved.schema == "gradcheck-report/1" and len(saved.results) == len(doc["results"])
+    assert main(["report", str(src), "--out", str(tmp_path / "new")]) == 0
+    html = (tmp_path / "new/index.html").read_text()
+    assert 'id="closest-call"' in html  # margins derived from the per-tensor errors and tolerances
+    assert json.loads((tmp_path / "new/gradcheck.json").read_text())["schema"] == "gradcheck-report/2"
+    rows = records.make_rows(saved.results)
+    for row, r in zip(rows, sample_results()):
+        if r.passed and r.tensors:
+            assert row.margin < 1, row.name
+        if not r.passed and r.tensors and not any(math.isnan(t.max_rel_error) for t in r.tensors.values()):
+            assert row.margin >= 1 or r.problems, row.name
+
+
+def test_summary_leads_with_verdict_closest_call_and_worst_per_dtype(written):
+    html = (written / "index.html").read_text()
+    doc = json.loads((written / "gradcheck.json").read_text())
+    s = doc["summary"]
+    assert s["verdict"] == "failed"
+    assert set(s["worst_by_dtype"]) == {"float32", "float64"}
+    closest = html[html.index('id="closest-call"'):]
+    closest = closest[: closest.index("</div>")]
+    assert "× tolerance" in closest and f'href="#{s["closest"]["anchor"]}"' in closest
+    summary = html[html.index('id="summary"'):html.index("</section>")]
+    assert summary.index("closest-call") < summary.index("worst max relative error, float64") < summary.index("seed")
+    # the tolerance row is gone (its max was the absolute floor of unresolved entries): margins instead
+    assert "tolerance, float64" not in summary and "margin, float64" in summary
+
+
+def test_no_one_by_one_heatmap_for_a_single_check_or_a_lesson(tmp_path):
+    rs = sample_results()
+    one = [next(r for r in rs if r.name == "tanh x mse: sign flip in W1")]
+    assert "heatmap-" not in report.write(one, tmp_path / "one").read_text()
+    lesson = [one[0], next(r for r in rs if r.name == "tanh x mse")]  # bug and fix: one cell
+    assert "heatmap-" not in report.write(lesson, tmp_path / "lesson", title="gradcheck lesson: sign-flip").read_text()
+
+
+def test_exact_zero_is_annotated_exact():
+    pytest.importorskip("matplotlib")
+    cells = [records.Cell("tanh", "mse", 0.0, 1, 0, 0.0), records.Cell("relu", "mse", 2.5e-9, 1, 0, 0.01),
+             records.Cell("tanh", "bce", 1e-3, 2, 1, 40.0)]
+    svg = charts.heatmap(cells, "analytic_vs_symbolic", "float64")
+    assert ">exact</text>" in svg and ">0</text>" not in svg
+    assert ">2.5e\u22129</text>" in svg and ">✗ 1.0e\u22123</text>" in svg
+
+
+def test_margin_colours_split_at_one():
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import Normalize
+    cmap, norm = charts.margin_cmap(), Normalize(charts.MARGIN_LOG_MIN, charts.MARGIN_LOG_MAX)
+    for m in (1e-6, 1e-3, 0.1, 0.5, 0.99):  # passing: calm blues
+        r, g, b, _ = cmap(norm(math.log10(m)))
+        assert b > r, m
+    for m in (1.0, 1.5, 10, 1e6):  # at or above the tolerance: red
+        r, g, b, _ = cmap(norm(min(math.log10(m), charts.MARGIN_LOG_MAX)))
+        assert r > 0.35 and r > 2 * b and r > 2 * g, m
+
+
+def test_activation_and_loss_columns_only_for_records_with_a_spec(tmp_path, written):
+    rs = sample_results()
+    nospec = [r for r in rs if r.spec is None] + [Result.from_dict({**rs[0].to_dict(), "spec": None, "name": "t.py::test_a[2]"})]
+    html = report.write(nospec, tmp_path).read_text()
+    assert ">Activation</th>" not in html and ">Loss</th>" not in html and 'name="activation"' not in html
+    full = (written / "index.html").read_text()
+    assert ">Activation</th>" in full and ">Loss</th>" in full
+
+
+def test_natural_sort_key_and_collapsed_passing_rows(written):
+    from gradcheck.report import html as h
+    names = ["net [16]", "net [2]", "net [2] b", "Net [1]"]
+    assert sorted(names, key=h.natural_key) == ["Net [1]", "net [2]", "net [2] b", "net [16]"]
+    page = (written / "index.html").read_text()
+    assert 'id="show-passing"' in page and "collapse-passing" in page  # > 20 checks: passing collapsed
+    assert '"000000".slice(d.length) + d' in page  # report.js pads digit runs to 6 like natural_key
+
+
+def test_reproduce_is_a_runnable_command_when_one_is_known():
+    d = sample_results()[0].to_dict()
+    cmd = records.rerun_command(d, {"command": "gradcheck sweep --examples 1", "seed": 3, "examples per cell": 1})
+    assert cmd == ("gradcheck sweep --activations tanh --losses mse --dtype float64 --seed 3 --examples 1 "
+                   "--out reports/rerun")
+    assert records.rerun_command(d, {"command": "gradcheck check ex.py:factory --seed 1"}) == "gradcheck check ex.py:factory --seed 1"
+    assert records.rerun_command(d, {}, "gradcheck lesson: sign-one-layer") == "gradcheck teach sign-one-layer"
+    assert records.rerun_command({**d, "spec": None, "name": "tests/t.py::test_g[a b]"}) == \
+        "python -m pytest 'tests/t.py::test_g[a b]'"
+    assert records.rerun_command({**d, "spec": None, "name": "my layer"}) is None

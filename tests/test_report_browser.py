@@ -59,7 +59,7 @@ class Watched:
         self.blocked: list[str] = []
         self.errors: list[str] = []
         self.dialogs: list[str] = []
-        self.context = browser.new_context(viewport={"width": 1366, "height": 900}, color_scheme=scheme)
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
         self.page = self.context.new_page()
         self.page.route("**/*", self._route)
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
@@ -84,6 +84,11 @@ class Watched:
         return self.page.eval_on_selector_all(
             "#checks-table tbody tr", "rows => rows.filter(r => !r.hidden).map(r => r.dataset.status)")
 
+    def show_passing(self, on: bool = True):
+        box = self.page.locator("#show-passing")
+        if box.is_checked() != on:
+            self.page.click("label[for=show-passing]")
+
     def close(self):
         self.context.close()
 
@@ -101,13 +106,15 @@ def test_offline_no_console_errors_no_dialogs(watched):
     page = watched.page
     assert page.title().startswith("gradcheck browser test")
     n = len(sample_results())
-    assert len(watched.visible_rows()) == n
+    failed = sum(not r.passed for r in sample_results())
+    assert watched.visible_rows() == ["failed"] * failed  # passing checks collapsed by default
     page.wait_for_timeout(200)
     assert watched.blocked == []
     assert watched.errors == []
     assert watched.dialogs == []
-    # the inline charts rendered (one heatmap, the histogram, step curves)
-    assert page.locator("#heatmaps svg.chart").count() == 2  # float64 and float32
+    # the inline charts rendered (one heatmap, the histogram, step curves); the float32 map would
+    # be a single cell (one float32 check) and is not drawn
+    assert page.locator("#heatmaps svg.chart").count() == 1
     assert page.locator("#distribution svg.chart").count() == 1
     assert page.locator(".failure svg.chart").count() >= 5
     SHOTS.mkdir(exist_ok=True)
@@ -139,10 +146,11 @@ def test_filter_failed_activation_loss_and_name(watched):
     page = watched.page
     rs = sample_results()
     failed = sum(not r.passed for r in rs)
-    page.select_option("#filters select[name=status]", "failed")
+    # passing checks are collapsed by default: only the failures are listed
     assert watched.visible_rows() == ["failed"] * failed
     assert page.locator("#shown").inner_text() == f"{failed} of {len(rs)} checks shown"
-    page.select_option("#filters select[name=status]", "all")
+    watched.show_passing()
+    assert len(watched.visible_rows()) == len(rs)
     page.select_option("#filters select[name=activation]", "relu")
     relu = [r for r in rs if r.spec and r.spec["layers"][0]["activation"] == "relu"]
     assert len(watched.visible_rows()) == len(relu)
@@ -177,12 +185,13 @@ def test_sort_by_error_column(watched):
     values = [as_float(v) for v in column() if v != ""]
     assert values == sorted(values)
     assert header.get_attribute("aria-sort") == "ascending"
-    # sorting by name (text) works too and keeps every row
+    # sorting by name (text) works too, in natural order ([2] before [16]), and keeps every row
+    from gradcheck.report.html import natural_key
     name = page.locator("#checks-table thead th", has_text="Check")
     name.locator("button").click()
     names = page.eval_on_selector_all("#checks-table tbody tr",
-                                      "rows => rows.map(r => r.cells[1].textContent.trim().toLowerCase())")
-    assert names == sorted(names) and len(names) == len(column())
+                                      "rows => rows.map(r => r.cells[1].querySelector('.nm').textContent.trim())")
+    assert names == sorted(names, key=natural_key) and len(names) == len(column())
     assert watched.errors == []
 
 
@@ -192,9 +201,13 @@ def test_usable_without_javascript(browser, report_url):
     context = browser.new_context(java_script_enabled=False)
     page = context.new_page()
     page.goto(report_url)
+    rs = sample_results()
     rows = page.locator("#checks-table tbody tr")
-    assert rows.count() == len(sample_results())
-    assert page.locator("#checks-table tbody tr:visible").count() == len(sample_results())
+    assert rows.count() == len(rs)
+    # the "show passing" checkbox is pure CSS: passing rows hidden by default, shown when ticked
+    assert page.locator("#checks-table tbody tr:visible").count() == sum(not r.passed for r in rs)
+    page.click("label[for=show-passing]")
+    assert page.locator("#checks-table tbody tr:visible").count() == len(rs)
     assert not page.locator("#filters").is_visible()  # controls appear only when they work
     context.close()
 
@@ -207,13 +220,44 @@ def test_dark_mode_and_print_render(browser, report_url):
     w.page.evaluate("() => document.getElementById('heatmaps').scrollIntoView()")
     w.page.screenshot(path=str(SHOTS / "report-browser-test-dark.png"))
     rows = w.page.locator("#checks-table tbody tr")
-    w.page.select_option("#filters select[name=status]", "failed")
+    w.page.select_option("#filters select[name=loss]", "mse")
     assert w.page.locator("#checks-table tbody tr:visible").count() < rows.count()
     w.page.emulate_media(media="print")
-    # printing shows every row, even the filtered-out ones, and hides the filter bar
+    # printing shows every row, even the filtered-out and the collapsed passing ones, and hides the filter bar
     assert w.page.locator("#checks-table tbody tr:visible").count() == rows.count()
     assert not w.page.locator("#filters").is_visible()
     pdf = w.page.pdf()
     assert pdf[:4] == b"%PDF" and len(pdf) > 10_000
     assert w.errors == [] and w.blocked == []
     w.close()
+
+
+def test_scannable_at_1280_px(watched):
+    """At 1280 px: the table fits its container, the closest call is shown, passing checks are hidden
+    until "show passing" is ticked, and no passing check is drawn in failure colours."""
+    from tests.test_report import sample_results
+
+    page = watched.page
+    rs = sample_results()
+    closest = page.locator("#closest-call")
+    assert closest.is_visible() and "× tolerance" in closest.inner_text()
+    anchor = closest.locator("a.where").get_attribute("href")
+    assert page.locator(f"#checks-table tbody tr{anchor}").count() == 1
+    assert page.locator("#checks-table tbody tr.passed:visible").count() == 0
+    watched.show_passing()
+    assert page.locator("#checks-table tbody tr.passed:visible").count() == sum(r.passed for r in rs)
+    width = page.evaluate("() => { const t = document.getElementById('checks-table');"
+                          " return [t.scrollWidth, t.parentElement.clientWidth]; }")
+    assert width[0] <= width[1], width  # no horizontal scrolling
+    for col in ("margin", "worst param", "kinks"):  # the right-hand columns are inside the viewport
+        box = page.locator("#checks-table thead th", has_text=col).first.bounding_box()
+        assert box["x"] + box["width"] <= 1280, col
+    colours = page.evaluate("""() => {
+        const style = (e) => getComputedStyle(e);
+        const bad = style(document.querySelector('#checks-table tr.failed')).backgroundColor;
+        const badInk = style(document.querySelector('#checks-table tr.failed .pill')).color;
+        return [...document.querySelectorAll('#checks-table tr.passed')].map(r => [
+          style(r).backgroundColor === bad,
+          [...r.querySelectorAll('td, .pill')].some(c => style(c).color === badInk)]); }""")
+    assert colours and not any(a or b for a, b in colours)
+    assert watched.errors == []

@@ -37,6 +37,8 @@ class Loaded:
     title: str = DEFAULT_TITLE
     meta: dict[str, Any] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
+    #: the file's schema string (``gradcheck-report/1`` files are read too)
+    schema: str = SCHEMA_ID
 
 
 def write(results: Iterable[Any], out_dir: str | os.PathLike = "reports", *, title: str | None = None,
@@ -50,7 +52,8 @@ def write(results: Iterable[Any], out_dir: str | os.PathLike = "reports", *, tit
 
 
 def load(json_path: str | os.PathLike) -> Loaded:
-    """Read a ``gradcheck.json`` written by :func:`write` (checks the schema name and version)."""
+    """Read a ``gradcheck.json`` written by :func:`write` (checks the schema name and version; reads
+    ``gradcheck-report/1`` and ``/2``)."""
     path = Path(json_path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -62,7 +65,8 @@ def load(json_path: str | os.PathLike) -> Loaded:
         raise ValueError(f"json_path={str(path)!r} is not valid JSON: {exc}") from None
     check_document(doc, source=str(path))
     return Loaded(results=doc["results"], title=str(doc.get("title") or DEFAULT_TITLE),
-                  meta=dict(doc.get("meta") or {}), environment=dict(doc.get("environment") or {}))
+                  meta=dict(doc.get("meta") or {}), environment=dict(doc.get("environment") or {}),
+                  schema=str(doc["schema"]))
 
 
 def _write(results: Iterable[Any], out_dir: str | os.PathLike, *, title: str | None,

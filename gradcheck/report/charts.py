@@ -113,20 +113,42 @@ def _log10(value: float) -> float:
 
 
 # -- heatmap ---------------------------------------------------------------------------------------------
-def error_cmap():
-    """Pale blue for errors at rounding level, through pale orange (~1e-4) to dark red (>= 1): calm where
-    code is right, loud where it is wrong, and readable by colour-blind viewers (blue/orange)."""
+#: the log10 margin range of the heatmap colour scale: 1e-4 .. 1e4, split at 1 (the tolerance). The
+#: range is symmetric so the split falls exactly between two of the colormap's 256 levels: a margin
+#: of 0.997 is the last blue, 1.0 the first red.
+MARGIN_LOG_MIN, MARGIN_LOG_MAX = -4.0, 4.0
+
+
+def margin_cmap():
+    """Diverging at margin 1 (= the tolerance), with a jump there rather than a blend: passing cells
+    in a calm sequential blue-green (paler the further below the tolerance), every cell at or above
+    the tolerance in reds (darker the further above). Blue/red stays distinct for colour-blind viewers."""
     from matplotlib.colors import LinearSegmentedColormap  # noqa: PLC0415
 
-    span = LOG_MAX - LOG_MIN
-    stops = [(-16, "#eef4fb"), (-10, "#c6dbef"), (-7, "#9ecae1"), (-5, "#fdf0d5"), (-3, "#fdb863"),
-             (-1, "#e6550d"), (0, "#8c1d04")]
-    return LinearSegmentedColormap.from_list("gradcheck_error", [((v - LOG_MIN) / span, c) for v, c in stops])
+    span = MARGIN_LOG_MAX - MARGIN_LOG_MIN
+    at = lambda v: (v - MARGIN_LOG_MIN) / span  # noqa: E731
+    one = at(0.0)
+    stops = [(0.0, "#f3f8fb"), (at(-2), "#d4e7f1"), (at(-1), "#a8cfe0"), (one - 1e-6, "#5f9fc2"),
+             (one, "#e0403a"), (at(2), "#b5171d"), (1.0, "#6d0a0e")]
+    return LinearSegmentedColormap.from_list("gradcheck_margin", stops)
+
+
+def _short(value: float) -> str:
+    """A cell's annotation: the resolved max relative error as ``2.9e−14``; ``exact`` for 0."""
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf"
+    if value == 0:
+        return "exact"
+    mant, exp = f"{value:.1e}".split("e")
+    return f"{mant}e{int(exp)}".replace("-", "\u2212")
 
 
 def heatmap(cells: Sequence[Cell], pair: str, dtype: str = "") -> str:
-    """log10 of the max relative error over activation (rows) x loss (columns) for one oracle pair;
-    failing cells outlined in red and marked with a cross; nan cells grey."""
+    """Activation (rows) x loss (columns) for one oracle pair, coloured by the worst margin (error /
+    tolerance) of the cell's checks on a scale split at 1, annotated with the max relative error over
+    resolved elements; failing cells outlined in red and marked with a cross; nan cells grey."""
     import numpy as np  # noqa: PLC0415
     from matplotlib.colors import Normalize  # noqa: PLC0415
     from matplotlib.patches import Rectangle  # noqa: PLC0415
@@ -135,30 +157,36 @@ def heatmap(cells: Sequence[Cell], pair: str, dtype: str = "") -> str:
     losses = sorted({c.loss for c in cells})
     key = f"heat-{pair}-{dtype}"
     longest = max(len(_tick(a)) for a in acts)
-    width = min(1.6 + 0.07 * longest + 0.85 * len(losses), 13.0)
+    width = min(1.9 + 0.07 * longest + 0.85 * len(losses), 13.0)
     height = min(max(2.6, 1.7 + 0.36 * len(acts)), 11.0)
     with _chart(key, (width, height)) as fig:
         ax = fig.add_subplot()
         grid = np.full((len(acts), len(losses)), np.nan)
         for c in cells:
-            grid[acts.index(c.activation), losses.index(c.loss)] = _log10(c.value)
-        cmap = error_cmap()
-        norm = Normalize(LOG_MIN, LOG_MAX, clip=True)
-        mesh = ax.pcolormesh(np.ma.masked_invalid(np.clip(grid, LOG_MIN, LOG_MAX)), cmap=cmap, norm=norm,
-                             edgecolors="white", linewidth=1.5)
+            m = c.margin
+            grid[acts.index(c.activation), losses.index(c.loss)] = (
+                math.nan if m is None or math.isnan(m) else (MARGIN_LOG_MIN if m <= 0 else math.log10(m)))
+        cmap = margin_cmap()
+        norm = Normalize(MARGIN_LOG_MIN, MARGIN_LOG_MAX, clip=True)
+        for c in cells:
+            i, j = acts.index(c.activation), losses.index(c.loss)
+            if c.failed and not math.isnan(grid[i, j]):  # a failed check (e.g. oracles disagree) is red too
+                grid[i, j] = max(grid[i, j], 0.0)
+        mesh = ax.pcolormesh(np.ma.masked_invalid(np.clip(grid, MARGIN_LOG_MIN, MARGIN_LOG_MAX)), cmap=cmap,
+                             norm=norm, edgecolors="white", linewidth=1.5)
         fs = 7 if len(losses) > 10 or len(acts) > 18 else 8
         for c in cells:
             i, j = acts.index(c.activation), losses.index(c.loss)
             v = grid[i, j]
-            if math.isnan(c.value):
+            text = _short(c.value)
+            if math.isnan(v):
                 ax.add_patch(Rectangle((j, i), 1, 1, facecolor="#a3a3a3", edgecolor="white", linewidth=1.5))
-                text, ink = "nan", "black"
+                ink = "black"
             else:
-                r, g, b, _ = cmap(norm(min(max(v, LOG_MIN), LOG_MAX)))
+                r, g, b, _ = cmap(norm(min(max(v, MARGIN_LOG_MIN), MARGIN_LOG_MAX)))
                 ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
-                text = "inf" if math.isinf(v) else ("0" if v < LOG_MIN else f"{v:.1f}".replace("-", "\u2212"))
             if c.failed:
-                ax.add_patch(Rectangle((j + 0.05, i + 0.07), 0.9, 0.86, fill=False, edgecolor=FAIL_COLOR,
+                ax.add_patch(Rectangle((j + 0.05, i + 0.07), 0.9, 0.86, fill=False, edgecolor="#2b0000",
                                        linewidth=2.2))
                 text = "\u2717 " + text
             ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", color=ink, fontsize=fs,
@@ -173,12 +201,16 @@ def heatmap(cells: Sequence[Cell], pair: str, dtype: str = "") -> str:
             ax.spines[side].set_visible(False)
         ax.set_xlabel("loss")
         ax.set_ylabel("activation")
-        bar = fig.colorbar(mesh, ax=ax, shrink=0.85, aspect=22, pad=0.02, ticks=range(int(LOG_MIN), 1, 4))
-        bar.set_label("log10 max relative error")
+        ticks = list(range(int(MARGIN_LOG_MIN), int(MARGIN_LOG_MAX) + 1, 2))
+        bar = fig.colorbar(mesh, ax=ax, shrink=0.85, aspect=22, pad=0.02, ticks=ticks)
+        bar.ax.set_yticklabels(["1" if t == 0 else pow10_label(10.0 ** t) for t in ticks])
+        bar.ax.axhline(0.0, color=_INK, linewidth=1.2)
+        bar.set_label("worst margin: error / tolerance (fails at \u2265 1)")
         bar.outline.set_visible(False)
         bar.ax.tick_params(length=2)
-        return _render(fig, key, f"heatmap of log10 max relative error, {PAIR_TITLES.get(pair, pair)} {dtype}, "
-                                 f"{len(acts)} activations x {len(losses)} losses")
+        return _render(fig, key, f"heatmap of the worst margin (error / tolerance), {PAIR_TITLES.get(pair, pair)} "
+                                 f"{dtype}, {len(acts)} activations x {len(losses)} losses, annotated with the "
+                                 "max relative error over resolved elements")
 
 
 # -- histogram --------------------------------------------------------------------------------------------

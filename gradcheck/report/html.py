@@ -8,11 +8,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from gradcheck.report import charts
-from gradcheck.report.records import PAIR_TITLES, Row, heatmap_cells, pairs_present
+from gradcheck.report.records import SCHEMA_ID
+from gradcheck.report.records import PAIR_TITLES, Row, element_label, heatmap_cells, pairs_present, rerun_command
 from gradcheck.result import fmt_error as result_fmt_error
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -22,11 +24,23 @@ MAX_DETAILED = 200
 MAX_STEP_CHARTS = 40
 #: elements listed per failure (kinks, failing elements)
 MAX_LISTED = 12
+#: a table with more checks than this lists only the failures until "show passing" is ticked
+COLLAPSE_PASSING_OVER = 20
 
 
 def fmt_error(x: Any) -> str:
     """An error as ``1.23e-09``; nan/inf spelled out; ``–`` when absent."""
     return result_fmt_error(x, missing="–")
+
+
+def fmt_error0(x: Any) -> str:
+    """An error as :func:`fmt_error`, but an exact zero as ``exact`` (never a bare 0)."""
+    try:
+        if x is not None and float(x) == 0:
+            return "exact"
+    except (TypeError, ValueError):
+        pass
+    return fmt_error(x)
 
 
 def fmt_value(x: Any) -> str:
@@ -49,6 +63,31 @@ def sort_key(x: Any) -> str:
     return repr(x)
 
 
+def fmt_margin(x: Any) -> str:
+    """A margin (error / tolerance, < 1 passes) as 0.0043, 0.8, 3.1, 1.2e+05; ``–`` when absent."""
+    if x is None:
+        return "–"
+    x = float(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x == 0:
+        return "0"
+    if 0.99 <= x < 1:  # never round a pass up to the failing "1"
+        return f"{math.floor(x * 1000) / 1000:.3f}"
+    return f"{x:.2g}" if 1e-3 <= x < 100 else f"{x:.1e}"
+
+
+_CHUNKS = re.compile(r"(\d+)")
+
+
+def natural_key(text: str) -> str:
+    """The key the page's table sort uses for text (report.js ``natural``): lower case, every run of
+    digits left-padded to 6 digits, so a plain string comparison puts ``[2]`` before ``[16]``."""
+    return _CHUNKS.sub(lambda m: m.group(1).rjust(6, "0"), text.lower())
+
+
 def fmt_index(index: Any) -> str:
     if index is None:
         return ""
@@ -61,11 +100,12 @@ def _environment(autoescape: bool = True):
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=autoescape,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
-    env.filters.update(err=fmt_error, val=fmt_value, sortkey=sort_key, index=fmt_index)
+    env.filters.update(err=fmt_error, err0=fmt_error0, val=fmt_value, sortkey=sort_key, index=fmt_index, margin=fmt_margin,
+                       natural=natural_key)
     return env
 
 
-def _failure(row: Row, with_chart: bool) -> dict[str, Any]:
+def _failure(row: Row, with_chart: bool, meta: Mapping[str, Any], title: str) -> dict[str, Any]:
     d = row.data
     worst = d.get("worst") or None
     tensors = list((d.get("tensors") or {}).values())
@@ -82,6 +122,7 @@ def _failure(row: Row, with_chart: bool) -> dict[str, Any]:
         "problems": d.get("problems") or [], "notes": d.get("notes") or [],
         "diagnosis": diag, "curve": [[_num(h), _num(e)] for h, e in curve], "chart": chart,
         "explanation": row.explanation, "reproduction": row.reproduction,
+        "rerun": rerun_command(d, meta, title), "closest": row.closest,
         "symbolic_status": d.get("symbolic_status"),
     }
 
@@ -122,7 +163,8 @@ def render(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any], env: Map
     for pair in pairs:
         for dtype in sorted({r.dtype for r in rows}, key=_dtype_order):
             cells = heatmap_cells(rows, pair, dtype)
-            if cells:
+            # a 1 x 1 map says nothing the table's row does not (a single check, a lesson)
+            if len({c.activation for c in cells}) * len({c.loss for c in cells}) > 1:
                 heatmaps.append({"pair": pair, "dtype": dtype, "title": f"{PAIR_TITLES[pair]} · {dtype}",
                                  "cells": cells, "svg": charts.heatmap(cells, pair, dtype) if have_charts else None})
     histogram = charts.histogram(rows, pairs) if have_charts and pairs and rows else None
@@ -130,7 +172,7 @@ def render(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any], env: Map
     curved = [r for r in failed[:MAX_DETAILED] if r.data.get("step_curve")]
     by_error = sorted(curved, key=lambda r: (math.isnan(r.max_rel_error), r.max_rel_error), reverse=True)
     charted = {r.anchor for r in by_error[:MAX_STEP_CHARTS]} if have_charts else set()
-    failures = [_failure(r, r.anchor in charted) for r in failed[:MAX_DETAILED]]
+    failures = [_failure(r, r.anchor in charted, meta, title) for r in failed[:MAX_DETAILED]]
     ungrouped = sum(r.activation is None for r in rows)
 
     jenv = _environment()
@@ -144,4 +186,7 @@ def render(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any], env: Map
         activations=sorted({r.activation for r in rows if r.activation is not None}),
         losses=sorted({r.loss for r in rows if r.loss is not None}),
         dtypes=sorted({r.dtype for r in rows}), style=style, script=script, script_hash=script_hash,
-        log_min=charts.LOG_MIN, log_max=charts.LOG_MAX)
+        log_min=charts.LOG_MIN, log_max=charts.LOG_MAX, schema_id=SCHEMA_ID,
+        grid=any(r.activation is not None or r.loss is not None for r in rows),
+        collapse=len(rows) > COLLAPSE_PASSING_OVER and any(r.passed for r in rows),
+        n_passed=sum(r.passed for r in rows), element_label=element_label)

@@ -43,7 +43,7 @@ def junit_xml(rows: Sequence[Row], *, suite: str = "gradcheck") -> str:
         case = ET.SubElement(ts, "testcase", classname=xml_text(_classname(r)), name=xml_text(r.name),
                              time=_seconds(r.seconds))
         props = ET.SubElement(case, "properties")
-        for key, value in (("max_rel_error", r.max_rel_error), ("tolerance", r.tolerance),
+        for key, value in (("max_rel_error", r.max_rel_error), ("tolerance", r.tolerance), ("margin", r.margin),
                            *((p, v) for p, v in r.errors.items() if v is not None),
                            ("dtype", r.dtype), ("worst_param", r.worst_param), ("spec", r.label)):
             if value is not None:

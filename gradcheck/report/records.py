@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
+import shlex
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -17,9 +19,12 @@ from typing import Any, Iterable, Mapping
 from gradcheck.result import ORACLE_PAIRS, Result
 
 #: the ``"schema"`` field of ``gradcheck.json``; the number changes on incompatible changes
-SCHEMA_ID = "gradcheck-report/1"
+SCHEMA_ID = "gradcheck-report/2"
 SCHEMA_NAME = "gradcheck-report"
-SCHEMA_MAJOR = 1
+SCHEMA_MAJOR = 2
+#: major versions :func:`check_document` accepts: 1 (before margins; re-rendered with margins derived
+#: from the per-tensor errors and tolerances) and 2
+READABLE_MAJORS = (1, 2)
 
 #: short column titles for the oracle pairs
 PAIR_TITLES = {"analytic_vs_numerical": "analytic vs numerical",
@@ -137,6 +142,38 @@ def reproduction(d: Mapping[str, Any]) -> str:
     return str(d.get("name") or "(unnamed check: pass name=... to gradcheck.check)")
 
 
+_LESSON_TITLE = re.compile(r"gradcheck lesson: ([A-Za-z0-9_-]+)")
+_PYTEST_ID = re.compile(r"\S+\.py::.+")
+
+
+def rerun_command(d: Mapping[str, Any], meta: Mapping[str, Any] | None = None, title: str = "") -> str | None:
+    """A shell command that re-runs the check, when the record says enough to build one:
+    a sweep check re-runs its cell (same seed: the cell's cases are deterministic), a
+    ``gradcheck check`` report its own command, a lesson ``gradcheck teach NAME``, a pytest check
+    its node id. None when nothing runnable is known (the Python snippet is then the way)."""
+    meta = meta or {}
+    command = str(meta.get("command") or "")
+    spec = d.get("spec") or None
+    act, loss = activation_label(spec), loss_label(spec)
+    if command.startswith("gradcheck sweep") and act and loss and "+" not in act:
+        dtype = str(d.get("dtype") or (spec or {}).get("dtype") or "float64")
+        parts = ["gradcheck", "sweep", "--activations", act, "--losses", loss, "--dtype", dtype]
+        if meta.get("seed") is not None:
+            parts += ["--seed", str(meta["seed"])]
+        if meta.get("examples per cell") is not None:
+            parts += ["--examples", str(meta["examples per cell"])]
+        return " ".join(shlex.quote(p) for p in parts + ["--out", "reports/rerun"])
+    if command.startswith("gradcheck check "):
+        return command
+    m = _LESSON_TITLE.fullmatch(title or "")
+    if m:
+        return f"gradcheck teach {m.group(1)}"
+    name = str(d.get("name") or "")
+    if _PYTEST_ID.fullmatch(name):
+        return f"python -m pytest {shlex.quote(name)}"
+    return None
+
+
 def explanation(d: Mapping[str, Any]) -> str:
     """``str(result)`` of a result dict (the checker's own explanation)."""
     try:
@@ -170,6 +207,13 @@ class Row:
     seconds: float
     symbolic_status: str | None
     data: dict[str, Any] = field(repr=False)
+    #: largest error / tolerance over the judged elements (< 1 passes); derived for schema-1 records
+    margin: float = math.nan
+    normwise: float | None = None
+    n_below_resolution: int = 0
+    n_unsettled: int = 0
+    #: the element with the largest margin (a dict as in the JSON), or None
+    closest: dict[str, Any] | None = None
 
     @property
     def status(self) -> str:
@@ -219,8 +263,47 @@ def make_rows(results: Iterable[Mapping[str, Any]]) -> list[Row]:
             n_kinks=sum(int(t.get("n_kinks") or 0) for t in (d.get("tensors") or {}).values())
             or len(d.get("kinks") or []),
             n_problems=len(d.get("problems") or []), seconds=_or_nan(d.get("seconds")) or 0.0,
-            symbolic_status=d.get("symbolic_status"), data=dict(d)))
+            symbolic_status=d.get("symbolic_status"), data=dict(d), margin=row_margin(d),
+            normwise=_num_or_none(d.get("normwise")),
+            n_below_resolution=int(d.get("n_below_resolution") or 0),
+            n_unsettled=sum(int(t.get("n_unsettled") or 0) for t in (d.get("tensors") or {}).values()),
+            closest=d.get("closest") or (d.get("worst") if "margin" not in d else None) or None))
     return rows
+
+
+def row_margin(d: Mapping[str, Any]) -> float:
+    """The check's margin (largest error / tolerance; < 1 passes). A schema-1 record has none: it is
+    derived as the largest per-tensor max_rel_error / tolerance (nan when nothing was compared; inf
+    for a failed check without numbers)."""
+    if d.get("margin") is not None:
+        return _or_nan(d["margin"])
+    ratios = []
+    for t in (d.get("tensors") or {}).values():
+        e, tol = _num_or_none(t.get("max_rel_error")), _num_or_none(t.get("tolerance"))
+        if e is None or tol is None or (t.get("passed") and (math.isnan(e) or math.isnan(tol))):  # all kinks
+            continue
+        ratios.append(math.nan if math.isnan(e) or math.isnan(tol) else (e / tol if tol > 0 else math.inf))
+    if ratios:
+        return cell_max(ratios)
+    e, tol = _num_or_none(d.get("max_rel_error")), _num_or_none(d.get("tolerance"))
+    if e is not None and tol is not None and tol > 0 and not math.isnan(e):
+        return e / tol
+    return math.nan if d.get("passed") else math.inf
+
+
+def _num_or_none(value: Any) -> float | None:
+    try:
+        return number(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def element_label(e: Mapping[str, Any] | None) -> str:
+    """``W1[2, 0]`` for an element dict."""
+    if not e:
+        return ""
+    index = e.get("index")
+    return f"{e.get('param')}" + ("[" + ", ".join(str(i) for i in index) + "]" if index else "")
 
 
 def _or_nan(value: Any) -> float:
@@ -238,6 +321,7 @@ class Cell:
     value: float          # max over the checks; nan if any is nan
     n: int                # checks in the cell
     failed: int           # of which failed
+    margin: float = math.nan  # worst margin (error / tolerance) over the checks; nan if any is nan
 
 
 def cell_max(values: list[float]) -> float:
@@ -257,7 +341,8 @@ def heatmap_cells(rows: list[Row], pair: str, dtype: str | None = None) -> list[
         if dtype is not None and r.dtype != dtype:
             continue
         groups.setdefault((r.activation, r.loss), []).append(r)
-    return [Cell(a, l, cell_max([r.errors[pair] for r in g]), len(g), sum(not r.passed for r in g))
+    return [Cell(a, l, cell_max([r.errors[pair] for r in g]), len(g), sum(not r.passed for r in g),
+                 cell_max([r.margin for r in g]))
             for (a, l), g in sorted(groups.items())]
 
 
@@ -281,10 +366,29 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
             tolerances[dt] = {"min": min(tols), "max": max(tols)}
     symbolic = Counter(_symbolic_kind(r.symbolic_status) for r in rows)
     cells = {(r.activation, r.loss) for r in rows if r.activation is not None}
+    worst_by_dtype, margins = {}, {}
+    for dt in sorted({r.dtype for r in rows}, key=lambda t: (t != "float64", t)):  # float64 first
+        mine = [r for r in rows if r.dtype == dt]
+        w = max(mine, key=lambda r: _nan_worst(r.max_rel_error))
+        worst_by_dtype[dt] = {"value": w.max_rel_error, "check": w.name, "anchor": w.anchor}
+        ms = sorted(r.margin for r in mine if not math.isnan(r.margin))
+        if ms:
+            margins[dt] = {"median": ms[(len(ms) - 1) // 2], "max": cell_max([r.margin for r in mine])}
+    closest = None
+    if rows:
+        c = max(rows, key=lambda r: _nan_worst(r.margin))
+        el = c.closest or {}
+        closest = {"margin": c.margin, "check": c.name, "anchor": c.anchor, "element": element_label(el),
+                   "rel_error": el.get("rel_error"), "tolerance": el.get("tolerance"), "dtype": c.dtype}
+    failed = sum(not r.passed for r in rows)
     return {
+        "verdict": "no checks" if not rows else ("failed" if failed else "passed"),
         "checks": len(rows),
         "passed": sum(r.passed for r in rows),
-        "failed": sum(not r.passed for r in rows),
+        "failed": failed,
+        "closest": closest,
+        "worst_by_dtype": worst_by_dtype,
+        "margins": margins,
         "combinations": len(cells),
         "structures": len({json.dumps(r.data.get("spec"), sort_keys=True) for r in rows if r.data.get("spec")}),
         "worst": worst,
@@ -294,6 +398,13 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
         "symbolic": dict(sorted(symbolic.items())),
         "seconds": sum(r.seconds for r in rows if math.isfinite(r.seconds)),
     }
+
+
+def _nan_worst(x: float | None) -> tuple[bool, float]:
+    """Sort key: nan is the worst outcome (a broken check), then larger is worse."""
+    if x is None:
+        return (False, -math.inf)
+    return (math.isnan(x), -math.inf if math.isnan(x) else x)
 
 
 def _symbolic_kind(status: str | None) -> str:
@@ -340,9 +451,9 @@ def check_document(doc: Any, source: str = "document") -> dict[str, Any]:
         major = int(schema.split("/", 1)[1].split(".")[0])
     except ValueError:
         raise ValueError(f"{source}: schema={schema!r} has no version number") from None
-    if major != SCHEMA_MAJOR:
+    if major not in READABLE_MAJORS:
         raise ValueError(f"{source}: schema={schema!r} is version {major}; this gradcheck reads "
-                         f"version {SCHEMA_MAJOR}")
+                         f"versions {', '.join(map(str, READABLE_MAJORS))} and writes {SCHEMA_ID!r}")
     results = doc.get("results")
     if not isinstance(results, list):
         raise ValueError(f"{source}: 'results' must be a list, got {type(results).__name__}")

@@ -1,21 +1,27 @@
 (function () {
   "use strict";
-  // Progressive enhancement: without JavaScript every row is visible and the table is in run order.
+  // Progressive enhancement: without JavaScript the rows are in run order, and the "show passing"
+  // checkbox (pure CSS) is the only filter.
   var table = document.getElementById("checks-table");
   var form = document.getElementById("filters");
   if (!table || !form) return;
   var body = table.tBodies[0];
   var rows = Array.prototype.slice.call(body.rows);
   var shown = document.getElementById("shown");
+  var passing = document.getElementById("show-passing");
   form.hidden = false;
 
+  function value(name) {
+    var el = form.elements[name];
+    return el ? el.value : "";
+  }
   function filter() {
-    var status = form.elements.status.value, act = form.elements.activation.value;
-    var loss = form.elements.loss.value, q = form.elements.q.value.trim().toLowerCase();
+    var act = value("activation"), loss = value("loss"), q = value("q").trim().toLowerCase();
+    var all = !passing || passing.checked;
     var n = 0;
     rows.forEach(function (r) {
       var d = r.dataset;
-      var ok = (status === "all" || d.status === status) && (!act || d.activation === act) &&
+      var ok = (all || d.status !== "passed") && (!act || d.activation === act) &&
                (!loss || d.loss === loss) && (!q || d.name.indexOf(q) !== -1);
       r.hidden = !ok;
       if (ok) n++;
@@ -25,11 +31,18 @@
   form.addEventListener("input", filter);
   form.addEventListener("change", filter);
   form.addEventListener("submit", function (e) { e.preventDefault(); });
+  if (passing) passing.addEventListener("change", filter);
+  filter();
 
+  // text sorts in natural order: runs of digits padded to 6, so "[2]" comes before "[16]"
+  // (the same key as gradcheck.report.html.natural_key)
+  function natural(text) {
+    return text.toLowerCase().replace(/\d+/g, function (d) { return d.length < 6 ? "000000".slice(d.length) + d : d; });
+  }
   function key(row, col, numeric) {
-    var cell = row.cells[col];
-    var v = cell.hasAttribute("data-sort") ? cell.getAttribute("data-sort") : cell.textContent.trim();
-    if (!numeric) return v.toLowerCase();
+    var cell = row.cells[col], main = cell.querySelector(".nm");
+    var v = cell.hasAttribute("data-sort") ? cell.getAttribute("data-sort") : (main || cell).textContent.trim();
+    if (!numeric) return natural(v);
     return v === "" ? null : parseFloat(v);
   }
   var headers = table.tHead.rows[0].cells;
