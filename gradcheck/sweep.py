@@ -268,8 +268,8 @@ def summarize(outcome: SweepOutcome, cfg: SweepConfig) -> str:
              "  per input mode: " + "; ".join(
                  f"{mode} {sum(mode_of(r) == mode for r in res)} checks, "
                  f"{sum(mode_of(r) == mode for r in outcome.failed)} failed" for mode in MODES),
-             "  max relative error per check, median / worst (a passing worst is an entry too small for "
-             "the estimate to resolve):"]
+             "  max relative error per check over resolved entries, median / worst (a passing check is "
+             "within its own tolerance; see the closest call):"]
     for pair in ORACLE_PAIRS:
         parts = []
         for dtype in cfg.dtypes:
