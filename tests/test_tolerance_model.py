@@ -207,3 +207,24 @@ def test_a_convention_on_an_exact_kink_of_the_path_is_left_out_and_a_bug_still_f
         return loss, dict(g, W2=g["W2"] * 1.01)
     bad = gradcheck.check(planted, params, X, y, scheme="central")
     assert not bad.passed and bad.worst_param == "W2", str(bad)
+
+
+def test_fourth_order_keeps_its_precision_through_the_second_look():
+    """central4's failing elements get the central ladder (for kinks and crossings) but keep their
+    own 5-point estimate where the ladder vouches for it: a tensor scaled by 1 + 1e-8 (far below
+    central differences' ~1e-8 resolution, far above 4th order's ~1e-11 in float64) still fails."""
+    from gradcheck import Layer, NetworkSpec
+    from reference.network import Network
+
+    spec = NetworkSpec(4, (Layer(6, "tanh"), Layer(3, "identity")), "mse", batch=8)
+    net = Network(spec)
+    params = net.init_params()
+    rng = np.random.default_rng(2)
+    X, y = rng.standard_normal((8, 4)), rng.standard_normal((8, 3))
+    assert gradcheck.check(net, params, X, y, scheme="central4", loss_fn=net.loss).passed
+
+    def scaled(p, X_, y_):
+        loss, g = net(p, X_, y_)
+        return loss, dict(g, W1=g["W1"] * (1 + 1e-8))
+    r = gradcheck.check(scaled, params, X, y, scheme="central4", loss_fn=net.loss)
+    assert not r.passed and r.worst_param == "W1", str(r)
