@@ -575,7 +575,7 @@ class _Judge:
             norm_tol = float(np.sqrt(np.sum(np.where(judged, cmp.tol_abs, 0.0) ** 2)))
             # relative to ||numerical|| where that is resolved; a tensor whose entries all sit below
             # the estimate's resolution (a zero gradient) has no relative error to speak of
-            if norm_d >= MODEL.resolved_factor * norm_tol or failed.any():
+            if norm_tol <= norm_d * c_eps ** MODEL.resolved_power or failed.any():
                 normwise = norm_diff / max(norm_d, norm_tol, np.finfo(np.float64).tiny)
             else:
                 normwise = 0.0
@@ -763,7 +763,7 @@ def _symbolic(result: Result, spec, params, X, y, claimed, judge: _Judge | None)
         with np.errstate(all="ignore"):
             allowed = MODEL.safety * np.asarray(t.error, dtype=np.float64) + MODEL.oracle_ulps * eps_of(
                 np.float64) * (np.abs(t.symbolic) + result.scale)
-        judged = judged & (np.abs(t.symbolic) >= MODEL.resolved_factor * allowed)
+        judged = judged & (allowed <= np.abs(t.symbolic) * eps_of(np.float64) ** MODEL.resolved_power)
         eps = eps_of(t.dtype)
         t.symbolic_max_rel_error = pair_error(claimed[k], t.symbolic, eps=eps, error=t.error, scale=result.scale,
                                               where=judged)

@@ -12,7 +12,7 @@ and the claimed gradient's own rounding ``N_i`` (measured, see :func:`gradcheck.
     tol_i     = tol_abs_i / max(|D_i|, floor_t)                 # the same tolerance, relative
     passed_i  = rel_i <= max(tol_i, rtol)                       # rtol: optional user override
     margin_i  = rel_i / max(tol_i, rtol)                        # < 1 passes
-    resolved_i = |D_i| >= resolved_factor * tol_abs_i           # the headline's elements
+    resolved_i = tol_i <= eps_c ** resolved_power               # the headline's elements
 
 ``eps_c`` is the machine epsilon of the claimed gradient's dtype. ``G`` is the largest ``|D|`` over
 all tensors of the check: an entry that is a sum of large cancelling terms (a bias gradient summed
@@ -84,7 +84,7 @@ def compare(claimed: Array, numerical: Array, error: Array, *, claimed_eps: floa
         limit = tol if rtol is None else np.maximum(tol, rtol)
         passed = rel <= limit
         margin = np.where(limit > 0, rel / limit, np.where(rel > 0, np.inf, 0.0))
-        resolved = np.abs(d) >= MODEL.resolved_factor * tol_abs
+        resolved = (np.abs(d) > 0) & (tol <= claimed_eps ** MODEL.resolved_power)
     rel = np.where(np.isnan(rel), np.inf, rel)
     margin = np.where(np.isnan(margin), np.inf, margin)
     return Comparison(rel, tol, passed & np.isfinite(rel), floor, margin, resolved, tol_abs)

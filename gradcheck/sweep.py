@@ -277,12 +277,12 @@ def summarize(outcome: SweepOutcome, cfg: SweepConfig) -> str:
             if vals:
                 parts.append(f"{dtype} {_fmt(float(np.median(vals)))} / {_fmt(max(vals))} ({len(vals)} checks)")
         lines.append(f"    {pair.replace('_', ' ')}: " + ("; ".join(parts) if parts else "not run"))
-    ratios = [(r.max_rel_error / r.tolerance, r) for r in res
-              if r.passed and r.tolerance and math.isfinite(r.tolerance) and r.tolerance > 0]
-    if ratios:
-        ratio, r = max(ratios, key=lambda t: t[0])
-        lines.append(f"  closest call: {ratio:.2f} x its tolerance ({_fmt(r.max_rel_error)} vs "
-                     f"{_fmt(r.tolerance)}) in {r.name}")
+    passing = [r for r in res if r.passed and math.isfinite(r.margin)]
+    if passing:  # the margin: largest error / tolerance over every judged element of a check
+        r = max(passing, key=lambda r: r.margin)
+        where = f" at {r.closest.label()} ({_fmt(r.closest.rel_error)} vs {_fmt(r.closest.tolerance)})" \
+            if r.closest is not None else ""
+        lines.append(f"  closest call: {r.margin:.3g} x its tolerance{where} in {r.name}")
     disagreeing = [r for r in outcome.failed if oracle_disagreements(r)]
     if disagreeing:
         lines.append(f"  oracle disagreements: {len(disagreeing)} check(s) where two oracles disagree "

@@ -25,9 +25,11 @@ class Constants:
     analytic_ulps: float = _c(16.0, "ulps of (|numerical| + the check's gradient scale) always allowed for "
                                     "rounding of the claimed gradient that no measurement can see (a few "
                                     "ulps per layer of backprop)")
-    resolved_factor: float = _c(10.0, "an element is resolved when |numerical| exceeds this many times "
-                                      "its absolute tolerance; smaller entries are judged on absolute "
-                                      "agreement and kept out of the headline relative error")
+    resolved_power: float = _c(1 / 3, "an element is resolved when its tolerance, relative, is at most "
+                                      "eps_c^resolved_power (6e-6 in float64, 5e-3 in float32: what an "
+                                      "optimal central difference resolves with room to spare); the "
+                                      "headline relative error is over resolved elements; the others are "
+                                      "judged on absolute agreement and counted")
     claimed_probe_ulps: float = _c(1024.0, "step of the claimed-gradient rounding probe, in ulps of each "
                                            "parameter: wide enough to re-draw every rounding, too narrow "
                                            "to cross a kink")
@@ -67,6 +69,7 @@ def markdown_table(model: Constants = MODEL) -> str:
     rows = ["| constant | value | why |", "|---|---|---|"]
     for f in fields(model):
         value = getattr(model, f.name)
-        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        shown = "1/3" if f.name == "resolved_power" and abs(value - 1 / 3) < 1e-12 else (
+            f"{value:g}" if isinstance(value, float) else str(value))
         rows.append(f"| `{f.name}` | {shown} | {f.metadata['why']} |")
     return "\n".join(rows)
