@@ -796,9 +796,18 @@ def _oracle_disagreement(result: Result, judge: _Judge | None, params: Mapping[s
     for k, t in result.tensors.items():
         if t.symbolic is None or t.numerical is None or t.error is None:
             continue
-        s, d = t.symbolic, np.asarray(t.numerical, dtype=np.float64)
+        s, d = t.symbolic, np.array(t.numerical, dtype=np.float64)  # a copy: refined values stay here
         left_out = np.asarray(t.kink, bool) if t.kink is not None else np.zeros(d.shape, bool)
         e = np.asarray(t.error, dtype=np.float64)
+
+        def leave_out(i: tuple, step: float) -> None:
+            """No single derivative at this element: not the oracles' quarrel; listed as a kink."""
+            left_out[i] = True
+            t.kink = left_out
+            t.n_kinks += 1
+            result.kinks.append(Element(k, [int(v) for v in i], float(t.claimed[i]), float(d[i]), 0.0,
+                                        math.nan, float(e[i]), step, note="kink"))
+            excess[i] = 0.0
         with np.errstate(all="ignore"):
             bound = MODEL.safety * e + MODEL.oracle_ulps * eps_of(np.float64) * (np.abs(s) + result.scale)
             excess = np.where(left_out, 0.0, np.abs(d - s) / bound)
@@ -808,13 +817,8 @@ def _oracle_disagreement(result: Result, judge: _Judge | None, params: Mapping[s
             if judge is None:
                 continue
             ref = judge._second_look(k, params[k], int(flat_i))
-            if ref.status != "smooth":  # no single derivative here: not the oracles' quarrel
-                left_out[i] = True
-                t.kink = left_out
-                t.n_kinks += 1
-                result.kinks.append(Element(k, [int(v) for v in i], float(t.claimed[i]), float(d[i]), 0.0,
-                                            math.nan, float(e[i]), ref.step, note="kink"))
-                excess[i] = 0.0
+            if ref.status != "smooth":
+                leave_out(i, ref.step)
                 continue
             b_i = MODEL.safety * ref.error + MODEL.oracle_ulps * eps_of(np.float64) * (abs(s[i]) + result.scale)
             excess[i] = abs(ref.value - s[i]) / b_i if b_i > 0 else math.inf
@@ -828,12 +832,7 @@ def _oracle_disagreement(result: Result, judge: _Judge | None, params: Mapping[s
                     continue
                 branch = abs(above - below) > b_i or (abs(above - ref.value) <= b_i and abs(below - ref.value) <= b_i)
                 if branch:
-                    left_out[i] = True
-                    t.kink = left_out
-                    t.n_kinks += 1
-                    result.kinks.append(Element(k, [int(v) for v in i], float(t.claimed[i]), float(d[i]), 0.0,
-                                                math.nan, float(e[i]), ref.step, note="kink"))
-                    excess[i] = 0.0
+                    leave_out(i, ref.step)
         if excess.size and float(excess.max()) > 1:
             i = np.unravel_index(int(np.argmax(excess)), d.shape)
             if worst is None or excess[i] > worst[0]:
