@@ -28,12 +28,10 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-import numpy as np
 import pytest
 from hypothesis import given, settings, target
 
 import gradcheck
-from gradcheck.compare import pair_error
 from gradcheck.result import Problem
 from gradcheck.strategies import MODES, cases
 from reference.activations import ACTIVATIONS, Activation
@@ -59,19 +57,10 @@ def check_reference(case: Any, overrides: Mapping[str, Activation] | None = None
 
 
 def symbolic_error_off_kinks(result: gradcheck.Result) -> float | None:
-    """Max relative error of the claimed gradient against the symbolic oracle over the elements
-    the checker did not mark as kinks (None without the symbolic oracle), by the same metric as
-    ``result.oracles["analytic_vs_symbolic"]``."""
-    worst = None
-    for t in result.tensors.values():
-        if t.symbolic is None or t.claimed is None:
-            return None
-        keep = ~np.asarray(t.kink, bool) if t.kink is not None else np.ones(t.claimed.shape, bool)
-        error = None if t.error is None else np.asarray(t.error)[keep]
-        err = pair_error(np.asarray(t.claimed)[keep], np.asarray(t.symbolic)[keep],
-                         eps=float(np.finfo(np.dtype(t.dtype)).eps), error=error)
-        worst = err if worst is None else max(worst, err)
-    return worst
+    """Max relative error of the claimed gradient against the symbolic oracle (None without it):
+    ``result.oracles["analytic_vs_symbolic"]``, which the checker takes over the elements with a
+    derivative (kinks left out) that the estimate resolves, the same rule as its headline."""
+    return result.oracles.get("analytic_vs_symbolic")
 
 
 def cell_property(activation: str, loss: str, overrides: Mapping[str, Activation] | None = None,
