@@ -178,7 +178,11 @@ def kink_distances(case: gst.Case):
     """The smallest distance of each layer's pre-activations to its kinks, from the reference's
     own forward pass (independent of the construction in strategies.py)."""
     net = case.network()
-    out, cache = net.forward(case.params, case.X)
+    # float32 matmul has once raised a spurious "invalid value" flag here under xdist with finite
+    # inputs and outputs (the BLAS kernel's FP status, not the data): the data is checked instead
+    with np.errstate(invalid="ignore"):
+        out, cache = net.forward(case.params, case.X)
+    assert all(np.all(np.isfinite(z)) for z in cache.pre) and np.all(np.isfinite(out)), case
     dists = {}
     for i, (layer, z) in enumerate(zip(case.spec.layers, cache.pre), start=1):
         for k in ACTIVATIONS[layer.activation].kinks:
