@@ -481,7 +481,12 @@ class _Judge:
         self.used = run.common["scheme"]
         with np.errstate(all="ignore"):
             self.global_scale = max(float(np.max(np.abs(g))) for g in est.grad.values())
-        self.term_scale = term_scale(loss, work)
+        # T stands in only when every gradient is zero to working precision (below sqrt(eps) of
+        # the loss's scale): otherwise the largest gradient G is the terms' scale, and a larger T
+        # would only blunt the check (a 1e-13 planted error went unseen with it)
+        t_scale = term_scale(loss, work)
+        p_eps = max(eps_of(v.dtype) for v in work.values())
+        self.term_scale = t_scale if self.global_scale < math.sqrt(p_eps) * t_scale else 0.0
         self.tensors: dict[str, TensorReport] = {}
         self.failures: list[Element] = []
         self.kinks: list[Element] = []

@@ -5,7 +5,7 @@ the estimate's absolute error bound ``E_i`` (rounding + truncation, see :mod:`gr
 and the claimed gradient's own rounding ``N_i`` (measured, see :func:`gradcheck.numerical.gradient_noise`;
 0 where not measured)::
 
-    S         = max(G, T)                                       # the check's gradient scale
+    S         = G, or T where G < sqrt(eps) T                   # the check's gradient scale
     tol_abs_i = safety * (E_i + N_i) + analytic_ulps * eps_c * (|D_i| + S)
     floor_t   = max( max_i E_i , eps_c * max_i |D_i| )          # the tensor's resolvable scale
     rel_i     = |c_i - D_i| / max(|D_i|, floor_t)               # the reported relative error
@@ -17,9 +17,9 @@ and the claimed gradient's own rounding ``N_i`` (measured, see :func:`gradcheck.
 ``eps_c`` is the machine epsilon of the claimed gradient's dtype. ``G`` is the largest ``|D|`` over
 all tensors of the check: an entry that is a sum of large cancelling terms (a bias gradient summed
 over the batch) carries rounding of the size of those terms, which its own small value does not
-show. ``T`` is the scale of the terms when every gradient is (nearly) zero: the loss's magnitude
-per unit of parameter, ``|f| / max(1, rms |x|)`` (``softmax(z).sum()`` has a zero gradient made of
-terms of size ~1). ``N_i`` is what the user's arithmetic actually produces (ill-conditioned but
+show. ``T`` is the scale of the terms when every gradient is zero to working precision (``G <
+sqrt(eps) T``): the loss's magnitude per unit of parameter, ``|f| / max(1, rms |x|)``
+(``softmax(z).sum()`` has a zero gradient made of terms of size ~1). ``N_i`` is what the user's arithmetic actually produces (ill-conditioned but
 correct code: batchnorm of inputs far from zero, confident softmax), measured rather than assumed.
 The floor keeps tiny true gradients (|D| far below what the estimate resolves) from producing huge
 relative errors on correct code, without a magic constant.
