@@ -785,6 +785,15 @@ def _symbolic(result: Result, spec, params, X, y, claimed, judge: _Judge | None)
         result.problems.append(disagreement)
 
 
+def _leave_out(result: Result, t: TensorReport, i: tuple, numerical_value: float, error: float,
+               step: float) -> None:
+    """No single derivative at this element: not the oracles' quarrel; listed as a kink."""
+    t.kink[i] = True
+    t.n_kinks += 1
+    result.kinks.append(Element(t.name, [int(v) for v in i], float(t.claimed[i]), numerical_value, 0.0,
+                                math.nan, error, step, note="kink"))
+
+
 def _oracle_disagreement(result: Result, judge: _Judge | None, params: Mapping[str, Array],
                          symbolic_at: Callable[[str, int, float], float] | None = None) -> Problem | None:
     """The oracles cross-check each other: numerical vs symbolic beyond the numerical estimate's
@@ -804,15 +813,7 @@ def _oracle_disagreement(result: Result, judge: _Judge | None, params: Mapping[s
         s, d = t.symbolic, np.array(t.numerical, dtype=np.float64)  # a copy: refined values stay here
         left_out = np.asarray(t.kink, bool) if t.kink is not None else np.zeros(d.shape, bool)
         e = np.asarray(t.error, dtype=np.float64)
-
-        def leave_out(i: tuple, step: float) -> None:
-            """No single derivative at this element: not the oracles' quarrel; listed as a kink."""
-            left_out[i] = True
-            t.kink = left_out
-            t.n_kinks += 1
-            result.kinks.append(Element(k, [int(v) for v in i], float(t.claimed[i]), float(d[i]), 0.0,
-                                        math.nan, float(e[i]), step, note="kink"))
-            excess[i] = 0.0
+        t.kink = left_out
         with np.errstate(all="ignore"):
             bound = MODEL.safety * e + MODEL.oracle_ulps * eps_of(np.float64) * (np.abs(s) + result.scale)
             excess = np.where(left_out, 0.0, np.abs(d - s) / bound)
@@ -823,7 +824,8 @@ def _oracle_disagreement(result: Result, judge: _Judge | None, params: Mapping[s
                 continue
             ref = judge._second_look(k, params[k], int(flat_i))
             if ref.status != "smooth":
-                leave_out(i, ref.step)
+                _leave_out(result, t, i, float(d[i]), float(e[i]), ref.step)
+                excess[i] = 0.0
                 continue
             b_i = MODEL.safety * ref.error + MODEL.oracle_ulps * eps_of(np.float64) * (abs(s[i]) + result.scale)
             excess[i] = abs(ref.value - s[i]) / b_i if b_i > 0 else math.inf
@@ -837,7 +839,8 @@ def _oracle_disagreement(result: Result, judge: _Judge | None, params: Mapping[s
                     continue
                 branch = abs(above - below) > b_i or (abs(above - ref.value) <= b_i and abs(below - ref.value) <= b_i)
                 if branch:
-                    leave_out(i, ref.step)
+                    _leave_out(result, t, i, float(d[i]), float(e[i]), ref.step)
+                    excess[i] = 0.0
         if excess.size and float(excess.max()) > 1:
             i = np.unravel_index(int(np.argmax(excess)), d.shape)
             if worst is None or excess[i] > worst[0]:
