@@ -439,7 +439,12 @@ def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, 
                     # several units crossed at spread-out distances can shift both tests a little)
                     sd_r0 = math.hypot(4 * sdD[i + 1], sdD[i]) / 3
                     truncation = min(abs(D[i] - D[i + 1]) / 3, abs(r0 - r1))
-                    error = sd_r0 + truncation + max(0.0, abs(r0 - r1) - sd_diff)
+                    # a jump of f' or f'' crossed by the step (elu's f'' at 0) shifts D by about half
+                    # of what it adds to the gap: the gap's departure from halving beyond its
+                    # rounding joins the bound (in float64 at the usual step it is rounding alone)
+                    departure = max(abs(gap[k + 1] - gap[k] / 2) - agree * math.hypot(sdgap[k + 1], sdgap[k] / 2)
+                                    for k in (i, i + 1))
+                    error = sd_r0 + truncation + max(0.0, abs(r0 - r1) - sd_diff) + max(0.0, departure) / 2
                     return Refinement(r0, error, False, sided, calls, "smooth", hs[i])
             elif significant and keeps(i) and keeps(i + 1):
                 return Refinement(D[j], sdD[j] + abs(gap[j]) / 2, True, sided, calls, "kink", hj)
