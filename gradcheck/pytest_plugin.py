@@ -128,6 +128,35 @@ class GradcheckFixture:
             pytest.fail(str(result))
         return result
 
+    def check(self, fn: Callable[..., Any], params: Any, X: Any, y: Any, *, name: str | None = None,
+              **check_options: Any) -> "Result":
+        """Like :func:`gradcheck.check` (returns the result, never fails the test itself), but
+        recorded for the summary and report and with the session's options."""
+        from gradcheck import check as run_check  # noqa: PLC0415 - heavy: imported on first use
+
+        recorder = self._recorder
+        recorder.in_fixture += 1
+        try:
+            result = run_check(fn, params, X, y, name=name, **{**recorder.session_options(), **check_options})
+        finally:
+            recorder.in_fixture -= 1
+        recorder.add(self._nodeid, result)
+        return result
+
+    def assert_gradients(self, fn: Callable[..., Any], params: Any, X: Any, y: Any, *,
+                         name: str | None = None, **check_options: Any) -> None:
+        """Like :func:`gradcheck.assert_gradients`: the fixture's check, failing the test unless it passes."""
+        __tracebackhide__ = True
+        self(fn, params, X, y, name=name, **check_options)
+
+    def __getattr__(self, attribute: str) -> Any:
+        # the fixture is named like the module, so in a test that takes it `gradcheck.X` reaches it
+        raise AttributeError(
+            f"the gradcheck fixture has no attribute {attribute!r}: in a test that takes the fixture, "
+            "the name `gradcheck` is the fixture, not the module. Call it as gradcheck(fn, params, X, y), "
+            "use gradcheck.check(...) or gradcheck.assert_gradients(...) on it, or `import gradcheck as gc` "
+            f"and use gc.{attribute}")
+
 
 # -- the per-session recorder ---------------------------------------------------------------------
 class Recorder:

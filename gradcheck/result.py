@@ -165,6 +165,11 @@ class Result:
     def __str__(self) -> str:
         return explain(self)
 
+    def __bool__(self) -> bool:
+        """``passed``: ``assert gradcheck.check(fn, ...)`` fails on a wrong gradient, as it does with
+        ``torch.autograd.gradcheck`` (which returns a bool); the message is ``str(result)``."""
+        return bool(self.passed)
+
     @property
     def n_elements(self) -> int:
         return sum(t.n_elements for t in self.tensors.values())

@@ -192,3 +192,16 @@ def test_result_round_trips_through_json():
     np.testing.assert_array_equal(back.tensors["W2"].claimed, result.tensors["W2"].claimed)
     failed = gradcheck.check(FAULTS["raised"][0], *inputs())
     assert json.loads(json.dumps(failed.to_dict(), allow_nan=False))["max_rel_error"] == "inf"
+
+
+def test_a_result_is_truthy_exactly_when_it_passed():
+    """``assert gradcheck.check(...)`` must fail on a wrong gradient (as with torch's bool)."""
+    def right(p, X, y):
+        return float(np.sum(p["w"] ** 2)), {"w": 2 * p["w"]}
+
+    def wrong(p, X, y):
+        return float(np.sum(p["w"] ** 2)), {"w": 3 * p["w"]}
+    w = {"w": np.array([1.0, -2.0])}
+    ok, bad = gradcheck.check(right, w, np.zeros(1), None), gradcheck.check(wrong, w, np.zeros(1), None)
+    assert ok and ok.passed
+    assert not bad and not bad.passed

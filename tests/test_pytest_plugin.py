@@ -220,3 +220,27 @@ def test_records_are_plain_builtins():
     value = pytest_plugin._plain({"a": np.float64(1.5), "b": [np.int64(2), (np.bool_(True), None)], 3: "x"})
     assert value == {"a": 1.5, "b": [2, [True, None]], "3": "x"}
     assert type(value["a"]) is float and type(value["b"][0]) is int and type(value["b"][1][0]) is bool
+
+
+def test_the_fixture_offers_check_and_assert_gradients_and_names_the_shadowed_module(suite):
+    suite.makepyfile(test_fixture_api=MODEL + '''
+
+def test_check_returns_the_result_without_failing(gradcheck):
+    assert gradcheck.check(linear_mse, params, X, y, name="right").passed
+    result = gradcheck.check(linear_mse_buggy, params, X, y, name="buggy")
+    assert not result and result.worst_param == "W"
+
+
+def test_assert_gradients_fails_the_test(gradcheck):
+    gradcheck.assert_gradients(linear_mse_buggy, params, X, y, name="asserted")
+
+
+def test_an_unknown_attribute_says_the_fixture_shadows_the_module(gradcheck):
+    gradcheck.NetworkSpec
+''')
+    run = suite.runpytest(*plugin_args(), "-p", "no:cacheprovider")
+    run.assert_outcomes(passed=1, failed=2)
+    run.stdout.fnmatch_lines(["*gradcheck FAILED asserted: W is off by a relative error*",
+                              "*AttributeError: the gradcheck fixture has no attribute 'NetworkSpec': in a test that "
+                              "takes the fixture, the name `gradcheck` is the fixture, not the module*gc.NetworkSpec*",
+                              "3 gradient checks in 2 tests: 1 passed, 2 failed"])

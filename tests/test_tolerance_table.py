@@ -39,3 +39,4 @@ def test_the_explanation_quotes_the_constants_in_force(monkeypatch):
     r = gradcheck.check(wrong, {"w": np.array([1.0, 2.0])}, np.zeros(1), None)
     text = str(r)
     assert "7 x the estimate's error bound" in text and "3 ulp of float64" in text, text
+
