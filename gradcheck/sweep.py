@@ -351,12 +351,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> SweepConfig:
+    from gradcheck.cli import UsageError  # noqa: PLC0415
+
     for name in ("examples", "max_params", "jobs"):
         if getattr(args, name) < 1:
-            raise SystemExit(f"gradcheck sweep: --{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+            raise UsageError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
     bad = [d for d in args.dtype if d not in ("float64", "float32")]
     if bad:
-        raise SystemExit(f"gradcheck sweep: --dtype {bad[0]!r} must be float64 or float32")
+        raise UsageError(f"--dtype {bad[0]!r} must be float64 or float32")
+    try:
+        cells(SweepConfig(activations=args.activations or None, losses=args.losses or None))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return SweepConfig(examples=args.examples, seed=args.seed, activations=args.activations or None,
                        losses=args.losses or None, dtypes=tuple(args.dtype),
                        out=None if args.no_report else args.out, max_params=args.max_params,
