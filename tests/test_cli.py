@@ -56,3 +56,15 @@ def test_python_m_gradcheck_and_the_version_flags():
 def test_a_mistyped_command_is_a_usage_error_naming_the_choices():
     done = run("swep")
     assert done.returncode == 2 and "invalid choice: 'swep'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_teach_takes_the_listed_number_and_suggests_lessons_for_a_word():
+    from gradcheck.teach.catalog import LESSONS, get_lesson
+
+    assert get_lesson("3") is LESSONS[2]
+    with pytest.raises(ValueError, match=r"unknown lesson 'tanh' \(did you mean tanh-"):
+        get_lesson("tanh")
+    with pytest.raises(ValueError, match=f"numbered 1 to {len(LESSONS)}"):
+        get_lesson(str(len(LESSONS) + 1))
+    done = run("teach", "tanh")
+    assert done.returncode == 2 and "did you mean" in done.stderr and "Traceback" not in done.stderr

@@ -440,11 +440,20 @@ _BY_NAME = {lesson.name: lesson for lesson in LESSONS}
 
 
 def get_lesson(name: str) -> Lesson:
-    """The lesson ``name``; a ValueError lists the known names."""
+    """The lesson ``name``, or number ``name`` as ``gradcheck teach --list`` numbers them (from 1);
+    a ValueError suggests lessons whose name or topic contains the word, or close spellings."""
+    if name.isdigit():
+        k = int(name)
+        if 1 <= k <= len(LESSONS):
+            return LESSONS[k - 1]
+        raise ValueError(f"no lesson number {k}: the lessons are numbered 1 to {len(LESSONS)} "
+                         "(`gradcheck teach --list`)")
     try:
         return _BY_NAME[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_BY_NAME), n=3)
+        word = name.lower()
+        close = [l.name for l in LESSONS if word in l.name.lower() or word in l.topic.lower()][:5]
+        close = close or difflib.get_close_matches(name, list(_BY_NAME), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ValueError(f"unknown lesson {name!r}{hint}; `gradcheck teach --list` shows all {len(LESSONS)}") from None
 
