@@ -267,3 +267,17 @@ def test_rich_table_when_available():
     teach_cli.print_table(("lesson", "title"), [(l.name, l.title) for l in LESSONS[:3]], console=console)
     out = buf.getvalue()
     assert all(l.name in out for l in LESSONS[:3])
+
+
+def test_cli_quiz_hides_the_activations_and_asks_again_after_a_typo(capsys, monkeypatch):
+    """The header gives the layer sizes, not the spec's label (which names the activations, e.g.
+    'tanh' for a tanh lesson); a mistyped answer asks again instead of ending the quiz."""
+    lesson = get_lesson("tanh-one-minus-a")
+    answers = iter(["7x", "tanh-one-minus-a"])
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
+    assert main(["teach", "--quiz", "tanh-one-minus-a", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0]
+    assert "tanh" not in header and lesson.case().spec.label() not in out, header
+    assert "'7x' is not one of" in out and "try again" in out and "Right: it is" in out

@@ -277,7 +277,11 @@ def quiz(lesson: Lesson | None = None, *, answer: str | None = None, seed: int |
         return _usage(f"lesson {lesson.name!r} passes the check: nothing to quiz on")
     choices = quiz_choices(lesson, rng)
     outcome = run_lesson(lesson, name="the code under test")
-    print(f"Quiz (seed {seed}): this backward pass of a {lesson.case().spec.label()} network fails gradcheck.\n")
+    spec = lesson.case().spec
+    shape = "-".join(str(w) for w in (spec.input_dim, *(layer.width for layer in spec.layers)))
+    # the layer sizes only: the activations (and the spec's label) would give the answer away
+    print(f"Quiz (seed {seed}): this backward pass of a {shape} network ({spec.dtype}, batch {spec.batch}) "
+          "fails gradcheck.\n")
     print(_indent(str(outcome.result)))
     print("\nWhich bug is it?")
     for k, c in enumerate(choices, 1):
@@ -286,11 +290,16 @@ def quiz(lesson: Lesson | None = None, *, answer: str | None = None, seed: int |
         if not sys.stdin.isatty():
             print("\nno answer: stdin is not a terminal; pass --answer N (or a lesson name)", file=sys.stderr)
             return 2
-        try:
-            answer = input(f"your answer [1-{len(choices)}]: ")
-        except EOFError:
-            print("\nno answer given", file=sys.stderr)
-            return 2
+        picked = None
+        while picked is None:  # a typo asks again; end of input (Ctrl-D) ends the quiz
+            try:
+                answer = input(f"your answer [1-{len(choices)}]: ")
+            except EOFError:
+                print("\nno answer given", file=sys.stderr)
+                return 2
+            picked = _parse_answer(answer, choices)
+            if picked is None:
+                print(f"  {answer.strip()!r} is not one of 1-{len(choices)} or a listed lesson name; try again")
     picked = _parse_answer(answer, choices)
     if picked is None:
         print(f"answer {answer!r} is not one of 1-{len(choices)} or a listed lesson name", file=sys.stderr)
