@@ -1,34 +1,45 @@
-# The two commands of the README. Each creates .venv and installs the project into it
-# (once; again only when pyproject.toml changes), then runs.
+# The two commands of the README. Each creates .venv and installs into it what it needs (once;
+# again only when pyproject.toml changes), then runs: `make sweep` the core dependencies only,
+# `make test` also the extras the tests use (frameworks, playwright, xdist, ...).
 VENV    ?= .venv
 PYTHON  ?= python3
 PY      := $(VENV)/bin/python
-STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+SUM     := $(shell cksum pyproject.toml | cut -d' ' -f1)
+CORE    := $(VENV)/.installed-core-$(SUM)
+ALL     := $(VENV)/.installed-all-$(SUM)
+PIP     := $(PY) -m pip install --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
 
 .PHONY: sweep test test-thorough install bench clean
 
-sweep: $(STAMP)   ## the main job: the default sweep, writes reports/index.html
+sweep: $(CORE)   ## the main job: the default sweep, writes reports/index.html
 	$(VENV)/bin/gradcheck sweep
 
-test: $(STAMP)    ## the whole test suite (pytest's "no tests collected", exit 5, counts as a failure)
+test: $(ALL)     ## the whole test suite (pytest's "no tests collected", exit 5, counts as a failure)
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
-test-thorough: $(STAMP)   ## on demand (not CI): the suite with the random `thorough` Hypothesis profile, 200 examples per cell
+test-thorough: $(ALL)   ## on demand (not CI): the suite with the random `thorough` Hypothesis profile, 200 examples per cell
 	$(PY) -m pytest -n 2 --hypothesis-profile=thorough $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
-install: $(STAMP)
+install: $(ALL)
 
-$(STAMP):
+# core dependencies only (what the sweep needs); a stamp per pyproject.toml checksum
+$(CORE):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	# torch is pinned in the `torch` extra to the CPU build that ships on this machine
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,all]"
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	$(PIP) -e .
+	rm -f $(VENV)/.installed-core-*
+	touch $(CORE)
 
-bench: $(STAMP)   ## benchmarks, on demand (not part of CI)
+# everything the tests need; torch is pinned in the `torch` extra to the CPU build that ships here
+$(ALL):
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) -e ".[dev,all]"
+	rm -f $(VENV)/.installed-*
+	touch $(CORE) $(ALL)
+
+bench: $(ALL)   ## benchmarks, on demand (not part of CI)
 	$(PY) benchmarks/bench_check.py
 
 clean:
