@@ -472,6 +472,8 @@ class ClaimedRounding:
     sd: dict[str, Array]
     jump: dict[str, Array]
     calls: int
+    #: per line, the claimed gradient extrapolated to x (its limit there from that side)
+    limits: list[dict[str, Array]] = field(default_factory=list)
 
 
 def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], params: Mapping[str, Array],
@@ -504,16 +506,23 @@ def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], p
     per_direction: list[dict[str, Array]] = []
     lines: list[list[dict[str, Array]]] = []
     calls = 0
-    for _ in range(int(MODEL.claimed_probe_directions)):
+    first: dict[str, Array] = {}
+    for direction in range(int(MODEL.claimed_probe_directions)):
         unit = {}
         for k, v in params.items():
             v64 = np.asarray(v, dtype=np.float64)
             rms = math.sqrt(float(np.mean(v64 * v64))) if v.size else 0.0
             ref = np.maximum(np.abs(v64), rms if rms > 0 else 1.0).astype(v.dtype)
             # a random size per element (not a multiple of the spacing): every low bit changes,
-            # so the rounding of sums and differences is re-drawn at each point
-            size = rng.uniform(0.5, 1.5, size=v.shape) * rng.choice(np.array([-1.0, 1.0]), size=v.shape)
-            unit[k] = size * MODEL.claimed_probe_ulps * np.spacing(ref).astype(np.float64)
+            # so the rounding of sums and differences is re-drawn at each point. The second
+            # direction mirrors the first's signs with new sizes: a pre-activation exactly at a
+            # kink then moves to one side along one line and to the other along the other, so a
+            # convention taken at x differs from at least one of them (the jump test below)
+            size = rng.uniform(0.5, 1.5, size=v.shape)
+            sign = rng.choice(np.array([-1.0, 1.0]), size=v.shape) if direction % 2 == 0 else -first[k]
+            if direction % 2 == 0:
+                first[k] = sign
+            unit[k] = size * sign * MODEL.claimed_probe_ulps * np.spacing(ref).astype(np.float64)
         # the base point itself stays out: where x sits exactly on a kink (relu at 0) any move
         # crosses it, so g(x) holds one convention and g(x + j u), j >= 1, the other side's value
         seq = []
@@ -551,6 +560,7 @@ def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], p
     # j = 0, against g(x): beyond that extrapolation's rounding, g(x) is a convention taken at an
     # exact kink of the code's path (relu'(0) of a pre-activation that is exactly 0), not a limit
     jump = {}
+    limits: list[dict[str, Array]] = [{} for _ in lines]
     design = np.vander(np.arange(1.0, m + 1), 3, increasing=True)
     weights = np.linalg.lstsq(design, np.eye(m), rcond=None)[0][0]  # value at j = 0 from the m points
     gain = float(np.sqrt(np.sum(weights ** 2)))
@@ -558,12 +568,13 @@ def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], p
         g0 = np.asarray(base[k], dtype=np.float64)
         allowed = MODEL.safety * (1 + gain) * out[k] + MODEL.analytic_ulps * machine_eps(np.float64) * np.abs(g0)
         hits = np.zeros(g0.shape, bool)
-        for seq in lines:
+        for line, seq in enumerate(lines):
             with np.errstate(all="ignore"):
                 predicted = np.tensordot(weights, np.stack([s[k] for s in seq]), axes=1)
                 hits |= np.abs(g0 - predicted) > allowed
+            limits[line][k] = predicted
         jump[k] = hits
-    return ClaimedRounding(out, jump, calls)
+    return ClaimedRounding(out, jump, calls, limits)
 
 
 def directional(loss: LossFn, params: dict[str, Array], direction: dict[str, Array], h: float) -> float:
