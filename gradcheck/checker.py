@@ -270,8 +270,12 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
             if not all(judge.first_look(k, p, claimed[k]) for k, p in frozen.params.items()):
                 # something fails as it stands: measure the claimed gradient's own rounding before
                 # any verdict (ill-conditioned but correct arithmetic is not a bug)
-                measured = _claimed_noise(fn, frozen, claimed, run, seed)
-                judge.claimed_noise, judge.jumps, judge.limits = measured.sd, measured.jump, measured.limits
+                try:
+                    measured = _claimed_noise(fn, frozen, claimed, run, seed)
+                    judge.claimed_noise, judge.jumps, judge.limits = measured.sd, measured.jump, measured.limits
+                except _Stop as stop:  # fn failed a few ulps away: no measurement; the verdict says why
+                    run.notes.append("your gradient's own rounding could not be measured: fn failed a few "
+                                     f"ulps from params ({stop.problem.message})")
             for k, p in frozen.params.items():
                 judge.tensor(k, p, claimed[k])
             result = judge.result(rtol=rtol)
