@@ -105,7 +105,6 @@ def test_offline_no_console_errors_no_dialogs(watched):
 
     page = watched.page
     assert page.title().startswith("gradcheck browser test")
-    n = len(sample_results())
     failed = sum(not r.passed for r in sample_results())
     assert watched.visible_rows() == ["failed"] * failed  # passing checks collapsed by default
     page.wait_for_timeout(200)
