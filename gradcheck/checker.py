@@ -574,7 +574,7 @@ class _Judge:
         left_out = kink | unsettled
         judged = ~left_out
         failed = judged & ~cmp.passed
-        # the headline: resolved elements (|numerical| clearly above what the estimate resolves)
+        # the headline: resolved elements (relative tolerance at most eps_c^(1/3))
         # and every failing one; entries below resolution are judged on absolute agreement only
         headline = (judged & cmp.resolved) | failed
         below = judged & ~headline

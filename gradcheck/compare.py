@@ -50,7 +50,7 @@ class Comparison:
     floor: float
     #: error / tolerance, per element (< 1 passes)
     margin: Array | None = None
-    #: |numerical| clearly above what the estimate resolves (the headline's elements)
+    #: tolerance, relative, at most eps_c^(1/3): the estimate resolves it (the headline's elements)
     resolved: Array | None = None
     #: absolute tolerance, per element
     tol_abs: Array | None = None

@@ -65,7 +65,7 @@ class Element:
     claimed_noise: float = 0.0
     #: error / tolerance (< 1 passes)
     margin: float = 0.0
-    #: |numerical| clearly above what the estimate resolves (counts towards the headline)
+    #: the estimate resolves it: relative tolerance at most eps^(1/3) (counts towards the headline)
     resolved: bool = True
 
     def label(self) -> str:
