@@ -35,6 +35,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from gradcheck.tolerance import MODEL
+
 Array = np.ndarray
 LossFn = Callable[[dict], Any]
 
@@ -370,8 +372,6 @@ def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, 
     at small steps must not pass for a smooth point. After
     ``ladder_rungs`` rungs without a smooth window or a kink the element is ``unsettled``.
     """
-    from gradcheck.tolerance import MODEL  # noqa: PLC0415 - tolerance imports nothing heavy
-
     rungs = MODEL.ladder_rungs if rungs is None else rungs
     flat = work[name].reshape(-1)
     x = flat[index]
@@ -499,8 +499,6 @@ def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], p
     code's gradient jumps exactly there (a subgradient convention on a path that crosses a kink at
     x, while the loss may even be smooth: two leaky ReLUs in a row at exactly 0).
     """
-    from gradcheck.tolerance import MODEL  # noqa: PLC0415
-
     rng = np.random.default_rng(seed + 7)
     m = int(MODEL.claimed_probe_points)
     per_direction: list[dict[str, Array]] = []

@@ -695,17 +695,24 @@ def _draw_case(draw, spec_strategy, scales, allow_kinks: bool, margin: float) ->
     if not _construct(spec, params, X, acts, loss, None if allow_kinks or margin == 0 else aim):
         assume(False)
 
+    params, X, y, out, cache = _in_dtype(draw, spec, net, params, X)
+    if not allow_kinks and margin > 0:
+        y = _clear_loss_kinks(loss.name, out, y, aim)
+    ok = _verify(net, params, X, y, out, cache, acts, loss, None if allow_kinks else margin)
+    assume(ok)
+    return Case(spec, params, X, y)
+
+
+def _in_dtype(draw, spec: NetworkSpec, net, params: dict, X: np.ndarray):
+    """Both modes' last steps: params and X cast to the spec's dtype, targets drawn, the forward
+    pass (overflow is judged by the caller's verification, not warned about)."""
     dt = np.dtype(spec.dtype)
     params = {k: v.astype(dt) for k, v in params.items()}
     X = X.astype(dt)
     y = draw(targets(spec))
     with np.errstate(all="ignore"):
         out, cache = net.forward(params, X)
-    if not allow_kinks and margin > 0:
-        y = _clear_loss_kinks(loss.name, out, y, aim)
-    ok = _verify(net, params, X, y, out, cache, acts, loss, None if allow_kinks else margin)
-    assume(ok)
-    return Case(spec, params, X, y)
+    return params, X, y, out, cache
 
 
 @st.composite
@@ -731,12 +738,7 @@ def _draw_realistic_case(draw, spec_strategy) -> Case:
     elif kind == "sparse":
         X = np.maximum(X, 0.0)
 
-    dt = np.dtype(spec.dtype)
-    params = {k: v.astype(dt) for k, v in params.items()}
-    X = X.astype(dt)
-    y = draw(targets(spec))
-    with np.errstate(all="ignore"):
-        out, cache = net.forward(params, X)
+    params, X, y, out, cache = _in_dtype(draw, spec, net, params, X)
     acts = [get_activation(l.activation) for l in spec.layers]
     assume(_verify(net, params, X, y, out, cache, acts, get_loss(spec.loss), None))
     return Case(spec, params, X, y)

@@ -98,6 +98,18 @@ def _half_mse(out, y):
 
 
 # -- cases ----------------------------------------------------------------------------------------
+def _dense_then(norm_forward, norm_backward, bug):
+    """fn of a dense layer followed by a normalization (gamma, beta) and half MSE."""
+    def fn(p, X, y):
+        h, dense_cache = dense_forward(X, p["W"], p["b"])
+        out, norm_cache = norm_forward(h, p["gamma"], p["beta"])
+        loss, dout = _half_mse(out, y)
+        dh, dgamma, dbeta = norm_backward(dout, norm_cache, bug)
+        _, dW, db = dense_backward(dh, dense_cache)
+        return loss, {"W": dW, "b": db, "gamma": dgamma, "beta": dbeta}
+    return fn
+
+
 def make_layernorm_sum(dtype="float64", seed=0, bug=None):
     """``loss = sum(layernorm(x) * X)``, X all ones, gamma = 1: each row of xhat sums to zero, so
     the loss is N * sum(beta) and dx is exactly zero (claimed: ~1e-17 rounding).
@@ -129,15 +141,7 @@ def make_layernorm_dense(dtype="float64", seed=0, bug=None):
     X = rng.standard_normal((4, 3)).astype(dt)
     y = rng.standard_normal((4, 5)).astype(dt)
 
-    def fn(p, X, y):
-        h, dense_cache = dense_forward(X, p["W"], p["b"])
-        out, ln_cache = layernorm_forward(h, p["gamma"], p["beta"])
-        loss, dout = _half_mse(out, y)
-        dh, dgamma, dbeta = layernorm_backward(dout, ln_cache, bug)
-        _, dW, db = dense_backward(dh, dense_cache)
-        return loss, {"W": dW, "b": db, "gamma": dgamma, "beta": dbeta}
-
-    return fn, params, X, y
+    return _dense_then(layernorm_forward, layernorm_backward, bug), params, X, y
 
 
 def make_batchnorm_offset(dtype="float64", seed=0, bug=None):
@@ -176,12 +180,4 @@ def make_batchnorm_dense_offset(dtype="float64", seed=0, bug=None):
     X = (rng.standard_normal((6, 3)) + 1000.0).astype(dt)
     y = rng.standard_normal((6, 4)).astype(dt)
 
-    def fn(p, X, y):
-        h, dense_cache = dense_forward(X, p["W"], p["b"])
-        out, bn_cache = batchnorm_forward(h, p["gamma"], p["beta"])
-        loss, dout = _half_mse(out, y)
-        dh, dgamma, dbeta = batchnorm_backward(dout, bn_cache, bug)
-        _, dW, db = dense_backward(dh, dense_cache)
-        return loss, {"W": dW, "b": db, "gamma": dgamma, "beta": dbeta}
-
-    return fn, params, X, y
+    return _dense_then(batchnorm_forward, batchnorm_backward, bug), params, X, y
