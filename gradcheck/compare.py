@@ -56,9 +56,16 @@ class Comparison:
     tol_abs: Array | None = None
 
 
-def eps_of(dtype) -> float:
-    """Machine epsilon of a floating dtype; float64's for anything else."""
-    return machine_eps(dtype)
+#: machine epsilon of a floating dtype, float64's for anything else (one definition:
+#: :func:`gradcheck.numerical.machine_eps`)
+eps_of = machine_eps
+
+
+def claimed_eps(claimed: Array, param: Array) -> float:
+    """Precision of a claimed gradient: its dtype's, or the parameter's when that is coarser
+    (a float64 gradient of float32 parameters carries float32 rounding)."""
+    coarser = claimed.dtype if claimed.dtype.itemsize <= param.dtype.itemsize else param.dtype
+    return machine_eps(coarser)
 
 
 def compare(claimed: Array, numerical: Array, error: Array, *, claimed_eps: float,

@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from gradcheck import numerical
-from gradcheck.compare import ANALYTIC_ULPS, SAFETY, compare, eps_of
+from gradcheck.compare import ANALYTIC_ULPS, SAFETY, claimed_eps, compare
 from gradcheck.result import Element, Problem, Result, TensorReport, fmt_index
 
 Array = np.ndarray
@@ -109,8 +109,14 @@ class _Probe:
             for side in (plus, minus):
                 for t, a, b in segs:
                     self.p.flat[t][a:b] = side[t][a:b]
-                values.append(numerical._as_float(self.loss(self.p.work)))
                 self.calls += 1
+                try:
+                    values.append(numerical._as_float(self.loss(self.p.work)))
+                except numerical.FunctionFault:
+                    raise
+                except Exception as exc:  # the one call into user code here
+                    raise numerical.FunctionFault(f"fn raised {type(exc).__name__}: {exc} (while the "
+                                                  "parameters were moved along a random direction)") from exc
         finally:
             for t, a, b in segs:
                 self.p.flat[t][a:b] = self.p.x0[t][a:b]
@@ -142,8 +148,7 @@ def run(loss_of: Callable[[dict], Any], params: Mapping[str, Array], claimed: Ma
         notes.append(f"scheme={scheme!r} not used: fast mode takes central directional differences")
     p = _Params(params)
     c_list = [np.asarray(claimed[k], dtype=np.float64).reshape(-1) for k in p.names]
-    eps_c = max(eps_of(claimed[k].dtype) if claimed[k].dtype.itemsize <= params[k].dtype.itemsize
-                else eps_of(params[k].dtype) for k in p.names)
+    eps_c = max(claimed_eps(claimed[k], params[k]) for k in p.names)
     probe = _Probe(loss_of, p, c_list)
     base = dict(name=name, scheme="fast", dtype=dtype, spec=spec, mode="fast", rtol=rtol, loss=loss, notes=notes)
 
@@ -187,13 +192,9 @@ def run(loss_of: Callable[[dict], Any], params: Mapping[str, Array], claimed: Ma
                                    "run mode='full' for a verdict")
                     return finish(passed=False, max_rel_error=worst_rel, worst_param=kinks[-1].param,
                                   tolerance=worst_tol, kinks=kinks, problems=[prob])
-    except numerical.FunctionFault as f:
+    except numerical.FunctionFault as f:  # only fn's faults: a harness bug keeps its traceback
         return finish(passed=False, max_rel_error=math.inf, worst_param=f.param,
                       problems=[Problem("raised", str(f), f.param, list(f.index) if f.index else None)])
-    except Exception as exc:  # fn raised while the parameters were moved along a direction
-        return finish(passed=False, max_rel_error=math.inf, worst_param=None,
-                      problems=[Problem("raised", f"fn raised {type(exc).__name__}: {exc} (while the "
-                                                  "parameters were moved along a random direction)")])
     if kinks:
         notes.append(f"{len(kinks)} non-differentiable element(s) left out of the directions")
     return finish(passed=True, max_rel_error=worst_rel, worst_param=None, tolerance=worst_tol, kinks=kinks,

@@ -61,11 +61,9 @@ class FunctionFault(Exception):
 
 @dataclass
 class Estimate:
-    """Numerical gradient: per tensor the estimate, its absolute error bound and the step used.
-
-    ``kink`` marks elements found to sit at (or within one step of) a non-differentiable point;
-    ``refined`` marks elements re-evaluated at a second step. ``calls`` counts evaluations of f.
-    """
+    """Numerical gradient: per tensor the estimate, its absolute error bound and the step used;
+    ``calls`` counts evaluations of f. Kinks and second looks are the judge's business
+    (:func:`refine_element`, :mod:`gradcheck.judging`), not recorded here."""
 
     grad: dict[str, Array]
     error: dict[str, Array]
@@ -74,9 +72,6 @@ class Estimate:
     noise: float
     f0: float
     calls: int = 0
-    kink: dict[str, Array] = field(default_factory=dict)
-    refined: dict[str, Array] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
 
 def _as_float(value: Any) -> float:
@@ -89,13 +84,14 @@ def _as_float(value: Any) -> float:
     return float(a.reshape(()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=64)  # keyed by dtype: a handful of entries at most
 def _eps_of_dtype(dt: np.dtype) -> float:
     return float(np.finfo(dt).eps) if dt.kind in "fc" else float(np.finfo(np.float64).eps)
 
 
 def machine_eps(dtype: Any) -> float:
-    """Machine epsilon of a floating (or complex) dtype; float64's for anything else."""
+    """Machine epsilon of a floating (or complex) dtype; float64's for anything else. The one
+    definition in the package (``gradcheck.compare.eps_of`` is this function)."""
     return _eps_of_dtype(np.dtype(dtype))
 
 
@@ -140,6 +136,7 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
     floor = 0.5 * machine_eps(next(iter(params.values())).dtype) * abs(f0)
     calls = 0
     sigmas = []
+    failed = False
     try:
         for _ in range(directions):
             dirs = {k: rng.standard_normal(v.shape) * np.maximum(1.0, np.abs(v)) for k, v in params.items()}
@@ -149,8 +146,14 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
             for j in range(1, points + 1):
                 for k, v in params.items():
                     np.add(base[k], j * unit[k], out=v, casting="unsafe")
-                values.append(_as_float(loss(params)))
                 calls += 1
+                try:
+                    values.append(_as_float(loss(params)))
+                except Exception:  # fn's fault: the element-by-element pass meets it and names the element
+                    failed = True
+                    break
+            if failed:
+                break
             f = np.array(values)
             if not np.all(np.isfinite(f)):
                 continue
@@ -163,8 +166,6 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
             # orders 4..6 pooled: their smooth parts (f^(k) step^k, step^4 ~ eps^(4/3)) vanish
             usable = estimates[3:6] if len(estimates) > 3 else estimates
             sigmas.append(math.sqrt(float(np.mean(np.square(usable)))))
-    except Exception:
-        pass  # the element-by-element pass will meet the same fault and name the element
     finally:
         for k, v in params.items():
             np.copyto(v, base[k])
@@ -309,8 +310,6 @@ def estimate(loss: LossFn, params: Mapping[str, Array], *, scheme: str = "centra
         est.grad[name] = d.reshape(shape)
         est.error[name] = err.reshape(shape)
         est.step[name] = h.reshape(shape)
-        est.kink[name] = np.zeros(shape, bool)
-        est.refined[name] = np.zeros(shape, bool) if scheme != "richardson" else np.ones(shape, bool)
     est.calls = calls
     return est
 
@@ -339,6 +338,18 @@ def _fault(exc: Exception, name: str, index: int, shape: tuple) -> FunctionFault
     where = np.unravel_index(index, shape)
     return FunctionFault(f"fn raised {type(exc).__name__}: {exc} (while {name}{list(map(int, where))} was "
                          "perturbed)", name, tuple(int(v) for v in where))
+
+
+def _value_at(loss: LossFn, work: dict[str, Array], name: str, index: int) -> float:
+    """``loss(work)`` as a float while element ``index`` of ``work[name]`` is moved. The one place
+    here that calls into user code: whatever it raises becomes a :class:`FunctionFault` naming the
+    element; the harness's own arithmetic around it is never wrapped (a bug there keeps its traceback)."""
+    try:
+        return _as_float(loss(work))
+    except FunctionFault:
+        raise
+    except Exception as exc:
+        raise _fault(exc, name, index, work[name].shape) from exc
 
 
 def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, h: float,
@@ -410,9 +421,9 @@ def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, 
             if hp <= 0 or hm <= 0:
                 break  # the step fell below the parameter's ulp
             flat[index] = xp
-            fp = _as_float(loss(work))
+            fp = _value_at(loss, work, name, index)
             flat[index] = xm
-            fm = _as_float(loss(work))
+            fm = _value_at(loss, work, name, index)
             flat[index] = x
             calls += 2
             D.append((fp - fm) / (hp + hm))
@@ -448,10 +459,6 @@ def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, 
                     return Refinement(r0, error, False, sided, calls, "smooth", hs[i])
             elif significant and keeps(i) and keeps(i + 1):
                 return Refinement(D[j], sdD[j] + abs(gap[j]) / 2, True, sided, calls, "kink", hj)
-    except FunctionFault:
-        raise
-    except Exception as exc:
-        raise _fault(exc, name, index, work[name].shape) from exc
     finally:
         flat[index] = x
     if len(D) >= 2:
@@ -606,12 +613,12 @@ def step_curve(loss: LossFn, work: dict[str, Array], name: str, index: int,
         for h in hs:
             h = float(pow2(np.array([h * max(1.0, abs(float(x)))]))[0])
             flat[index] = dt.type(x + h)
-            fp = _as_float(loss(work))
+            fp = _value_at(loss, work, name, index)
             flat[index] = dt.type(x - h)
-            fm = _as_float(loss(work))
+            fm = _value_at(loss, work, name, index)
             curve.append((h, (fp - fm) / (2 * h)))
-    except Exception:
-        pass  # a curve is an illustration; a failure here is reported elsewhere
+    except FunctionFault:
+        pass  # a curve is an illustration: fn failing at a large step ends it there
     finally:
         flat[index] = x
     return curve

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gradcheck.numerical import Estimate, estimate
+from gradcheck.numerical import Estimate, estimate, machine_eps
 
 Array = np.ndarray
 
@@ -122,7 +122,7 @@ def _targets(y: Array, out: Array) -> Array:
 
 
 def _eps(a: Array) -> float:
-    return float(np.finfo(a.dtype).eps)
+    return machine_eps(a.dtype)
 
 
 def _xlogx(y: Array) -> Array:

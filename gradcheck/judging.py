@@ -1,0 +1,289 @@
+"""Judging: each tensor's claimed gradient against the numerical estimate, element by element.
+
+A first comparison with the estimate as it stands (:func:`gradcheck.compare.compare`); elements
+that fail it get a second look on a ladder of steps (truncation, Richardson, kinks of this element
+or of other units crossed by the step; :func:`gradcheck.numerical.refine_element`). Kinks and
+estimates that never settle are left out of the verdict and listed. The outcome is one
+:class:`~gradcheck.result.Result`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from typing import Any, Callable
+
+import numpy as np
+
+from gradcheck import numerical
+from gradcheck.compare import ANALYTIC_ULPS, SAFETY, claimed_eps, compare, eps_of
+from gradcheck.contract import Fault, Tally
+from gradcheck.estimating import Estimated, term_scale
+from gradcheck.options import Labels
+from gradcheck.numerical import FunctionFault
+from gradcheck.result import Element, Problem, Result, TensorReport, fmt_index
+from gradcheck.tolerance import MODEL
+
+Array = np.ndarray
+LossOf = Callable[[dict], Any]
+
+#: at most this many failing elements per check get a second look (h/2, kink test)
+MAX_REFINE = 1024
+#: failing elements listed on the result
+MAX_LISTED = 50
+
+
+class Judge:
+    """Compares each tensor's claimed gradient with the estimate, then takes a second look at the
+    elements that still fail: a ladder of steps h, h/2, h/4, ... (truncation, Richardson, kinks of
+    this element or of other units crossed by the step; :func:`gradcheck.numerical.refine_element`)."""
+
+    def __init__(self, loss_of: LossOf, work: dict[str, Array], loss: float, estimated: Estimated,
+                 tally: Tally, *, rtol: float | None, detect_kinks: bool) -> None:
+        self.loss_of, self.work, self.loss, self.tally = loss_of, work, loss, tally
+        self.est, self.noise, self.used = estimated.estimate, estimated.noise, estimated.scheme
+        self.rtol, self.detect_kinks = rtol, detect_kinks
+        #: the claimed gradient's own rounding (sd per element), once measured (:meth:`measured`)
+        self.claimed_noise: dict[str, Array] = {}
+        #: where fn's gradient jumps at x itself (a convention at an exact kink of its code path)
+        self.jumps: dict[str, Array] = {}
+        #: per probe line, fn's gradient extrapolated to x from that side
+        self.limits: list[dict[str, Array]] = []
+        est = self.est
+        with np.errstate(all="ignore"):
+            self.global_scale = max(float(np.max(np.abs(g))) for g in est.grad.values())
+        # T stands in only when every gradient is zero to working precision (below sqrt(eps) of
+        # the loss's scale): otherwise the largest gradient G is the terms' scale, and a larger T
+        # would only blunt the check (a 1e-13 planted error went unseen with it)
+        t_scale = term_scale(loss, work)
+        p_eps = max(eps_of(v.dtype) for v in work.values())
+        self.term_scale = t_scale if self.global_scale < math.sqrt(p_eps) * t_scale else 0.0
+        self.tensors: dict[str, TensorReport] = {}
+        self.failures: list[Element] = []
+        self.kinks: list[Element] = []
+        self.closest: Element | None = None
+        self.refined_total = 0
+        self.complex_distrusted = 0
+
+    def measured(self, rounding: numerical.ClaimedRounding) -> None:
+        """Take the claimed gradient's measured rounding into the tolerance (and its jumps at x)."""
+        self.claimed_noise, self.jumps, self.limits = rounding.sd, rounding.jump, rounding.limits
+
+    def first_look(self, k: str, p: Array, c: Array) -> bool:
+        """Does every element of tensor ``k`` pass against the estimate as it stands?"""
+        d = self.est.grad[k].astype(np.float64)
+        if not np.all(np.isfinite(d)):
+            return False
+        cmp = compare(c, d, self.est.error[k], claimed_eps=claimed_eps(c, p), rtol=self.rtol,
+                      global_scale=self.global_scale, term_scale=self.term_scale)
+        return bool(cmp.passed.all())
+
+    def tensor(self, k: str, p: Array, c: Array) -> None:
+        est, tally = self.est, self.tally
+        c_eps = claimed_eps(c, p)
+        d = est.grad[k].astype(np.float64).copy()
+        e = est.error[k].astype(np.float64).copy()
+        h = est.step[k].astype(np.float64).copy()
+        cn = self.claimed_noise.get(k)
+        kink = np.zeros(p.shape, bool)
+        jumped = np.zeros(p.shape, bool)  # kinks found by fn's gradient jumping at x
+        unsettled = np.zeros(p.shape, bool)
+        refined = np.zeros(p.shape, bool)
+        by_central = np.zeros(p.shape, bool)  # complex step overruled by central differences
+        nonfinite = ~np.isfinite(d)
+        if nonfinite.any():
+            i = tuple(int(v) for v in np.argwhere(nonfinite)[0])
+            raise Fault(Problem("numerical_non_finite",
+                                f"the loss became non-finite when {fmt_index(k, i)} was perturbed by "
+                                f"{float(h[i]):.3g}: fn overflows or divides by zero next to these parameters",
+                                k, list(i)))
+
+        def judge():
+            return compare(c, d, e, claimed_eps=c_eps, rtol=self.rtol, global_scale=self.global_scale,
+                           claimed_noise=cn, term_scale=self.term_scale)
+
+        cmp = judge()
+        bad = np.flatnonzero(~cmp.passed.reshape(-1))
+        if bad.size:
+            todo = bad[: max(0, MAX_REFINE - self.refined_total)]
+            if todo.size < bad.size:
+                tally.note(f"{k}: {bad.size - todo.size} failing elements not re-examined (limit {MAX_REFINE})")
+            jumps = self.jumps.get(k)
+            for flat_i in todo:
+                i = np.unravel_index(flat_i, p.shape)
+                e_first = float(e[i])
+                ref = self.second_look(k, p, int(flat_i))
+                refined[i] = True
+                self.refined_total += 1
+                if ref.status == "unsettled" and self.used == "complex":
+                    pass  # central differences could not settle: the complex step's value stands
+                elif ref.status != "smooth":
+                    if self.detect_kinks:  # no single derivative within the step: left out, listed
+                        (kink if ref.status == "kink" else unsettled)[i] = True
+                        h[i] = ref.step
+                elif self.used == "complex":
+                    # trust the complex step only where central differences agree with it
+                    if abs(d[i] - ref.value) > SAFETY * ref.error + ANALYTIC_ULPS * c_eps * abs(ref.value):
+                        self.complex_distrusted += 1
+                        d[i], e[i], h[i] = ref.value, ref.error, ref.step
+                        by_central[i] = True
+                elif self.used == "central4":
+                    d[i], e[i], h[i] = self._fourth_order(k, p, int(flat_i), float(d[i]), float(est.step[k][i]), ref)
+                else:
+                    d[i], e[i], h[i] = ref.value, ref.error, ref.step
+                if (self.detect_kinks and ref.status == "smooth" and jumps is not None and jumps[i]
+                        and self._agrees_from_one_side(k, i, float(d[i]),
+                                                       float(cmp.tol_abs[i]) + SAFETY * (float(e[i]) - e_first))):
+                    # fn's own gradient jumps exactly at x, and from one side it agrees with the
+                    # loss's derivative: its value at x is a convention on a path through an exact
+                    # kink (the loss may be smooth there); left out like a kink. A wrong gradient
+                    # agrees from no side, so noise that looks like a jump excuses no bug.
+                    kink[i] = jumped[i] = True
+            cmp = judge()
+        left_out = kink | unsettled
+        judged = ~left_out
+        failed = judged & ~cmp.passed
+        # the headline: resolved elements (relative tolerance at most eps_c^(1/3))
+        # and every failing one; entries below resolution are judged on absolute agreement only
+        headline = (judged & cmp.resolved) | failed
+        below = judged & ~headline
+        rel = np.where(headline, cmp.rel, 0.0)
+        margin = np.where(judged, cmp.margin, 0.0)
+        worst_flat = int(np.argmax(rel)) if headline.any() else int(np.argmax(margin)) if judged.any() else None
+        closest_flat = int(np.argmax(margin)) if judged.any() else None
+        with np.errstate(all="ignore"):
+            dj, cj = np.where(judged, d, 0.0), np.where(judged, c.astype(np.float64), 0.0)
+            norm_d = float(np.sqrt(np.sum(dj * dj)))
+            norm_diff = float(np.sqrt(np.sum((cj - dj) ** 2)))
+            norm_tol = float(np.sqrt(np.sum(np.where(judged, cmp.tol_abs, 0.0) ** 2)))
+            # relative to ||numerical|| where that is resolved; a tensor whose entries all sit below
+            # the estimate's resolution (a zero gradient) has no relative error to speak of
+            if norm_tol <= norm_d * c_eps ** MODEL.resolved_power or failed.any():
+                normwise = norm_diff / max(norm_d, norm_tol, np.finfo(np.float64).tiny)
+            else:
+                normwise = 0.0
+        self.tensors[k] = TensorReport(
+            name=k, shape=list(p.shape), dtype=str(c.dtype),
+            max_rel_error=float(rel.max()) if headline.any() else 0.0,
+            tolerance=float(cmp.tol.reshape(-1)[worst_flat]) if worst_flat is not None else math.nan,
+            passed=not failed.any(),
+            worst_index=list(map(int, np.unravel_index(worst_flat, p.shape))) if worst_flat is not None else None,
+            n_elements=int(p.size), n_failed=int(failed.sum()), n_kinks=int(kink.sum()),
+            n_refined=int(refined.sum()), step=float(np.median(est.step[k])), floor=cmp.floor,
+            n_unsettled=int(unsettled.sum()), margin=float(margin.max()) if judged.any() else 0.0,
+            normwise=normwise if math.isfinite(normwise) else math.inf, n_below_resolution=int(below.sum()),
+            claimed_noise=float(np.max(cn)) if cn is not None and cn.size else None,
+            claimed=c.astype(np.float64), numerical=d, error=e, rel=cmp.rel, kink=left_out)
+
+        def element(ix, note=""):
+            return Element(k, [int(v) for v in ix], float(c[ix]), float(d[ix]), float(cmp.rel[ix]),
+                           float(cmp.tol[ix]), float(e[ix]), float(h[ix]),
+                           note=note or ("central" if by_central[ix] else "refined" if refined[ix] else ""),
+                           claimed_noise=float(cn[ix]) if cn is not None else 0.0,
+                           margin=float(cmp.margin[ix]), resolved=bool(cmp.resolved[ix]))
+        if closest_flat is not None:
+            ix = np.unravel_index(closest_flat, p.shape)
+            if self.closest is None or margin[ix] > self.closest.margin:
+                self.closest = element(ix)
+        order = np.argsort(-np.where(failed, cmp.rel, -1).reshape(-1))[: int(failed.sum())]
+        self.failures += [element(np.unravel_index(j, p.shape)) for j in order[:MAX_LISTED]]
+        self.kinks += [element(tuple(ix), "jump" if jumped[tuple(ix)] else "kink" if kink[tuple(ix)] else "unsettled")
+                       for ix in np.argwhere(left_out)[:MAX_LISTED]]
+
+    def _agrees_from_one_side(self, k: str, i: tuple, value: float, tol_abs: float) -> bool:
+        """Does fn's gradient, extrapolated to x along some probe line, match ``value`` (the
+        loss's derivative) within ``tol_abs``?"""
+        return any(abs(float(lim[k][i]) - value) <= tol_abs for lim in self.limits if k in lim)
+
+    def second_look(self, k: str, p: Array, flat_i: int) -> numerical.Refinement:
+        """The element on a ladder of central steps (every scheme: central Richardson needs only
+        third-order smoothness, and its steps are small enough to step over other units' kinks)."""
+        eps = numerical.effective_eps(p.dtype, self.noise, self.loss)
+        x = np.array([p.reshape(-1)[flat_i]])
+        try:
+            ref = numerical.refine_element(self.loss_of, self.work, k, flat_i,
+                                           float(numerical.steps(x, "central", eps)[0]), self.loss, self.noise)
+        except FunctionFault as f:
+            raise Fault.from_function_fault(f) from None
+        self.tally.calls += ref.calls
+        return ref
+
+    def _fourth_order(self, k: str, p: Array, flat_i: int, first: float, h4: float,
+                      ref: numerical.Refinement) -> tuple[float, float, float]:
+        """central4's own precision, kept where the smooth ladder vouches for it: the 5-point
+        stencil at h/2 (4 calls), its error bound "rounding at h/2 + |D4(h) - D4(h/2)|" (no /15,
+        which would assume fifth-order smoothness) plus the part of its distance from the ladder's
+        central estimate that the latter's bound does not explain; used only when within 10x that
+        bound of it, else the ladder's estimate."""
+        flat = self.work[k].reshape(-1)
+        x = flat[flat_i]
+        dt = flat.dtype
+        half = h4 / 2
+        values = []
+        try:
+            for offset in (2.0, 1.0, -1.0, -2.0):
+                flat[flat_i] = dt.type(x + offset * half)
+                values.append(float(np.asarray(self.loss_of(self.work)).real.reshape(())))
+        except Exception as exc:
+            where = np.unravel_index(flat_i, p.shape)
+            raise Fault(Problem("raised", f"fn raised {type(exc).__name__}: {exc} (while "
+                                          f"{fmt_index(k, where)} was perturbed)", k, [int(v) for v in where])) from None
+        finally:
+            flat[flat_i] = x
+        self.tally.calls += 4
+        f2, f1, m1, m2 = values
+        d4 = (-f2 + 8 * f1 - 8 * m1 + m2) / (12 * half)
+        # whatever of its distance from the ladder's estimate that one's bound does not explain
+        # joins the bound too (a loss whose second derivative jumps, huber, bends a large stencil)
+        gap = abs(d4 - ref.value)
+        e4 = numerical.NOISE_GAIN["central4"] * self.noise / half + abs(first - d4) + max(0.0, gap - ref.error)
+        if gap <= SAFETY * ref.error:
+            return d4, e4, half
+        return ref.value, ref.error, ref.step
+
+    def result(self, labels: Labels) -> Result:
+        """The verdict over every tensor judged so far."""
+        tally = self.tally
+        if self.complex_distrusted:
+            tally.note(f"complex step disagreed with central differences at {self.complex_distrusted} "
+                       "element(s) (non-analytic code, e.g. abs/max/comparisons): central differences "
+                       "decided there")
+        if self.claimed_noise:
+            tally.note("your gradient's own rounding was measured (some element failed the first "
+                       f"comparison): {int(MODEL.claimed_probe_directions * MODEL.claimed_probe_points)} "
+                       "calls of fn a few ulps from params")
+        r = assemble(self.tensors, self.failures, self.kinks, labels=replace(labels, scheme=self.used),
+                     rtol=self.rtol, tally=tally, noise=self.noise, loss=self.loss,
+                     scale=max(self.global_scale, self.term_scale))
+        r.closest = self.closest
+        return r
+
+
+def assemble(tensors: dict[str, TensorReport], failures: list[Element], kinks: list[Element], *,
+             labels: Labels, rtol: float | None, tally: Tally, noise: float, loss: float,
+             scale: float = 0.0) -> Result:
+    """One :class:`Result` from the per-tensor reports and the failing and left-out elements."""
+    failures.sort(key=lambda e: -e.rel_error)
+    # the worst tensor: the failing one with the largest error (a passing tensor may show a larger
+    # relative error where its tolerance is loose, e.g. tiny float32 entries); else the largest
+    worst_t = max(tensors.values(), key=lambda t: (not t.passed, t.max_rel_error))
+    passed = all(t.passed for t in tensors.values())
+    if failures:
+        w = failures[0]
+    elif worst_t.worst_index is not None:
+        ix = tuple(worst_t.worst_index)
+        w = Element(worst_t.name, list(ix), float(worst_t.claimed[ix]), float(worst_t.numerical[ix]),
+                    float(worst_t.rel[ix]), worst_t.tolerance, float(worst_t.error[ix]), worst_t.step,
+                    resolved=worst_t.max_rel_error > 0)
+    else:
+        w = None
+    r = Result(passed=passed, max_rel_error=max(t.max_rel_error for t in tensors.values()),
+               worst_param=w.param if w else worst_t.name, tolerance=w.tolerance if w else math.nan,
+               rtol=rtol, tensors=tensors, worst=w, failures=failures[:MAX_LISTED], kinks=kinks[:MAX_LISTED],
+               calls=tally.calls, noise=noise, loss=loss, notes=tally.notes, scale=scale,
+               margin=max(t.margin for t in tensors.values()),
+               normwise=max(t.normwise for t in tensors.values()),
+               n_below_resolution=sum(t.n_below_resolution for t in tensors.values()),
+               oracles={"analytic_vs_numerical": max(t.max_rel_error for t in tensors.values())},
+               seconds=time.perf_counter() - labels.t0, **labels.fields())
+    return r
