@@ -44,24 +44,27 @@ def add_symbolic(result: Result, spec: Any, params: Mapping[str, Array], X: Any,
     disagreement = oracle_disagreement(result, judge, params, symbolic_at)
     a_vs_s, n_vs_s = 0.0, 0.0
     for k, t in tensors.items():
-        judged = ~np.asarray(t.kink, bool) if t.kink is not None else np.ones(t.symbolic.shape, bool)
+        exact_k = np.asarray(t.symbolic, dtype=np.float64)
+        numerical_k = np.asarray(t.numerical, dtype=np.float64)
+        error_k = np.asarray(t.error, dtype=np.float64)
+        judged = ~np.asarray(t.kink, bool) if t.kink is not None else np.ones(exact_k.shape, bool)
         # like the headline: only entries the numerical estimate resolves (|symbolic| clearly above
         # the bound the cross-check allows); the rest were judged on absolute agreement
         with np.errstate(all="ignore"):
-            allowed = MODEL.safety * np.asarray(t.error, dtype=np.float64) + MODEL.oracle_ulps * eps_of(
-                np.float64) * (np.abs(t.symbolic) + result.scale)
-        judged = judged & (allowed <= np.abs(t.symbolic) * eps_of(np.float64) ** MODEL.resolved_power)
+            allowed = MODEL.safety * error_k + MODEL.oracle_ulps * eps_of(np.float64) * (np.abs(exact_k) + result.scale)
+        judged = judged & (allowed <= np.abs(exact_k) * eps_of(np.float64) ** MODEL.resolved_power)
         eps = eps_of(t.dtype)
-        t.symbolic_max_rel_error = pair_error(claimed[k], t.symbolic, eps=eps, error=t.error, scale=result.scale,
+        t.symbolic_max_rel_error = pair_error(claimed[k], exact_k, eps=eps, error=error_k, scale=result.scale,
                                               where=judged)
         a_vs_s = max(a_vs_s, t.symbolic_max_rel_error)
-        n_vs_s = max(n_vs_s, pair_error(t.numerical, t.symbolic, eps=eps, error=t.error, scale=result.scale,
+        n_vs_s = max(n_vs_s, pair_error(numerical_k, exact_k, eps=eps, error=error_k, scale=result.scale,
                                         where=judged))
     result.oracles["analytic_vs_symbolic"] = a_vs_s
     result.oracles["numerical_vs_symbolic"] = n_vs_s
     for e in [result.worst, *result.failures, *result.kinks]:
-        if e is not None and tensors[e.param].symbolic is not None:
-            e.symbolic = float(tensors[e.param].symbolic[tuple(e.index)])
+        exact_e = tensors[e.param].symbolic if e is not None else None
+        if e is not None and exact_e is not None:
+            e.symbolic = float(exact_e[tuple(e.index)])
     if disagreement is not None:
         result.passed = False
         result.problems.append(disagreement)
@@ -70,6 +73,7 @@ def add_symbolic(result: Result, spec: Any, params: Mapping[str, Array], X: Any,
 def leave_out(result: Result, t: TensorReport, i: tuple, numerical_value: float, error: float,
                step: float) -> None:
     """No single derivative at this element: not the oracles' quarrel; listed as a kink."""
+    assert t.kink is not None and t.claimed is not None  # set by the judge before the cross-check
     t.kink[i] = True
     t.n_kinks += 1
     result.kinks.append(Element(t.name, [int(v) for v in i], float(t.claimed[i]), numerical_value, 0.0,

@@ -150,7 +150,7 @@ def run(loss_of: Callable[[dict], Any], params: Mapping[str, Array], claimed: Ma
     c_list = [np.asarray(claimed[k], dtype=np.float64).reshape(-1) for k in p.names]
     eps_c = max(claimed_eps(claimed[k], params[k]) for k in p.names)
     probe = _Probe(loss_of, p, c_list)
-    base = dict(name=name, scheme="fast", dtype=dtype, spec=spec, mode="fast", rtol=rtol, loss=loss, notes=notes)
+    base: dict[str, Any] = dict(name=name, scheme="fast", dtype=dtype, spec=spec, mode="fast", rtol=rtol, loss=loss, notes=notes)
 
     def finish(**fields: Any) -> Result:
         fields.setdefault("tensors", _tensor_reports(p, claimed, {}))

@@ -272,6 +272,8 @@ def assemble(tensors: dict[str, TensorReport], failures: list[Element], kinks: l
         w = failures[0]
     elif worst_t.worst_index is not None:
         ix = tuple(worst_t.worst_index)
+        assert worst_t.claimed is not None and worst_t.numerical is not None  # set by Judge.tensor
+        assert worst_t.rel is not None and worst_t.error is not None
         w = Element(worst_t.name, list(ix), float(worst_t.claimed[ix]), float(worst_t.numerical[ix]),
                     float(worst_t.rel[ix]), worst_t.tolerance, float(worst_t.error[ix]), worst_t.step,
                     resolved=worst_t.max_rel_error > 0)

@@ -159,9 +159,9 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
                 continue
             estimates = []
             diff = f
-            for k in range(1, points + 1):
+            for order in range(1, points + 1):
                 diff = np.diff(diff)
-                gamma = math.factorial(k) ** 2 / math.factorial(2 * k)
+                gamma = math.factorial(order) ** 2 / math.factorial(2 * order)
                 estimates.append(math.sqrt(gamma * float(np.mean(diff ** 2))))
             # orders 4..6 pooled: their smooth parts (f^(k) step^k, step^4 ~ eps^(4/3)) vanish
             usable = estimates[3:6] if len(estimates) > 3 else estimates
@@ -201,6 +201,8 @@ def _evaluate(loss: LossFn, work: dict[str, Array], name: str, points: list[Arra
         raise RuntimeError("private parameter copies must be contiguous")  # pragma: no cover
     n, m = flat.size, len(points)
     cols = [np.empty(n) for _ in range(m)]
+    x0: Any
+    pts: list[Any]
     if flat.dtype.itemsize <= 8:  # Python floats hold float16/32/64 values exactly
         x0, pts = flat.tolist(), [np.asarray(p).tolist() for p in points]
     else:  # pragma: no cover - long double: keep numpy scalars

@@ -405,7 +405,7 @@ def explain(r: Result) -> str:
         lines.append(f"  likely bug: {r.diagnosis.message} (confidence {r.diagnosis.confidence})")
     elif not r.passed and r.failures:
         lines.append("  likely bug: no known pattern in the errors")
-    kinks = [e for e in r.kinks if e.note not in ("unsettled", "jump")]
+    kinked = [e for e in r.kinks if e.note not in ("unsettled", "jump")]
     jumps = [e for e in r.kinks if e.note == "jump"]
     unsettled = [e for e in r.kinks if e.note == "unsettled"]
     if jumps:
@@ -413,9 +413,9 @@ def explain(r: Result) -> str:
                      f"({_listed(jumps, len(jumps))}): your gradient jumps exactly at these parameters "
                      "(a convention such as relu'(0) taken where a pre-activation is exactly 0), so its "
                      "value there is a subgradient choice, not a limit")
-    if kinks:
-        n = (sum(t.n_kinks for t in r.tensors.values()) - len(jumps)) or len(kinks)
-        lines.append(f"  kinks: {n} element(s) left out of the verdict ({_listed(kinks, n)}): "
+    if kinked:
+        n = (sum(t.n_kinks for t in r.tensors.values()) - len(jumps)) or len(kinked)
+        lines.append(f"  kinks: {n} element(s) left out of the verdict ({_listed(kinked, n)}): "
                      "one-sided differences disagree and do not shrink with the step, so the loss is not "
                      "differentiable there and any subgradient is acceptable")
     if unsettled:
@@ -428,6 +428,6 @@ def explain(r: Result) -> str:
         lines.append("  oracles: " + ", ".join(f"{k.replace('_', ' ')} {_e(v)}" for k, v in r.oracles.items()))
     if r.symbolic_status and r.symbolic_status != "ok":
         lines.append(f"  symbolic oracle: {r.symbolic_status}")
-    for n in r.notes:
-        lines.append(f"  note: {n}")
+    for note in r.notes:
+        lines.append(f"  note: {note}")
     return "\n".join(lines)

@@ -9,10 +9,15 @@ cannot leave an explanation or a document saying something else.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from typing import TypeVar
 
 
-def _c(value: float, why: str) -> float:
-    return field(default=value, metadata={"why": why})  # type: ignore[return-value]
+_T = TypeVar("_T", int, float)
+
+
+def _c(value: _T, why: str) -> _T:
+    """A constant with the reason for its value (the docs table's "why" column)."""
+    return field(default=value, metadata={"why": why})  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
