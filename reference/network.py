@@ -12,8 +12,9 @@ from typing import Mapping
 import numpy as np
 
 from gradcheck.spec import NetworkSpec
-from reference.activations import Activation, get_activation
-from reference.losses import Loss, get_loss
+
+from .activations import Activation, get_activation
+from .losses import Loss, get_loss
 
 Array = np.ndarray
 Params = dict[str, Array]

@@ -12,7 +12,8 @@ from typing import Mapping
 import numpy as np
 
 from gradcheck.spec import Layer, NetworkSpec
-from reference.network import Network
+
+from .network import Network
 
 Array = np.ndarray
 

@@ -151,7 +151,7 @@ def one_hidden(loss: str = "mse", target: str = "real", *, out: int = 3, faithfu
 
 def origin_xor() -> Case:
     """The origin document's XOR network (2-2-1 sigmoid, half SSE, its own initialisation)."""
-    from reference.train import XOR_SPEC, XOR_X, XOR_Y
+    from gradcheck_reference.train import XOR_SPEC, XOR_X, XOR_Y
     return Case(XOR_SPEC, MLP(XOR_SPEC).init_params(), XOR_X.copy(), XOR_Y.copy())
 
 

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from gradcheck.teach.textbook import MLP, Cache, sigmoid, softmax
-from reference.activations import ACTIVATIONS
+from gradcheck_reference.activations import ACTIVATIONS
 
 LEAKY_ALPHA = float(ACTIVATIONS["leaky_relu"].params["alpha"])
 ELU_ALPHA = float(ACTIVATIONS["elu"].params["alpha"])

@@ -15,9 +15,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from gradcheck.spec import NetworkSpec
-from reference.activations import get_activation
-from reference.losses import get_loss
-from reference.network import Network
+from gradcheck_reference.activations import get_activation
+from gradcheck_reference.losses import get_loss
+from gradcheck_reference.network import Network
 
 Array = np.ndarray
 
