@@ -22,22 +22,22 @@ import os
 import platform
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from gradcheck.spec import Layer, NetworkSpec  # noqa: E402
-from gradcheck.symbolic import (  # noqa: E402
+from gradcheck.spec import Layer, NetworkSpec
+from gradcheck.symbolic import (
     SymbolicSkipped,
     clear_cache,
     compile_gradient,
     exact_gradient,
     network_gradient,
 )
-from reference.network import Network  # noqa: E402  (the benchmark feeds reference code; allowed)
-from reference.train import XOR_SPEC, XOR_X, XOR_Y  # noqa: E402
+from reference.network import Network
+from reference.train import XOR_SPEC, XOR_X, XOR_Y
 
 Params = dict[str, np.ndarray]
 EPS = float(np.finfo(np.float64).eps)
@@ -120,7 +120,7 @@ def accuracy_rows(spec: NetworkSpec, params: Params, X: np.ndarray, y: np.ndarra
         "complex step, h = 1e-20": finite_differences(cplx_loss, params, "complex", lambda x: 1e-20),
     }
     try:  # the checker's own finite differences, when that module is present
-        from gradcheck import numerical  # noqa: PLC0415
+        from gradcheck import numerical
 
         for scheme in ("central", "central4", "richardson", "complex"):
             fn = cplx_loss if scheme == "complex" else real_loss
@@ -142,7 +142,7 @@ def mlp(width: int, depth: int = 2) -> NetworkSpec:
 
 
 def time_build(spec: NetworkSpec, method: str, timeout: float) -> dict:
-    import sympy.core.cache  # noqa: PLC0415
+    import sympy.core.cache
 
     clear_cache()
     sympy.core.cache.clear_cache()

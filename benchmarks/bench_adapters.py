@@ -24,16 +24,17 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import gradcheck  # noqa: E402
+import gradcheck
 
 N_IN, N_OUT, BATCH = 4, 3, 16
 
@@ -84,6 +85,7 @@ def bench_torch(hidden: int, repeat: int) -> Row:
     import copy
 
     import torch
+
     from gradcheck.adapters.torch import as_fn
 
     torch.set_num_threads(1)

@@ -24,15 +24,17 @@ import platform
 import sys
 import time
 import tracemalloc
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import gradcheck  # noqa: E402
-from sensitivity import MLP, fmt, thresholds  # noqa: E402
+from sensitivity import MLP, fmt, thresholds
+
+import gradcheck
 
 HIDDEN = {99: 5, 979: 25, 9955: 93}
 
@@ -56,7 +58,7 @@ def two_p_loop(model: MLP, p, X, y) -> Callable[[], None]:
 
 def torch_tools(model: MLP, p, X, y) -> dict[str, Callable[[], Any]]:
     try:
-        import torch  # noqa: PLC0415
+        import torch
     except ImportError:
         return {}
     torch.set_num_threads(1)
@@ -78,9 +80,9 @@ def torch_tools(model: MLP, p, X, y) -> dict[str, Callable[[], Any]]:
 
 def jax_tools(model: MLP, p, X, y) -> dict[str, Callable[[], Any]]:
     try:
-        import jax  # noqa: PLC0415
-        import jax.numpy as jnp  # noqa: PLC0415
-        from jax.test_util import check_grads  # noqa: PLC0415
+        import jax
+        import jax.numpy as jnp
+        from jax.test_util import check_grads
     except ImportError:
         return {}
     jax.config.update("jax_enable_x64", True)
@@ -100,7 +102,7 @@ def jax_tools(model: MLP, p, X, y) -> dict[str, Callable[[], Any]]:
 
 def scipy_tools(model: MLP, p, X, y) -> dict[str, Callable[[], Any]]:
     try:
-        from scipy.optimize import check_grad  # noqa: PLC0415
+        from scipy.optimize import check_grad
     except ImportError:
         return {}
     keys = list(p)
@@ -161,7 +163,7 @@ def timings(P: int, repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
 
 def blas() -> str:
     try:
-        from threadpoolctl import threadpool_info  # noqa: PLC0415
+        from threadpoolctl import threadpool_info
         info = [i for i in threadpool_info() if i.get("user_api") == "blas"]
     except ImportError:
         return "unknown (threadpoolctl not installed)"
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-thresholds", action="store_true", help="timings only")
     args = parser.parse_args(argv)
     try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+        from threadpoolctl import threadpool_limits
         limit = threadpool_limits(1)
     except ImportError:  # pragma: no cover - the dev extra has it
         limit = None

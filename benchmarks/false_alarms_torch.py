@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import gradcheck  # noqa: E402
+import gradcheck
 
 
 def main() -> int:

@@ -27,14 +27,15 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import gradcheck  # noqa: E402
-from gradcheck.spec import Layer, NetworkSpec  # noqa: E402
+import gradcheck
+from gradcheck.spec import Layer, NetworkSpec
 
 Params = dict[str, np.ndarray]
 GRID = [10.0 ** (-e / 2) for e in range(2, 27)]  # 1e-1 ... 1e-13, half decades
@@ -122,7 +123,7 @@ def median_index(g: np.ndarray) -> tuple:
 
 # -- peers: the same (possibly wrong) claimed gradient, seen through each tool ----------------------
 def torch_flags(fn: Callable, model: MLP, p: Params, X, y, fast: bool = False) -> bool:
-    import torch  # noqa: PLC0415
+    import torch
 
     keys = list(p)
 
@@ -144,9 +145,9 @@ def torch_flags(fn: Callable, model: MLP, p: Params, X, y, fast: bool = False) -
 
 
 def jax_flags(fn: Callable, model: MLP, p: Params, X, y) -> bool:
-    import jax  # noqa: PLC0415
-    import jax.numpy as jnp  # noqa: PLC0415
-    from jax.test_util import check_grads  # noqa: PLC0415
+    import jax
+    import jax.numpy as jnp
+    from jax.test_util import check_grads
 
     jax.config.update("jax_enable_x64", True)
     keys = list(p)
@@ -179,7 +180,7 @@ def jax_flags(fn: Callable, model: MLP, p: Params, X, y) -> bool:
 
 
 def scipy_error(fn: Callable, model: MLP, p: Params, X, y) -> float:
-    from scipy.optimize import check_grad  # noqa: PLC0415
+    from scipy.optimize import check_grad
 
     keys = list(p)
     shapes = [p[k].shape for k in keys]
@@ -205,7 +206,8 @@ def tools(model: MLP, with_peers: bool = True) -> dict[str, Callable[[Callable, 
     """name -> flags(fn, params, X, y): does this checker report ``fn``'s gradient as wrong?"""
     spec = model.spec
     out = {
-        "ours (default: complex step, this code is complex-safe)": lambda fn, p, X, y: ours(fn, model, p, X, y, loss_fn=model.loss),
+        "ours (default: complex step, this code is complex-safe)":
+            lambda fn, p, X, y: ours(fn, model, p, X, y, loss_fn=model.loss),
         "ours central": lambda fn, p, X, y: ours(fn, model, p, X, y, scheme="central", loss_fn=model.loss),
         "ours central4": lambda fn, p, X, y: ours(fn, model, p, X, y, scheme="central4", loss_fn=model.loss),
         "ours structured": lambda fn, p, X, y: ours(fn, model, p, X, y, spec=spec, oracle="structured"),
@@ -223,7 +225,7 @@ def tools(model: MLP, with_peers: bool = True) -> dict[str, Callable[[Callable, 
             else:
                 out["jax check_grads (rev)"] = lambda fn, p, X, y: jax_flags(fn, model, p, X, y)
         try:
-            import scipy.optimize  # noqa: F401, PLC0415
+            import scipy.optimize  # noqa: F401
             baseline: dict[str, float] = {}
 
             def scipy_flags(fn, p, X, y):
@@ -254,8 +256,8 @@ def thresholds(hidden: int = 25, with_peers: bool = True, key: str = "W2") -> di
     index = median_index(model(p, X, y)[1][key])
     out = {}
     for name, flags in tools(model, with_peers).items():
-        one = threshold(lambda d: flags(planted(model, key, index, d), p, X, y))
-        whole = threshold(lambda d: flags(planted(model, key, None, d), p, X, y))
+        one = threshold(lambda d, flags=flags: flags(planted(model, key, index, d), p, X, y))
+        whole = threshold(lambda d, flags=flags: flags(planted(model, key, None, d), p, X, y))
         out[name] = (one, whole)
     return out
 
@@ -266,7 +268,7 @@ LOSSES = ["mse", "softmax_cross_entropy", "huber", "log_cosh"]
 
 
 def random_case(rng: np.random.Generator):
-    from reference.network import Network  # noqa: PLC0415 - the driver feeds reference code
+    from reference.network import Network
 
     depth = int(rng.integers(1, 4))
     loss = LOSSES[int(rng.integers(len(LOSSES)))]
@@ -314,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--networks", type=int, default=None, help="random correct networks (default 300)")
     args = parser.parse_args(argv)
     try:
-        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+        from threadpoolctl import threadpool_limits
         pinned = threadpool_limits(1)
     except ImportError:  # pragma: no cover - the dev extra has it
         pinned = None

@@ -11,9 +11,9 @@ without numpy warnings for ``|z|`` up to 1e3 in float32 and float64.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -120,7 +120,7 @@ class Activation:
         """Points of ``z`` where the activation is not differentiable."""
         return tuple(self._kinks(**self.params))
 
-    def with_params(self, **params: float) -> "Activation":
+    def with_params(self, **params: float) -> Activation:
         """A copy with some parameters changed, e.g. ``ACTIVATIONS['leaky_relu'].with_params(alpha=0.2)``."""
         unknown = set(params) - set(self.params)
         if unknown:

@@ -10,9 +10,9 @@ Each entry says which targets are valid (``target``) and which network outputs i
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Callable, Mapping
 
 import numpy as np
 

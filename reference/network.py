@@ -6,8 +6,8 @@ function of its arguments (nothing is written into ``params``, ``X`` or ``y``). 
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 

@@ -7,11 +7,11 @@ import pytest
 
 autograd = pytest.importorskip("autograd", reason="autograd is not installed (pip install 'gradcheck[autograd]')")
 
-import autograd.numpy as anp  # noqa: E402
-from autograd.extend import defvjp, primitive  # noqa: E402
+import autograd.numpy as anp
+from autograd.extend import defvjp, primitive
 
-import gradcheck  # noqa: E402
-from gradcheck.adapters import autograd as adapter  # noqa: E402
+import gradcheck
+from gradcheck.adapters import autograd as adapter
 
 
 def make_primitives(bug=None, leak=0.0):

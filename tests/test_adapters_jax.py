@@ -11,8 +11,8 @@ import pytest
 jax = pytest.importorskip("jax", reason="jax is not installed (pip install 'gradcheck[jax]')")
 jnp = pytest.importorskip("jax.numpy")
 
-import gradcheck  # noqa: E402
-from gradcheck.adapters import jax as adapter  # noqa: E402
+import gradcheck
+from gradcheck.adapters import jax as adapter
 
 
 def make_relu(leak: float):

@@ -14,11 +14,11 @@ import pytest
 
 pytest.importorskip("micrograd", reason="micrograd is not installed (pip install 'gradcheck[micrograd]')")
 
-from micrograd import nn  # noqa: E402
-from micrograd.engine import Value  # noqa: E402
+from micrograd import nn
+from micrograd.engine import Value
 
-import gradcheck  # noqa: E402
-from gradcheck.adapters import micrograd as adapter  # noqa: E402
+import gradcheck
+from gradcheck.adapters import micrograd as adapter
 
 
 def tanh(v: Value, bug: str | None = None) -> Value:

@@ -10,8 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="torch is not installed (pip install 'gradcheck[torch]')")
 
-import gradcheck  # noqa: E402
-from gradcheck.adapters import torch as adapter  # noqa: E402
+import gradcheck
+from gradcheck.adapters import torch as adapter
 
 
 class LinearFn(torch.autograd.Function):

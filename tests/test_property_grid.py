@@ -26,7 +26,8 @@ NetworkSpec repr that rebuilds it. ``hypothesis.target`` steers towards large er
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 from hypothesis import given, settings, target

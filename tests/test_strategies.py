@@ -25,8 +25,9 @@ KINKED = [name for name, act in ACTIVATIONS.items() if act.kinks]
 
 def rebuild(text: str):
     from numpy import array, float32, float64, int64  # noqa: F401 - names used by repr
+
     from gradcheck.strategies import Case  # noqa: F401
-    return eval(text)  # noqa: S307 - our own repr
+    return eval(text)
 
 
 # -- specs -------------------------------------------------------------------------------------

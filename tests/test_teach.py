@@ -144,7 +144,7 @@ def test_float32_lesson_names_the_factor_and_shows_why_float32_is_hard():
 
 def _symbolic_available() -> bool:
     try:
-        from gradcheck.symbolic import activation_expr  # noqa: F401
+        from gradcheck.symbolic import activation_expr
     except ImportError:
         try:
             from gradcheck.symbolic.primitives import activation_expr  # noqa: F401

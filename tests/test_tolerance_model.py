@@ -180,7 +180,7 @@ def two_leaky_layers(p, X, y):
     convention leaky'(0) = 0.01. A zero input row with b1 = 0 puts its pre-activations exactly at 0;
     where W2 < 0 the composite is smooth there (slope 0.01 from both sides) while the chain rule with
     the convention gives 0.0001: the loss is differentiable, the code's gradient jumps at x."""
-    slope = lambda z: np.where(z > 0, 1.0, 0.01)  # noqa: E731
+    slope = lambda z: np.where(z > 0, 1.0, 0.01)
     z1 = X @ p["W1"] + p["b1"]
     a1 = z1 * slope(z1)
     z2 = a1 @ p["W2"]

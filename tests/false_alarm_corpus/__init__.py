@@ -18,8 +18,9 @@ the adapter; torch is imported only when a torch case is built).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from tests.false_alarm_corpus import attention, mlp, normalization, pooling, recurrent, softmax, torch_models
 from tests.false_alarm_corpus._common import DTYPES

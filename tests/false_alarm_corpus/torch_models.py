@@ -79,9 +79,9 @@ def build_model(torch, seed, bug=None, custom=False):
 
 def make_convnet(dtype="float64", seed=0, bug=None, custom=False):
     """``(fn, params, X, y)`` for the conv net: X (4, 1, 6, 6), y (4, 3) standard normal."""
-    import torch  # noqa: PLC0415 - optional dependency
+    import torch
 
-    from gradcheck.adapters.torch import as_fn  # noqa: PLC0415
+    from gradcheck.adapters.torch import as_fn
 
     check_bug(bug, CONVNET_BUGS)
     dt = float_dtype(dtype)
