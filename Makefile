@@ -10,7 +10,7 @@ ALL     := $(VENV)/.installed-all-$(SUM)
 PIP     := $(PY) -m pip install --quiet --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: sweep test test-thorough install bench clean
+.PHONY: sweep test test-thorough lint install bench docs clean
 
 sweep: $(CORE)   ## the main job: the default sweep, writes reports/index.html
 	$(VENV)/bin/gradcheck sweep
@@ -22,6 +22,10 @@ test: $(ALL)     ## the whole test suite (pytest's "no tests collected", exit 5,
 test-thorough: $(ALL)   ## on demand (not CI): the suite with the random `thorough` Hypothesis profile, 200 examples per cell
 	$(PY) -m pytest -n 2 --hypothesis-profile=thorough $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+lint: $(ALL)     ## ruff (rules in pyproject.toml) and mypy; .ci/run runs it before the tests
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 install: $(ALL)
 
@@ -41,6 +45,9 @@ $(ALL):
 
 bench: $(ALL)   ## benchmarks, on demand (not part of CI)
 	$(PY) benchmarks/bench_check.py
+
+docs: $(ALL)    ## the documentation site (API reference from the docstrings) into site/, offline; warnings are errors
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) reports/*.html reports/*.json reports/*.xml

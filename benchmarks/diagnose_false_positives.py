@@ -26,34 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from gradcheck.diagnose import LOCATION_PATTERNS, diagnose  # noqa: E402
-from tests.test_diagnose import _base, with_claimed  # noqa: E402
-
-KINDS = ("float64", "float32", "square", "softmax", "wide")
-HOW = ("mult", "add", "replace", "element", "shuffle", "mult_small", "near_ratio")
-
-
-def perturb(claimed: dict, subset: list, how: str, delta: float, rng: np.random.Generator,
-            batch: int = 1) -> None:
-    """Corrupt ``claimed[k]`` for ``k`` in ``subset`` in place (or replace it), the way ``how`` says."""
-    for k in subset:
-        c = claimed[k]
-        scale = float(np.max(np.abs(c))) or 1.0
-        if how == "near_ratio":  # a named ratio (-1, 2, 1/2, N, 1/N) blurred by >= 1% noise per element
-            around = float(rng.choice([-1.0, 2.0, 0.5, batch, 1.0 / batch]))
-            claimed[k] = around * c * (1 + max(delta, 1e-2) * rng.standard_normal(c.shape))
-        elif how == "mult":
-            c *= 1 + delta * rng.standard_normal(c.shape)
-        elif how == "mult_small":
-            c *= 1 + 1e-3 * delta * rng.standard_normal(c.shape)
-        elif how == "add":
-            c += delta * scale * rng.standard_normal(c.shape)
-        elif how == "replace":
-            claimed[k] = scale * rng.standard_normal(c.shape)
-        elif how == "element":
-            i = tuple(int(rng.integers(s)) for s in c.shape)
-            c[i] += delta * scale * rng.choice([-1, 1])
-        else:
-            claimed[k] = rng.permutation(c.reshape(-1)).reshape(c.shape)
+from tests.diagnose_support import KINDS, PERTURBATIONS, base_check, perturb, random_subset, with_claimed  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,13 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     bad = []
     leaked = 0
     for kind in KINDS:
-        base, params, X = _base(kind)
+        base, params, X = base_check(kind)
         names = list(base.tensors)
         for seed in range(args.seeds):
             rng = np.random.default_rng(1000 + seed)
             for trial in range(args.trials):
-                subset = [k for k in names if rng.random() < 0.5] or [names[int(rng.integers(len(names)))]]
-                how = HOW[trial % len(HOW)]
+                subset = random_subset(names, rng)
+                how = PERTURBATIONS[trial % len(PERTURBATIONS)]
                 delta = float(10 ** rng.uniform(-5, 0.3))
                 claimed = {k: base.tensors[k].claimed.copy() for k in names}
                 perturb(claimed, subset, how, delta, rng, batch=int(base.spec["batch"]))

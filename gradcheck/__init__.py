@@ -15,7 +15,16 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+
+def _installed_version() -> str:
+    """The version of the installed distribution: pyproject.toml's ``version`` is the only copy."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("gradcheck")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
 
 #: public name -> the module that defines it
 _EXPORTS = {
@@ -23,6 +32,9 @@ _EXPORTS = {
     "Result": "gradcheck.result", "TensorReport": "gradcheck.result", "Element": "gradcheck.result",
     "Problem": "gradcheck.result", "Diagnosis": "gradcheck.result",
     "NetworkSpec": "gradcheck.spec", "Layer": "gradcheck.spec",
+    # exceptions a caller may catch (SymbolicSkipped imports SymPy on first access)
+    "FunctionFault": "gradcheck.numerical", "SpecMismatch": "gradcheck.structured",
+    "SymbolicSkipped": "gradcheck.symbolic.network",
 }
 #: submodules reachable as attributes after ``import gradcheck``
 _SUBMODULES = ("report", "strategies", "symbolic", "adapters", "diagnose", "sweep", "teach", "numerical",
@@ -35,12 +47,16 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from gradcheck.result import Diagnosis, Element, Problem, Result, TensorReport
     from gradcheck.spec import Layer, NetworkSpec
 
+    __version__: str
+
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
     elif name in _SUBMODULES:
         value = importlib.import_module(f"gradcheck.{name}")
+    elif name == "__version__":  # read on first use: importlib.metadata costs ~25 ms to import
+        value = _installed_version()
     else:
         raise AttributeError(f"module 'gradcheck' has no attribute {name!r}")
     globals()[name] = value  # later look-ups skip this function
@@ -48,4 +64,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS, *_SUBMODULES})
+    return sorted({*globals(), *_EXPORTS, *_SUBMODULES, "__version__"})

@@ -183,18 +183,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="TARGET",
                         help="path/to/file.py:factory or package.module:factory; the factory returns "
                              "(fn, params, X, y) or a dict with those keys (optional: name, spec, loss_fn)")
-    parser.add_argument("--scheme", choices=SCHEME_CHOICES, default="auto",
-                        help="finite-difference scheme (default: auto = complex step where the code allows, "
-                             "else central differences)")
+    parser.add_argument("--scheme", choices=SCHEME_CHOICES, default=None,
+                        help="finite-difference scheme (default: [tool.gradcheck] scheme in pyproject.toml, else "
+                             "auto = complex step where the code allows, else central differences)")
     parser.add_argument("--rtol", type=_nonneg_float, default=None,
-                        help="loosen the computed tolerance to at least this relative error (never tightens it)")
+                        help="loosen the computed tolerance to at least this relative error (never tightens it; "
+                             "default: [tool.gradcheck] rtol in pyproject.toml, else none)")
     parser.add_argument("--mode", choices=MODES, default="full",
                         help="full: every element (default); fast: random directions, then localization")
     parser.add_argument("--seed", type=int, default=0, help="seed of the checker's random probes (default 0)")
     parser.add_argument("--no-kinks", dest="detect_kinks", action="store_false",
                         help="judge elements at non-differentiable points too")
     parser.add_argument("--report", metavar="DIR", default=None,
-                        help="also write index.html, gradcheck.json and junit.xml into DIR")
+                        help="also write index.html, gradcheck.json and junit.xml into DIR (default: "
+                             "[tool.gradcheck] report_dir in pyproject.toml, else no report)")
     parser.add_argument("--json", action="store_true",
                         help="print Result.to_dict() as JSON (a list when the factory gives several checks)")
 
@@ -210,9 +212,28 @@ def _nonneg_float(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the checks of ``args.target``; 0 all passed, 1 one failed, 2 usage or load error."""
+    """Run the checks of ``args.target``; 0 all passed, 1 one failed, 2 usage or load error.
+
+    ``--scheme``, ``--rtol`` and ``--report`` left out come from ``[tool.gradcheck]`` in the
+    pyproject.toml found from the working directory (:mod:`gradcheck.config`)."""
+    from gradcheck import config  # noqa: PLC0415
     from gradcheck.checker import check  # noqa: PLC0415
 
+    try:
+        settings = config.for_directory()
+    except config.ConfigError as exc:
+        return _usage_error(str(exc))
+    if args.scheme is None:
+        args.scheme = settings.scheme or "auto"
+    if args.rtol is None:
+        args.rtol = settings.rtol
+    if not args.report and settings.report_dir is not None:
+        from gradcheck.cli import writable_folder  # noqa: PLC0415
+
+        args.report = str(settings.report_dir)
+        why = writable_folder(args.report)
+        if why:
+            return _usage_error(f"[tool.gradcheck] report_dir: {why}")
     saved_path = list(sys.path)
     try:
         try:

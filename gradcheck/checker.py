@@ -93,30 +93,50 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
 
     Parameters
     ----------
-    fn : callable ``fn(params, X, y) -> (loss, grads)``
-        The code under test; ``grads`` must have the keys and shapes of ``params``.
-    params : dict of str -> floating numpy array
-    X, y : the batch, passed to ``fn`` as given (copies of them); ``X`` must not be None.
-    scheme : ``"auto"`` (complex step when fn is analytic in its parameters, else central
+    fn : callable
+        ``fn(params, X, y) -> (loss, grads)``: the code under test; ``grads`` must have the keys
+        and shapes of ``params``.
+    params : dict of str to floating numpy array
+        The parameters the gradient is taken with respect to.
+    X, y : any
+        The batch, passed to ``fn`` as given (copies of them); ``X`` must not be None.
+    scheme : str
+        ``"auto"`` (complex step when fn is analytic in its parameters, else central
         differences), or one of ``forward``, ``central``, ``central4``, ``richardson``, ``complex``.
-    rtol : optional relative tolerance that loosens the computed one (never tightens it); finite.
-    name : a label for reports.
-    spec : a :class:`gradcheck.spec.NetworkSpec` describing fn's network: enables the symbolic
+    rtol : float, optional
+        A relative tolerance that loosens the computed one (never tightens it); finite.
+    name : str, optional
+        A label for reports.
+    spec : NetworkSpec, optional
+        A :class:`gradcheck.spec.NetworkSpec` describing fn's network: enables the symbolic
         oracle (three-way comparison) where the network is small enough.
-    loss_fn : optional ``loss_fn(params, X, y) -> loss`` computing only the loss (faster finite
-        differences); it must agree with fn's loss.
-    mode : ``"full"`` (every element) or ``"fast"`` (random directions, then localization).
-    symbolic : force the symbolic oracle on (True, needs ``spec``) or off (False); default: on when
+    loss_fn : callable, optional
+        ``loss_fn(params, X, y) -> loss`` computing only the loss (faster finite differences); it
+        must agree with fn's loss.
+    mode : str
+        ``"full"`` (every element) or ``"fast"`` (random directions, then localization).
+    symbolic : bool, optional
+        Force the symbolic oracle on (True, needs ``spec``) or off (False); default: on when
         ``spec`` is given. Not with ``mode="fast"``.
-    detect_kinks : leave non-differentiable points out of the verdict (default True; ``mode="fast"``
-        always does).
-    seed : seed of the checker's random probes (the verdict is deterministic for a given seed).
-    oracle : ``"numerical"`` (black-box finite differences of fn's loss) or ``"structured"``: the
-        same finite differences computed from ``spec``'s network in batched, structure-aware passes
-        (much faster for large networks; :mod:`gradcheck.structured`). fn's loss must match the spec's.
-    quiet : True: never show progress. Default: a check estimated to take more than a few seconds
+    detect_kinks : bool
+        Leave non-differentiable points out of the verdict (default True; ``mode="fast"`` always
+        does).
+    seed : int
+        Seed of the checker's random probes (the verdict is deterministic for a given seed).
+    oracle : str
+        ``"numerical"`` (black-box finite differences of fn's loss) or ``"structured"``: the same
+        finite differences computed from ``spec``'s network in batched, structure-aware passes
+        (much faster for large networks; :mod:`gradcheck.structured`). fn's loss must match the
+        spec's.
+    quiet : bool, optional
+        True: never show progress. Default: a check estimated to take more than a few seconds
         shows a progress bar on a terminal (a log line every 10 s otherwise) and names the faster
         paths; silent inside the pytest plugin unless pytest runs with ``-v``.
+
+    Returns
+    -------
+    Result
+        Truthy exactly when the check passed; ``str(result)`` explains the verdict.
     """
     options = Options(scheme=scheme, rtol=rtol, name=name, spec=spec, loss_fn=loss_fn, mode=mode,
                       symbolic=symbolic, detect_kinks=detect_kinks, seed=seed, oracle=oracle,

@@ -6,14 +6,22 @@ Loaded through the ``pytest11`` entry point ``gradcheck`` (disable with ``-p no:
   :func:`gradcheck.check`, records the result, and fails the test with the explanation.
 * ``@pytest.mark.gradcheck``: also record every ``gradcheck.check`` / ``assert_gradients`` call
   made inside the marked test (they keep deciding the outcome as they would without the marker).
-* ``--gradcheck-report=DIR`` (or the ini option ``gradcheck_report_dir``): the session's HTML,
-  JSON and JUnit report through :func:`gradcheck.report.write`.
-* ``--gradcheck-scheme``, ``--gradcheck-rtol``: session defaults for the fixture's checks.
+* ``--gradcheck-report=DIR`` (or the ini option ``gradcheck_report_dir``, or ``report_dir`` in
+  ``[tool.gradcheck]``): the session's HTML and JSON report through :func:`gradcheck.report.write`;
+  its ``junit.xml`` only with ``--gradcheck-junit`` (ini ``gradcheck_junit = true``).
+* In pytest's own ``--junitxml``, every recorded check adds ``<property>`` elements to its test's
+  ``<testcase>`` (``gradcheck.passed``, ``gradcheck.max_rel_error``, ``gradcheck.worst``, ...: see
+  :func:`check_properties`), through ``item.user_properties`` as ``record_property`` does.
+* A failed fixture check fails the test with :func:`failure_line` first (the line ``-ra`` shows:
+  tensor, element, error, tolerance), then the full explanation.
+* ``--gradcheck-scheme``, ``--gradcheck-rtol``: session defaults for the fixture's checks (below
+  them: ``scheme``/``rtol`` in ``[tool.gradcheck]``, see :mod:`gradcheck.config`).
 
 Under pytest-xdist each worker attaches its records to the test reports as plain builtins; the
 controller gathers them and writes the single report. This module imports only pytest and the
-standard library (the checker on the first check, the report code when writing); the package's
-``__init__``, which Python runs first, does import numpy and the checker.
+standard library (and :mod:`gradcheck.config`, standard library only; the checker on the first
+check, the report code when writing); the package's ``__init__``, which Python runs first, does
+import numpy and the checker.
 """
 from __future__ import annotations
 
@@ -25,13 +33,17 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 
+from gradcheck import config as gc_config
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from gradcheck.result import Result
 
 #: attribute of a TestReport carrying the checks its test made (plain builtins: crosses xdist)
 RECORDS_ATTR = "gradcheck_records"
 #: the schemes ``--gradcheck-scheme`` accepts (``gradcheck.checker.SCHEME_CHOICES``; a test keeps them equal)
-SCHEMES = ("auto", "forward", "central", "central4", "richardson", "complex")
+SCHEMES = gc_config.SCHEMES
+#: prefix of the user properties (pytest's --junitxml ``<property>`` names) of recorded checks
+PROPERTY_PREFIX = "gradcheck"
 #: how many of the worst checks the terminal summary lists
 WORST_SHOWN = 5
 MARKER = "gradcheck"
@@ -68,25 +80,47 @@ def _rtol(text: str) -> float:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("gradcheck", "gradient checks (gradcheck)")
     group.addoption("--gradcheck-report", metavar="DIR", default=None,
-                    help="write the session's gradient-check report (HTML, JSON, JUnit XML) to DIR; "
-                         "overrides the ini option gradcheck_report_dir")
+                    help="write the session's gradient-check report (HTML, JSON) to DIR; overrides the "
+                         "ini option gradcheck_report_dir and report_dir in [tool.gradcheck]")
+    group.addoption("--gradcheck-junit", action="store_true", default=None,
+                    help="also write junit.xml into the report folder (the checks are in pytest's own "
+                         "--junitxml as properties of their tests either way)")
     group.addoption("--gradcheck-scheme", choices=SCHEMES, default=None,
                     help="finite-difference scheme for the gradcheck fixture's checks in this "
-                         "session (a scheme= argument in a test still wins)")
+                         "session (a scheme= argument in a test still wins; overrides scheme in "
+                         "[tool.gradcheck])")
     group.addoption("--gradcheck-rtol", type=_rtol, metavar="RTOL", default=None,
                     help="relative tolerance that loosens the gradcheck fixture's checks in this "
-                         "session (an rtol= argument in a test still wins)")
+                         "session (an rtol= argument in a test still wins; overrides rtol in "
+                         "[tool.gradcheck])")
     parser.addini("gradcheck_report_dir", default="",
                   help="folder for the gradient-check report, written when a session made checks "
-                       "(relative to the rootdir); --gradcheck-report overrides it")
+                       "(relative to the rootdir); --gradcheck-report overrides it, it overrides "
+                       "report_dir in [tool.gradcheck]")
+    parser.addini("gradcheck_junit", type="bool", default=False,
+                  help="also write junit.xml into the gradient-check report folder (like --gradcheck-junit)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", f"{MARKER}: record every gradcheck.check / assert_gradients "
                                        "call made in this test for the gradcheck summary and report")
-    recorder = Recorder(config)
+    try:
+        settings = gc_config.load(pyproject_of(config))
+    except gc_config.ConfigError as exc:  # pytest prints "ERROR: <message>" and exits with 4
+        raise pytest.UsageError(str(exc)) from None
+    recorder = Recorder(config, settings)
     config.stash[_RECORDER] = recorder
     config.pluginmanager.register(recorder, "gradcheck-recorder")
+
+
+def pyproject_of(config: pytest.Config) -> Path | None:
+    """The pyproject.toml whose ``[tool.gradcheck]`` applies: pytest's configuration file when it is
+    one, else the rootdir's (None when there is none)."""
+    inipath = getattr(config, "inipath", None)
+    if inipath is not None and Path(inipath).name == gc_config.PYPROJECT:
+        return Path(inipath)
+    candidate = Path(config.rootpath) / gc_config.PYPROJECT
+    return candidate if candidate.is_file() else None
 
 
 @pytest.fixture(name="gradcheck")
@@ -99,9 +133,10 @@ def gradcheck_fixture(request: pytest.FixtureRequest) -> "GradcheckFixture":
 class GradcheckFixture:
     """What the ``gradcheck`` fixture gives a test: call it like :func:`gradcheck.check`.
 
-    ``--gradcheck-scheme``/``--gradcheck-rtol`` replace the library defaults (arguments given in
-    the call still win); the result is recorded for the summary and report; a failed check fails
-    the test (``pytest.fail``) with ``str(result)`` as the message.
+    ``--gradcheck-scheme``/``--gradcheck-rtol`` (else ``[tool.gradcheck]``) replace the library
+    defaults (arguments given in the call still win); the result is recorded for the summary, the
+    report and the test's junitxml properties; a failed check fails the test (``pytest.fail``) with
+    :func:`failure_line` and then ``str(result)`` as the message.
     """
 
     def __init__(self, recorder: "Recorder", nodeid: str) -> None:
@@ -125,7 +160,7 @@ class GradcheckFixture:
             recorder.in_fixture -= 1
         recorder.add(self._nodeid, result)
         if not result.passed:
-            pytest.fail(str(result))
+            pytest.fail(failure_message(result))
         return result
 
     def check(self, fn: Callable[..., Any], params: Any, X: Any, y: Any, *, name: str | None = None,
@@ -164,14 +199,16 @@ class Recorder:
     reports) and, from the reports, all of them (``records``; on the xdist controller: every
     worker's). Writes the report and the terminal summary on the controller."""
 
-    def __init__(self, config: pytest.Config) -> None:
+    def __init__(self, config: pytest.Config, settings: gc_config.Settings | None = None) -> None:
         self.config = config
+        self.settings = settings or gc_config.Settings()
         self.records: list[dict[str, Any]] = []
         self.pending: list[dict[str, Any]] = []
         self.nodeid: str | None = None       # the running test
         self.marked = False                  # the running test records every gradcheck.check
         self.in_fixture = 0                  # the fixture records its own checks
         self.counts: dict[str, int] = {}     # checks recorded per test so far
+        self.item_checks: list[dict[str, Any]] = []  # the running test's records (its user properties)
         self.observer: Callable[[Any], None] | None = None
         self.report_path: Path | None = None
         self.report_error: str | None = None
@@ -180,11 +217,15 @@ class Recorder:
     def add(self, nodeid: str, result: "Result") -> None:
         index = self.counts.get(nodeid, 0)
         self.counts[nodeid] = index + 1
-        self.pending.append({"nodeid": nodeid, "index": index, "name": result.name,
-                             "result": _plain(result.to_dict())})
+        record = {"nodeid": nodeid, "index": index, "name": result.name, "result": _plain(result.to_dict())}
+        self.pending.append(record)
+        if nodeid == self.nodeid:
+            self.item_checks.append(record)
 
     def session_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {}
+        """The session's defaults for the fixture's checks: ``--gradcheck-scheme``/``--gradcheck-rtol``,
+        else ``scheme``/``rtol`` in ``[tool.gradcheck]``."""
+        options: dict[str, Any] = self.settings.check_options()
         if self.config.getoption("gradcheck_scheme") is not None:
             options["scheme"] = self.config.getoption("gradcheck_scheme")
         if self.config.getoption("gradcheck_rtol") is not None:
@@ -214,10 +255,16 @@ class Recorder:
         try:
             yield
         finally:
-            self.nodeid, self.marked, self.pending = None, False, []
+            self.nodeid, self.marked, self.pending, self.item_checks = None, False, [], []
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]):
+        if call.when == "teardown" and self.item_checks:
+            # every check of the test is known now; the teardown report copies item.user_properties,
+            # which is what --junitxml writes as the testcase's <property> elements (and what
+            # pytest-xdist sends to the controller with the report)
+            item.user_properties.extend(check_properties(self.item_checks))
+            self.item_checks = []
         outcome = yield
         if self.pending:
             setattr(outcome.get_result(), RECORDS_ATTR, self.pending)
@@ -242,7 +289,11 @@ class Recorder:
         ini = self.config.getini("gradcheck_report_dir")
         if ini:
             return Path(self.config.rootpath, ini), False
-        return None, False
+        return self.settings.report_dir, False
+
+    def junit_wanted(self) -> bool:
+        """``--gradcheck-junit`` or the ini option ``gradcheck_junit``: write junit.xml into the report."""
+        return bool(self.config.getoption("gradcheck_junit") or self.config.getini("gradcheck_junit"))
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -258,7 +309,8 @@ class Recorder:
             from gradcheck import report  # noqa: PLC0415 - jinja2/matplotlib: only when writing
 
             self.report_path = Path(report.write(labelled(self.records), out_dir, meta=meta,
-                                                 title=f"gradient checks: pytest in {self.config.rootpath.name}"))
+                                                 title=f"gradient checks: pytest in {self.config.rootpath.name}",
+                                                 junit=self.junit_wanted()))
         except Exception as exc:  # said in the summary, in red, instead of a traceback
             self.report_error = f"{type(exc).__name__}: {exc}"
 
@@ -312,6 +364,106 @@ def labelled(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else:
             result["name"] = r["nodeid"]
         out.append(result)
+    return out
+
+
+# -- the failure message and the junitxml properties -----------------------------------------------
+#: a few words per diagnosis pattern for the one-line failure (the full diagnosis follows below it)
+HINTS = {
+    "sign_flip": "wrong sign?", "factor_two": "2x too large?", "factor_half": "half the true value?",
+    "missing_mean": "missing 1/N of a mean?", "extra_mean": "extra 1/N?",
+    "constant_factor": "off by a constant factor?", "zero_gradient": "zero gradient?",
+    "transposed": "transposed?", "weight_decay": "weight-decay term?",
+    "bias_one_sample": "bias from one sample?", "unused_parameter": "unused parameter?",
+    "per_tensor": "a different factor per tensor?", "one_element": "one element wrong?",
+    "bias_reduction": "bias reduction?", "weights_only": "weights wrong, biases right?",
+    "hidden_layer_derivative": "activation derivative?", "one_layer": "one layer wrong?",
+    "output_gradient": "output gradient?",
+}
+
+
+def _sci(x: Any) -> str:
+    """``3.2e-01``; nan and inf spelled out."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.1e}"
+
+
+def _element(param: Any, index: Any) -> str:
+    """``W1[0, 1]`` (``W1`` without an index)."""
+    if not index and index != 0:
+        return str(param)
+    index = index if isinstance(index, (list, tuple)) else [index]
+    return f"{param}[{', '.join(str(int(i)) for i in index)}]"
+
+
+def failure_line(result: "Result") -> str:
+    """The first line of a failed check's test failure, which pytest's ``-ra`` short summary shows:
+    where, how far off, against which tolerance, and the likely bug in a few words, e.g.
+    ``gradient check failed: W1[0, 1] rel error 3.2e-01 > tol 1.0e-06 (wrong sign?); check 'mlp'``.
+    A fault of the function (it raised, a nan, a wrong shape) gives its own message instead:
+    ``gradient check failed (shape): grads['W'] has shape (2, 3), expected (3, 2) ...``."""
+    named = f"; check {result.name!r}" if result.name else ""
+    w = result.worst
+    if w is not None and (result.failures or not result.problems):
+        diag = result.diagnosis
+        hint = ""
+        if diag is not None:
+            hint = f" ({HINTS.get(diag.pattern, diag.pattern.replace('_', ' ') + '?')})"
+        return (f"gradient check failed: {_element(w.param, w.index)} rel error {_sci(w.rel_error)} > "
+                f"tol {_sci(w.tolerance)}{hint}{named}")
+    if result.problems:
+        p = result.problems[0]
+        message = (p.message.splitlines() or [""])[0]
+        return f"gradient check failed ({p.kind}): {message}{named}"
+    where = f" in {result.worst_param}" if result.worst_param else ""
+    return f"gradient check failed: max rel error {_sci(result.max_rel_error)}{where}{named}"
+
+
+def failure_message(result: "Result") -> str:
+    """What a failed fixture check fails its test with: :func:`failure_line`, then ``str(result)``."""
+    return f"{failure_line(result)}\n{result}"
+
+
+def check_properties(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """The user properties (``--junitxml`` ``<property>`` elements) of one test's checks.
+
+    One check: ``gradcheck.passed`` (``true``/``false``), ``gradcheck.max_rel_error``,
+    ``gradcheck.tolerance`` (of the worst element), ``gradcheck.margin`` (largest error / tolerance,
+    < 1 passes; these two only when elements were compared), ``gradcheck.worst`` (``W1[0, 1]``: the
+    element with the largest error; the tensor when a fault stopped the check),
+    ``gradcheck.scheme`` (the one used) and, when there are any, ``gradcheck.name``,
+    ``gradcheck.problem`` (the first problem's kind) and ``gradcheck.diagnosis`` (the bug pattern).
+    Several checks in one test: ``gradcheck.1.passed``, ``gradcheck.2.passed``, ... in the order
+    they ran."""
+    out: list[tuple[str, Any]] = []
+    many = len(records) > 1
+    for k, record in enumerate(sorted(records, key=lambda r: r["index"]), start=1):
+        d = record["result"]
+        prefix = f"{PROPERTY_PREFIX}.{k}" if many else PROPERTY_PREFIX
+        worst = d.get("worst") or {}
+        problems = d.get("problems") or []
+        if worst:
+            where = _element(worst.get("param"), worst.get("index"))
+        elif problems and problems[0].get("param"):
+            where = _element(problems[0]["param"], problems[0].get("index"))
+        else:
+            where = d.get("worst_param") or ""
+        # a check stopped by a fault (no element compared) has no tolerance or margin to show
+        tolerance = worst.get("tolerance") if worst else None
+        margin = d.get("margin") if worst else None
+        props = [("name", record.get("name")), ("passed", "true" if d.get("passed") else "false"),
+                 ("max_rel_error", d.get("max_rel_error")), ("tolerance", tolerance),
+                 ("margin", margin), ("worst", where), ("scheme", d.get("scheme")),
+                 ("problem", problems[0].get("kind") if problems else None),
+                 ("diagnosis", (d.get("diagnosis") or {}).get("pattern"))]
+        out += [(f"{prefix}.{key}", value) for key, value in props if value not in (None, "")]
     return out
 
 

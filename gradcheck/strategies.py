@@ -1,11 +1,11 @@
 """Hypothesis strategies for gradient checks: activations, losses, network specs, inputs, targets
 and whole cases (spec + parameters + batch), for the sweep and for users' own property tests.
 
->>> from hypothesis import given
->>> from gradcheck import strategies as gst
->>> @given(gst.cases(activation="tanh", loss="mse", max_depth=3))   # doctest: +SKIP
-... def test_my_backprop(case):
-...     gradcheck.assert_gradients(my_fn(case.spec), case.params, case.X, case.y)
+    >>> from hypothesis import given
+    >>> from gradcheck import strategies as gst
+    >>> @given(gst.cases(activation="tanh", loss="mse", max_depth=3))   # doctest: +SKIP
+    ... def test_my_backprop(case):
+    ...     gradcheck.assert_gradients(my_fn(case.spec), case.params, case.X, case.y)
 
 Every strategy validates its arguments when it is called and raises
 :class:`hypothesis.errors.InvalidArgument` naming the argument as ``name=value``.
@@ -128,8 +128,8 @@ def _choices_arg(name: str, value: Any, allowed: Collection[str], what: str) -> 
 
 
 def _registries():
-    from reference.activations import ACTIVATIONS
-    from reference.losses import LOSSES
+    from gradcheck_reference.activations import ACTIVATIONS
+    from gradcheck_reference.losses import LOSSES
     return ACTIVATIONS, LOSSES
 
 
@@ -145,7 +145,7 @@ def _names_strategy(name: str, value: Any, registry: Mapping, what: str) -> Sear
 def _spec_arg(spec: Any) -> NetworkSpec:
     if not isinstance(spec, NetworkSpec):
         raise InvalidArgument(f"spec={spec!r} must be a NetworkSpec")
-    from reference.network import Network
+    from gradcheck_reference.network import Network
     try:
         Network(spec)
     except ValueError as e:
@@ -167,6 +167,8 @@ def activations(*, include: Any = None, exclude: Any = None, allow_kinks: bool =
         False leaves out activations with a non-differentiable point (``Activation.kinks``
         non-empty: relu, leaky_relu, selu, hard_tanh, and elu with ``alpha != 1``).
 
+    Notes
+    -----
     Shrinks towards the registry's first entry (``identity``).
     """
     ACTIVATIONS, _ = _registries()
@@ -319,6 +321,8 @@ def specs(*, activation: Any = None, loss: Any = None, min_depth: int = 1, max_d
         Upper bound on the number of scalar parameters P, respected by construction (widths,
         biases and depth are drawn within the remaining budget).
 
+    Notes
+    -----
     Each layer draws ``bias`` on or off (on is the simpler value). The seed is drawn too, so the
     spec fixes the initial parameters (``Network(spec).init_params()``).
     """
@@ -438,8 +442,8 @@ def inputs(spec: NetworkSpec, *, params: Mapping[str, np.ndarray] | None = None,
         return raw
 
     def fix(X: np.ndarray) -> np.ndarray:
-        from reference.network import Network
-        from reference.activations import get_activation
+        from gradcheck_reference.network import Network
+        from gradcheck_reference.activations import get_activation
         p = Network(spec).init_params() if params is None else params
         act = get_activation(spec.layers[0].activation)
         X64 = X.astype(np.float64)
@@ -526,7 +530,7 @@ class Case:
 
     def network(self):
         """The reference :class:`reference.network.Network` of ``spec``."""
-        from reference.network import Network
+        from gradcheck_reference.network import Network
         return Network(self.spec)
 
     def __repr__(self) -> str:
@@ -571,6 +575,8 @@ def cases(*, spec: Any = None, activation: Any = None, loss: Any = None, min_dep
         (see *Realistic mode* below); ``allow_kinks``, ``margin``, ``weight_scales`` and
         ``inits`` must then keep their defaults.
 
+    Notes
+    -----
     Margin mode (``mode="margin"``), layer by layer (``t = 1..L``), all by construction rather
     than by filtering:
 
@@ -678,9 +684,9 @@ def _rng(spec: NetworkSpec) -> np.random.Generator:
 
 @st.composite
 def _draw_case(draw, spec_strategy, scales, allow_kinks: bool, margin: float) -> Case:
-    from reference.network import Network
-    from reference.activations import get_activation
-    from reference.losses import get_loss
+    from gradcheck_reference.network import Network
+    from gradcheck_reference.activations import get_activation
+    from gradcheck_reference.losses import get_loss
 
     spec = draw(spec_strategy)
     if not isinstance(spec, NetworkSpec):
@@ -718,9 +724,9 @@ def _in_dtype(draw, spec: NetworkSpec, net, params: dict, X: np.ndarray):
 @st.composite
 def _draw_realistic_case(draw, spec_strategy) -> Case:
     """``cases(mode="realistic")``: ordinary init, data-like inputs, kinks wherever they fall."""
-    from reference.network import Network
-    from reference.activations import get_activation
-    from reference.losses import get_loss
+    from gradcheck_reference.network import Network
+    from gradcheck_reference.activations import get_activation
+    from gradcheck_reference.losses import get_loss
 
     spec = draw(spec_strategy)
     if not isinstance(spec, NetworkSpec):

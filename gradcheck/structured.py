@@ -9,10 +9,19 @@ loss at many perturbed parameter vectors at once, stacked along a leading axis, 
 by ``max_bytes``; it plugs into :func:`gradcheck.numerical.estimate` (which then gets every
 scheme's formula and error bound unchanged) and so into ``check(..., oracle="structured")``.
 
-Independence: this module computes loss *values* from its own small table of activation and loss
-functions (no derivatives, and nothing imported from ``reference``). Before it is trusted, its loss
-at the base point must reproduce the loss of the function under test (:func:`oracle_loss`);
-otherwise the spec does not describe that function and the check fails saying so.
+What guards it. This is a finite-difference oracle: it computes loss *values* only, never a
+derivative. The activation values are the reference registry's own forward functions
+(``gradcheck_reference.activations``, ``Activation.f``), so a new activation is added in one
+place (the registry; the SymPy oracle keeps its own independent definition, enforced by
+``tests/test_registry_coverage.py``). The loss values are the registry's ``Loss.value``, with a
+batched form per loss (:data:`BATCHED_LOSS_VALUES`, the same formulas evaluated over a leading
+axis of stacked passes, for speed; a loss without one falls back to the registry's value, pass
+by pass). Sharing *values* with the reference is safe: the independence that matters is that no
+oracle shares derivative code with what it checks, and the derivatives here come from
+differences of values alone. What makes those values trustworthy for a given ``fn`` is the
+run-time check :func:`oracle_loss`: the spec's loss at the base point must reproduce ``fn``'s
+own loss to rounding, else :class:`SpecMismatch` is raised and the check fails saying the spec
+does not describe ``fn``.
 """
 from __future__ import annotations
 
@@ -23,6 +32,8 @@ from typing import Any, Callable
 import numpy as np
 
 from gradcheck.numerical import Estimate, estimate, machine_eps
+from gradcheck_reference.activations import ACTIVATIONS
+from gradcheck_reference.losses import LOSSES
 
 Array = np.ndarray
 
@@ -36,69 +47,10 @@ class SpecMismatch(Exception):
     """The spec's network does not compute the loss of the function under test."""
 
 
-# -- values of activations (elementwise unless noted) ---------------------------------------------
-def _sigmoid(z: Array) -> Array:
-    e = np.exp(-np.abs(z))  # never overflows
-    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def _softplus(z: Array) -> Array:
-    return np.logaddexp(np.zeros((), z.dtype), z)
-
-
-def _elu(z: Array, alpha: float) -> Array:
-    return np.where(z > 0, z, alpha * np.expm1(np.minimum(z, 0)))
-
-
-def _erf(x: Array) -> Array:
-    try:
-        from scipy.special import erf  # noqa: PLC0415 - optional, vectorized
-        return erf(x)
-    except ImportError:  # pragma: no cover - scipy is a dev dependency
-        return np.vectorize(math.erf, otypes=[np.float64])(x)
-
-
-def _gelu(z: Array) -> Array:
-    z64 = z.astype(np.float64)
-    return (z64 * 0.5 * (1 + _erf(z64 / math.sqrt(2)))).astype(z.dtype)
-
-
-def _gelu_tanh(z: Array) -> Array:
-    z64 = z.astype(np.float64)
-    return (0.5 * z64 * (1 + np.tanh(math.sqrt(2 / math.pi) * (z64 + 0.044715 * z64 ** 3)))).astype(z.dtype)
-
-
-def _softmax(z: Array) -> Array:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-_SELU = (1.6732632423543772, 1.0507009873554805)  # alpha, scale (Klambauer et al., 2017)
-
-#: name -> value function; the registry's default parameters (leaky_relu alpha 0.01, elu alpha 1)
-ACTIVATION_VALUES: dict[str, Callable[[Array], Array]] = {
-    "identity": lambda z: z,
-    "sigmoid": _sigmoid,
-    "tanh": np.tanh,
-    "relu": lambda z: np.maximum(z, 0),
-    "leaky_relu": lambda z: np.where(z > 0, z, 0.01 * z),
-    "elu": lambda z: _elu(z, 1.0),
-    "selu": lambda z: _SELU[1] * _elu(z, _SELU[0]),
-    "softplus": _softplus,
-    "softsign": lambda z: z / (1 + np.abs(z)),
-    "silu": lambda z: z * _sigmoid(z),
-    "gelu": _gelu,
-    "gelu_tanh": _gelu_tanh,
-    "mish": lambda z: z * np.tanh(_softplus(z)),
-    "sin": np.sin,
-    "hard_tanh": lambda z: np.clip(z, -1, 1),
-    "softmax": _softmax,
-}
-#: activations whose output row depends on the whole input row (not elementwise)
-ROWWISE = frozenset({"softmax"})
-
-
-# -- values of losses: out (..., batch, outputs) -> (...) -----------------------------------------
+# -- batched loss values: out (..., batch, outputs) -> (...) ---------------------------------------
+# The registry's Loss.value reduces a whole (batch, outputs) array to one number; the estimate
+# needs one value per stacked pass, so these are the same formulas reduced over the last two axes
+# only (tests/test_structured.py checks them against the registry for every loss).
 def _per_sample_mean(terms: Array) -> Array:
     """Sum over the outputs, mean over the batch (the registry's reduction)."""
     return terms.sum(axis=-1).sum(axis=-1) / terms.shape[-2]
@@ -129,7 +81,8 @@ def _xlogx(y: Array) -> Array:
     return np.where(y > 0, y * np.log(np.where(y > 0, y, 1)), 0)
 
 
-LOSS_VALUES: dict[str, Callable[[Array, Array], Array]] = {
+#: loss name -> batched value ``(out (..., batch, k), y) -> (...)``; optional per loss (speed only)
+BATCHED_LOSS_VALUES: dict[str, Callable[[Array, Array], Array]] = {
     "mse": lambda o, y: _per_sample_mean((o - y) ** 2),
     "mae": lambda o, y: _per_sample_mean(np.abs(o - y)),
     "huber": lambda o, y: _per_sample_mean(np.where(np.abs(o - y) <= 1, 0.5 * (o - y) ** 2, np.abs(o - y) - 0.5)),
@@ -147,6 +100,25 @@ LOSS_VALUES: dict[str, Callable[[Array, Array], Array]] = {
 }
 
 
+def _per_pass(value: Callable[[Array, Array], float]) -> Callable[[Array, Array], Array]:
+    """A registry ``Loss.value`` (one batch -> one float) applied to each stacked pass."""
+    def batched(out: Array, y: Array) -> Array:
+        if out.ndim == 2:
+            return np.asarray(value(out, y))
+        passes = out.reshape((-1,) + out.shape[-2:])
+        return np.array([value(o, y) for o in passes]).reshape(out.shape[:-2])
+    return batched
+
+
+def loss_value_function(name: str) -> Callable[[Array, Array], Array]:
+    """The batched value of registry loss ``name``: its :data:`BATCHED_LOSS_VALUES` form, else the
+    registry's ``Loss.value`` pass by pass (slower, same values)."""
+    if name not in LOSSES:
+        raise ValueError(f"spec.loss={name!r}: the structured oracle knows the registry's losses "
+                         f"{sorted(LOSSES)}")
+    return BATCHED_LOSS_VALUES.get(name) or _per_pass(LOSSES[name].value)
+
+
 # -- the structured loss ----------------------------------------------------------------------------
 class StructuredLoss:
     """``loss(params) -> float`` for the network of ``spec`` on the batch ``(X, y)``, and
@@ -159,11 +131,10 @@ class StructuredLoss:
 
     def __init__(self, spec: Any, X: Any, y: Any, *, offset: float = 0.0, max_bytes: int = MAX_BYTES) -> None:
         for i, layer in enumerate(spec.layers):
-            if layer.activation not in ACTIVATION_VALUES:
+            if layer.activation not in ACTIVATIONS:
                 raise ValueError(f"spec.layers[{i}].activation={layer.activation!r}: the structured oracle "
-                                 f"knows {sorted(ACTIVATION_VALUES)}")
-        if spec.loss not in LOSS_VALUES:
-            raise ValueError(f"spec.loss={spec.loss!r}: the structured oracle knows {sorted(LOSS_VALUES)}")
+                                 f"knows the registry's activations {sorted(ACTIVATIONS)}")
+        self.loss_value = loss_value_function(spec.loss)
         if not (isinstance(max_bytes, int) and max_bytes > 0):
             raise ValueError(f"max_bytes={max_bytes!r}: expected a positive integer")
         self.spec = spec
@@ -176,9 +147,9 @@ class StructuredLoss:
         self.y = np.asarray(y)
         self.offset = float(offset)
         self.max_bytes = max_bytes
-        self.acts = [ACTIVATION_VALUES[layer.activation] for layer in spec.layers]
-        self.rowwise = [layer.activation in ROWWISE for layer in spec.layers]
-        self.loss_value = LOSS_VALUES[spec.loss]
+        # forward values only (Activation.f: vectorized over any leading axes; softmax row-wise)
+        self.acts = [ACTIVATIONS[layer.activation].f for layer in spec.layers]
+        self.rowwise = [not ACTIVATIONS[layer.activation].elementwise for layer in spec.layers]
         self.skips_into: dict[int, list[int]] = {}
         self.skips_from: dict[int, list[int]] = {}
         for s, t in spec.skips:

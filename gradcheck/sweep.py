@@ -138,7 +138,7 @@ def check_case(case: Any, activation: str, loss: str, symbolic_max_size: int,
     """Check one case of the reference network; the result carries its name (ending with the
     input ``mode``) and spec. An oracle disagreement fails it even if the checker passed it."""
     import gradcheck  # noqa: PLC0415
-    from reference.network import Network  # noqa: PLC0415
+    from gradcheck_reference.network import Network  # noqa: PLC0415
 
     spec = case.spec
     net = Network(spec, activations=overrides)
@@ -170,8 +170,8 @@ def _check_cell(args: tuple) -> tuple[list, list[str]]:
 
 
 def cells(cfg: SweepConfig) -> list[tuple[str, str, str]]:
-    from reference.activations import ACTIVATIONS  # noqa: PLC0415
-    from reference.losses import LOSSES  # noqa: PLC0415
+    from gradcheck_reference.activations import ACTIVATIONS  # noqa: PLC0415
+    from gradcheck_reference.losses import LOSSES  # noqa: PLC0415
 
     acts = cfg.activations or tuple(ACTIVATIONS)
     losses = cfg.losses or tuple(LOSSES)
@@ -214,9 +214,11 @@ class _progress:
         self.p = None
         if show:
             try:
-                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
+                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,  # noqa: PLC0415
+                                           TimeElapsedColumn, TimeRemainingColumn)
                 self.p = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("cells  {task.fields[failed]} failed"), TimeElapsedColumn(),
+                                  TextColumn("eta"), TimeRemainingColumn(),
                                   transient=False)
                 self.task = self.p.add_task("sweep", total=total, failed=0)
                 self.failed = 0
@@ -329,48 +331,81 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--examples", type=int, default=DEFAULT_EXAMPLES,
+    # defaults are None: an option left out falls back to [tool.gradcheck.sweep] in pyproject.toml,
+    # then to the library default (config_from_args)
+    parser.add_argument("--examples", type=int, default=None,
                         help="generated networks per activation x loss x dtype cell, half in the kink-margin and "
                              "half in the realistic input mode, at least one of each "
                              f"(default {DEFAULT_EXAMPLES})")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="sweep seed (default 0)")
+    parser.add_argument("--seed", type=int, default=None, help=f"sweep seed (default {DEFAULT_SEED})")
     parser.add_argument("--activations", type=_names, help="comma-separated activation names (default: all)")
     parser.add_argument("--losses", type=_names, help="comma-separated loss names (default: all)")
-    parser.add_argument("--dtype", type=_names, default=("float64", "float32"),
+    parser.add_argument("--dtype", type=_names, default=None,
                         help="comma-separated dtypes (default: float64,float32)")
-    parser.add_argument("--out", default="reports", help="report folder (default reports/)")
+    parser.add_argument("--out", default=None, help="report folder (default reports/)")
     parser.add_argument("--no-report", action="store_true", help="write no report files")
-    parser.add_argument("--max-params", type=int, default=DEFAULT_MAX_PARAMS,
+    parser.add_argument("--max-params", type=int, default=None,
                         help=f"largest generated network, in parameters (default {DEFAULT_MAX_PARAMS})")
-    parser.add_argument("--symbolic-max-size", type=int, default=DEFAULT_SYMBOLIC_MAX_SIZE,
+    parser.add_argument("--symbolic-max-size", type=int, default=None,
                         help="symbolic oracle for float64 cases with params x batch up to this "
                              f"(default {DEFAULT_SYMBOLIC_MAX_SIZE}; 0 turns it off)")
-    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--jobs", type=int, default=None,
                         help="worker processes over cells (default: min(2, cores))")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.epilog = ("Options left out take their value from [tool.gradcheck.sweep] in the nearest "
+                     "pyproject.toml, then the defaults above.")
 
 
-def config_from_args(args: argparse.Namespace) -> SweepConfig:
+def config_from_args(args: argparse.Namespace, settings: Any = None) -> SweepConfig:
+    """The sweep's configuration: each option given on the command line, else its key in
+    ``[tool.gradcheck.sweep]`` (``settings``, a :class:`gradcheck.config.Settings`; by default read
+    from the pyproject.toml found from the working directory), else the library default."""
+    from gradcheck import config  # noqa: PLC0415
     from gradcheck.cli import UsageError  # noqa: PLC0415
 
     for name in ("examples", "max_params", "jobs"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
-    bad = [d for d in args.dtype if d not in ("float64", "float32")]
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name.replace('_', '-')}={value} must be >= 1")
+    bad = [d for d in getattr(args, "dtype", None) or () if d not in ("float64", "float32")]
     if bad:
         raise UsageError(f"--dtype {bad[0]!r} must be float64 or float32")
     try:
-        cells(SweepConfig(activations=args.activations or None, losses=args.losses or None))
+        cells(SweepConfig(activations=getattr(args, "activations", None) or None,
+                          losses=getattr(args, "losses", None) or None))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return SweepConfig(examples=args.examples, seed=args.seed, activations=args.activations or None,
-                       losses=args.losses or None, dtypes=tuple(args.dtype),
-                       out=None if args.no_report else args.out, max_params=args.max_params,
-                       symbolic_max_size=args.symbolic_max_size, jobs=args.jobs, quiet=args.quiet)
+    if settings is None:
+        try:
+            settings = config.for_directory()
+        except config.ConfigError as exc:
+            raise UsageError(str(exc)) from None
+    table = dict(settings.sweep)
+
+    def pick(option: str, key: str, default: Any) -> Any:
+        given = getattr(args, option, None)
+        return given if given not in (None, ()) else table.get(key, default)
+
+    out = None if getattr(args, "no_report", False) else pick("out", "out", "reports")
+    return SweepConfig(examples=pick("examples", "examples", DEFAULT_EXAMPLES),
+                       seed=pick("seed", "seed", DEFAULT_SEED),
+                       activations=pick("activations", "activations", None) or None,
+                       losses=pick("losses", "losses", None) or None,
+                       dtypes=tuple(pick("dtype", "dtypes", ("float64", "float32"))), out=out,
+                       max_params=pick("max_params", "max_params", DEFAULT_MAX_PARAMS),
+                       symbolic_max_size=pick("symbolic_max_size", "symbolic_max_size", DEFAULT_SYMBOLIC_MAX_SIZE),
+                       jobs=pick("jobs", "jobs", min(2, os.cpu_count() or 1)),
+                       quiet=bool(getattr(args, "quiet", False)))
 
 
 def run(args: argparse.Namespace) -> int:
+    from gradcheck.cli import UsageError, writable_folder  # noqa: PLC0415
+
     cfg = config_from_args(args)
+    if cfg.out is not None and getattr(args, "out", None) is None:  # a given --out was checked by the cli
+        why = writable_folder(cfg.out)
+        if why:  # the default folder, or [tool.gradcheck.sweep] out (a path below the pyproject's folder)
+            raise UsageError(("--out " if cfg.out == "reports" else "[tool.gradcheck.sweep] out: ") + why)
     try:
         outcome = run_sweep(cfg, progress=not cfg.quiet and sys.stderr.isatty())
     except ValueError as exc:

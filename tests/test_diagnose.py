@@ -10,34 +10,20 @@ of a correct gradient (re-compared with :func:`gradcheck.compare.compare`, as th
 """
 from __future__ import annotations
 
-import copy
 import warnings
-from functools import lru_cache
 
 import numpy as np
 import pytest
 
 import gradcheck
-from gradcheck.compare import compare, eps_of
+from gradcheck.compare import eps_of
 from gradcheck.diagnose import LOCATION_PATTERNS, PATTERNS, SPECIFIC_PATTERNS, diagnose
-from gradcheck.result import Element, Result
-from gradcheck.spec import Layer, NetworkSpec
+from gradcheck.result import Result
 from reference.network import Network
-
-
-def _spec(act="tanh", *, inp=3, hidden=(5, 5), out=2, loss="mse", batch=6, dtype="float64", seed=0):
-    layers = tuple(Layer(w, act) for w in hidden) + (Layer(out, "identity"),)
-    return NetworkSpec(input_dim=inp, layers=layers, loss=loss, batch=batch, dtype=dtype, seed=seed)
-
-
-def _data(spec, seed=0, one_hot=False):
-    rng = np.random.default_rng(100 + seed)
-    X = rng.standard_normal((spec.batch, spec.input_dim)).astype(spec.dtype)
-    if one_hot:
-        y = np.eye(spec.output_dim)[rng.integers(0, spec.output_dim, spec.batch)].astype(spec.dtype)
-    else:
-        y = rng.standard_normal((spec.batch, spec.output_dim)).astype(spec.dtype)
-    return X, y
+from tests.diagnose_support import KINDS, PERTURBATIONS, perturb, random_subset, with_claimed
+from tests.diagnose_support import base_check as _base
+from tests.diagnose_support import data_for as _data
+from tests.diagnose_support import spec_for as _spec
 
 
 def _planted(spec, edit, *, seed=0, one_hot=False, give_spec=True):
@@ -235,73 +221,19 @@ def test_correct_but_unusual_code_passes_so_nothing_is_diagnosed():
     assert r.passed and r.kinks and r.diagnosis is None, str(r)
 
 
-def with_claimed(base: Result, claimed: dict[str, np.ndarray]) -> Result:
-    """``base`` (a check of correct code) with other claimed gradients, re-compared as check does."""
-    r = copy.deepcopy(base)
-    failures = []
-    for k, t in r.tensors.items():
-        c = np.asarray(claimed[k], dtype=np.float64)
-        cmp = compare(c, t.numerical, t.error, claimed_eps=eps_of(t.dtype))
-        kink = t.kink if t.kink is not None else np.zeros(c.shape, bool)
-        failed = ~kink & ~cmp.passed
-        t.claimed, t.rel = c, cmp.rel
-        t.passed, t.n_failed = not failed.any(), int(failed.sum())
-        t.max_rel_error = float(np.max(np.where(kink, 0, cmp.rel)))
-        for ix in np.argwhere(failed):
-            ix = tuple(int(v) for v in ix)
-            failures.append(Element(k, list(ix), float(c[ix]), float(t.numerical[ix]), float(cmp.rel[ix]),
-                                    float(cmp.tol[ix]), float(t.error[ix])))
-    failures.sort(key=lambda e: -e.rel_error)
-    r.failures = failures
-    r.passed = all(t.passed for t in r.tensors.values())
-    return r
-
-
-@lru_cache(maxsize=None)
-def _base(kind: str):
-    """A passing check of correct code, with its params and X (what check hands to diagnose)."""
-    if kind == "square":
-        spec = _spec("tanh", inp=4, hidden=(4, 4), out=4, batch=5)
-    elif kind == "softmax":
-        spec = _spec("tanh", inp=4, hidden=(6,), out=3, loss="softmax_cross_entropy", batch=5)
-    elif kind == "wide":
-        spec = _spec("tanh", inp=6, hidden=(5,), out=3, batch=4)
-    else:
-        spec = _spec("tanh", dtype=kind)
-    net = Network(spec)
-    params = net.init_params()
-    X, y = _data(spec, one_hot=kind == "softmax")
-    r = gradcheck.check(net, params, X, y, spec=spec)
-    assert r.passed, str(r)
-    return r, params, X
-
-
-@pytest.mark.parametrize("kind", ["float64", "float32", "square", "softmax", "wide"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_random_perturbations_never_get_a_specific_pattern(kind):
     base, params, X = _base(kind)
-    rng = np.random.default_rng(["float64", "float32", "square", "softmax", "wide"].index(kind))
+    rng = np.random.default_rng(KINDS.index(kind))
     names = list(base.tensors)
     claims = {}
     trials = 0
     for trial in range(300):
-        subset = [k for k in names if rng.random() < 0.5] or [names[int(rng.integers(len(names)))]]
-        how = ("mult", "add", "replace", "element", "shuffle")[trial % 5]
+        subset = random_subset(names, rng)
+        how = PERTURBATIONS[trial % 5]  # the first five (the benchmark runs all, more trials)
         delta = float(10 ** rng.uniform(-4, 0.3))
         claimed = {k: base.tensors[k].claimed.copy() for k in names}
-        for k in subset:
-            c = claimed[k]
-            scale = float(np.max(np.abs(c))) or 1.0
-            if how == "mult":
-                c *= 1 + delta * rng.standard_normal(c.shape)
-            elif how == "add":
-                c += delta * scale * rng.standard_normal(c.shape)
-            elif how == "replace":
-                claimed[k] = scale * rng.standard_normal(c.shape)
-            elif how == "element":
-                i = tuple(int(rng.integers(s)) for s in c.shape)
-                c[i] += delta * scale * rng.choice([-1, 1])
-            else:
-                claimed[k] = rng.permutation(c.reshape(-1)).reshape(c.shape)
+        perturb(claimed, subset, how, delta, rng)
         r = with_claimed(base, claimed)
         if r.passed:
             continue

@@ -176,3 +176,46 @@ def test_structured_oracle_serves_fast_mode_too():
     spec = NetworkSpec(5, (Layer(8, "tanh"), Layer(8, "tanh"), Layer(3, "identity")), "mse", batch=8)
     net, params, X, y = case(spec)
     assert gradcheck.check(net, params, X, y, spec=spec, oracle="structured", mode="fast", symbolic=False).passed
+
+
+# -- where the values come from: the registry (activations), batched loss forms equal to it --------
+def test_activation_values_are_the_registrys():
+    """One place to add an activation: the structured oracle evaluates the registry's own ``f``."""
+    spec = SPECS[2]
+    oracle = structured.StructuredLoss(spec, np.zeros((1, spec.input_dim)), np.zeros((1, spec.output_dim)))
+    assert [f.__self__ for f in oracle.acts] == [ACTIVATIONS[layer.activation] for layer in spec.layers]
+    with pytest.raises(ValueError, match="registry's activations"):
+        structured.StructuredLoss(SPECS[0].replace(layers=[Layer(4, "nope"), Layer(2, "identity")]),
+                                  np.zeros((1, 3)), np.zeros((1, 2)))
+
+
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_batched_loss_form_equals_the_registry_value_per_pass(loss):
+    """BATCHED_LOSS_VALUES evaluates stacked passes (R, batch, k) at once: each value must be the
+    registry's Loss.value of that pass, to a few ulps (same formula, summation order aside)."""
+    rng = np.random.default_rng(7)
+    k = max(2, LOSSES[loss].min_outputs)
+    out = rng.standard_normal((6, 5, k))
+    if LOSSES[loss].output == "probability":
+        out = rng.uniform(0.01, 0.99, out.shape)
+    elif LOSSES[loss].output == "distribution":
+        out = rng.dirichlet(np.ones(k), (6, 5))
+    y = targets(loss, 5, k, rng)
+    batched = structured.loss_value_function(loss)(out, y)
+    per_pass = np.array([LOSSES[loss].value(o, y) for o in out])
+    assert batched.shape == (6,)
+    np.testing.assert_allclose(batched, per_pass, rtol=64 * np.finfo(float).eps, atol=0)
+
+
+def test_loss_without_a_batched_form_falls_back_to_the_registry(monkeypatch):
+    """A new registry loss works before anyone writes its batched form: same estimate, slower."""
+    spec = SPECS[0]
+    net, params, X, y = case(spec)
+    fast = structured.gradient(spec, params, X, y)
+    monkeypatch.delitem(structured.BATCHED_LOSS_VALUES, spec.loss)
+    slow = structured.gradient(spec, params, X, y)
+    for k in params:
+        np.testing.assert_allclose(slow.grad[k], fast.grad[k], rtol=1e-6, atol=1e-9)
+    assert gradcheck.check(net, params, X, y, spec=spec, oracle="structured", symbolic=False).passed
+    with pytest.raises(ValueError, match="registry's losses"):
+        structured.loss_value_function("nope")

@@ -52,14 +52,22 @@ def as_fn(loss_fn: Callable[[Any, Any, Any], Any], params: Any, *, dtype: Any = 
 
     Parameters
     ----------
-    loss_fn : the loss as a function of the parameter pytree and the batch.
-    params : a pytree (dicts, lists, tuples, registered nodes) of floating arrays: names and values.
-    dtype : ``"float64"`` (default), another floating dtype, or ``None`` to keep each leaf's dtype.
-        Floating ``X``/``y`` are cast too. Float64 leaves enable x64 (global, see the module docstring).
-    jit : compile ``value_and_grad(loss_fn)`` once with ``jax.jit`` (fast finite differences).
+    loss_fn : callable
+        The loss as a function of the parameter pytree and the batch.
+    params : pytree
+        Dicts, lists, tuples, registered nodes of floating arrays: names and values.
+    dtype : str, dtype or None
+        ``"float64"`` (default), another floating dtype, or ``None`` to keep each leaf's dtype.
+        Floating ``X``/``y`` are cast too. Float64 leaves enable x64 (global, see the module
+        docstring).
+    jit : bool
+        Compile ``value_and_grad(loss_fn)`` once with ``jax.jit`` (fast finite differences).
         Code with Python control flow on traced values falls back to eager calls by itself.
 
-    Returns ``(fn, params)`` with ``params`` a flat dict of numpy copies keyed by dotted name.
+    Returns
+    -------
+    (fn, params)
+        ``params`` is a flat dict of numpy copies keyed by dotted name.
     """
     jax = require("jax", "jax")
     if not callable(loss_fn):

@@ -136,16 +136,22 @@ def as_fn(layers: Any, loss: Any = "half_sse", *, params: Sequence[str] | None =
 
     Parameters
     ----------
-    layers : one model object with ``forward``/``backward``, or a list of layers chained in order
+    layers : object or list of objects
+        One model object with ``forward``/``backward``, or a list of layers chained in order
         (backward runs in reverse, each getting the gradient the next returned).
-    loss : ``"half_sse"`` (0.5 sum (out-y)^2, default), ``"sse"``, ``"mse"``; a pair of functions
+    loss : str, pair of callables, or object
+        ``"half_sse"`` (0.5 sum (out-y)^2, default), ``"sse"``, ``"mse"``; a pair of functions
         ``(value(out, y), grad(out, y))``; or an object with ``forward(out, y)`` and ``backward()``.
-    params : attribute names of the parameters (e.g. ``["W", "b"]``); default: every public float
+    params : list of str, optional
+        Attribute names of the parameters (e.g. ``["W", "b"]``); default: every public float
         array attribute that is not a gradient slot, or the keys of a layer's ``params`` dict.
         Build the layers fresh (before any forward) or name them, so that caches are not taken
         for parameters.
-    dtype : the parameters' dtype during the check (default float64; None keeps theirs).
+    dtype : str, dtype or None
+        The parameters' dtype during the check (default float64; None keeps theirs).
 
+    Notes
+    -----
     Parameter names are ``"{i}.{attr}"`` for a list of layers, ``"{attr}"`` for one object.
     Every attribute of the layers (parameters, caches, gradient slots) is restored after each call.
     """
@@ -230,23 +236,33 @@ def from_update_step(step: Callable[[dict, Any, Any, float], Any], loss: Callabl
 
     Parameters
     ----------
-    step : ``step(params, X, y, lr)`` performs one gradient-descent step on the dict ``params``
+    step : callable
+        ``step(params, X, y, lr)`` performs one gradient-descent step on the dict ``params``
         (``params["W"] += lr * (...)`` in place, or new arrays assigned into the dict); its return
         value is ignored. It is called on copies.
-    loss : ``loss(params, X, y) -> scalar``: the objective the step descends. For the origin
+    loss : callable
+        ``loss(params, X, y) -> scalar``: the objective the step descends. For the origin
         document's update ``W += lr * X.T @ ((y - out) * out * (1 - out))`` that is
         ``0.5 * sum((y - out)**2)``.
-    params : dict of the starting arrays.
-    lr : the learning rate gradcheck passes to ``step``. A plain gradient step is linear in it
+    params : dict of str to array
+        The starting arrays.
+    lr : float
+        The learning rate gradcheck passes to ``step``. A plain gradient step is linear in it
         (``new = old - lr * g``), so any value gives the same ``g``; the default 2**20 is a power
         of two (dividing by it is exact) large enough that the subtraction ``new - old`` loses no
         digits of ``g``. A step whose update is not linear in ``lr`` (momentum, weights updated
         before the next layer's delta is computed) is not a gradient step and fails the check.
-    probe_linearity : also run the step at ``lr * 2**-10`` and warn (the checker lists the warning
+    dtype : str, dtype or None
+        The parameters' dtype during the check (default float64; None keeps theirs).
+    probe_linearity : bool
+        Also run the step at ``lr * 2**-10`` and warn (the checker lists the warning
         in the result's notes) when the two implied gradients differ: the update is then not
         ``lr`` times a gradient, and its error depends on the learning rate.
 
-    Returns ``(fn, params)``; ``fn.loss`` is ``loss`` itself on copies.
+    Returns
+    -------
+    (fn, params)
+        ``fn.loss`` is ``loss`` itself on copies.
     """
     if not callable(step):
         raise TypeError(f"step must be callable as step(params, X, y, lr), got {type(step).__name__}")

@@ -113,16 +113,22 @@ def as_fn(model: Any, loss_fn: Callable[[Any, Any], Any], *, dtype: Any = "float
     model : torch.nn.Module
         Its ``named_parameters()`` with ``requires_grad`` are the checked parameters; frozen ones
         and floating buffers are used as (converted) constants.
-    loss_fn : ``loss_fn(model(X), y)``, e.g. ``torch.nn.MSELoss()``.
-    dtype : ``"float64"`` (default: parameters, floating buffers, ``X`` and ``y`` are computed in
+    loss_fn : callable
+        ``loss_fn(model(X), y) -> scalar tensor``, e.g. ``torch.nn.MSELoss()``.
+    dtype : str, torch or numpy dtype, or None
+        ``"float64"`` (default: parameters, floating buffers, ``X`` and ``y`` are computed in
         float64) or ``None`` to check in the model's own dtypes, or another floating dtype.
-    seed : if given, ``torch.manual_seed(seed)`` inside every call (in a forked RNG state) so
-        that a model in training mode with dropout is deterministic; else the model's mode is
-        used as it is (call ``model.eval()`` first if it has dropout).
+    seed : int, optional
+        If given, ``torch.manual_seed(seed)`` inside every call (in a forked RNG state) so that a
+        model in training mode with dropout is deterministic; else the model's mode is used as it
+        is (call ``model.eval()`` first if it has dropout).
 
-    Returns ``(fn, params)``: ``params`` maps each name to a numpy copy. ``X`` may be a tuple of
-    arrays for a ``forward`` with several inputs. The model's parameters, buffers, ``.grad``
-    and mode are left as they were.
+    Returns
+    -------
+    (fn, params)
+        ``params`` maps each name to a numpy copy. ``X`` may be a tuple of arrays for a
+        ``forward`` with several inputs. The model's parameters, buffers, ``.grad`` and mode are
+        left as they were.
     """
     torch = _torch()
     if not isinstance(model, torch.nn.Module):

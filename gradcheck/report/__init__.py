@@ -42,13 +42,15 @@ class Loaded:
 
 
 def write(results: Iterable[Any], out_dir: str | os.PathLike = "reports", *, title: str | None = None,
-          meta: Mapping[str, Any] | None = None) -> Path:
+          meta: Mapping[str, Any] | None = None, junit: bool = True) -> Path:
     """Write ``index.html``, ``gradcheck.json`` and ``junit.xml`` into ``out_dir``; return the HTML path.
 
     ``results``: :class:`gradcheck.Result` objects or dicts from :meth:`Result.to_dict`. ``meta``: any
     JSON-able facts to show in the summary (``seed``, ``command``, ``duration`` in seconds, ...).
+    ``junit=False`` leaves ``junit.xml`` out (the pytest plugin does, unless asked: the checks are
+    in pytest's own ``--junitxml`` then, and a second JUnit file would count every failure twice).
     """
-    return _write(results, out_dir, title=title, meta=meta, environment=None)
+    return _write(results, out_dir, title=title, meta=meta, environment=None, junit=junit)
 
 
 def load(json_path: str | os.PathLike) -> Loaded:
@@ -70,8 +72,9 @@ def load(json_path: str | os.PathLike) -> Loaded:
 
 
 def _write(results: Iterable[Any], out_dir: str | os.PathLike, *, title: str | None,
-           meta: Mapping[str, Any] | None, environment: Mapping[str, str] | None) -> Path:
-    from gradcheck.report import html, junit, records  # noqa: PLC0415
+           meta: Mapping[str, Any] | None, environment: Mapping[str, str] | None, junit: bool = True) -> Path:
+    from gradcheck.report import html, records  # noqa: PLC0415
+    from gradcheck.report import junit as junit_module  # noqa: PLC0415
 
     if isinstance(results, (str, bytes, Mapping)) or not isinstance(results, Iterable):
         raise TypeError(f"results must be a list of gradcheck.Result (or Result.to_dict() dicts), "
@@ -80,6 +83,8 @@ def _write(results: Iterable[Any], out_dir: str | os.PathLike, *, title: str | N
         raise TypeError(f"title must be a str or None, got {type(title).__name__}")
     if meta is not None and not isinstance(meta, Mapping):
         raise TypeError(f"meta must be a dict or None, got {type(meta).__name__}")
+    if not isinstance(junit, bool):
+        raise TypeError(f"junit must be True or False, got {type(junit).__name__}")
     dicts = [result_dict(r, f"results[{i}]") for i, r in enumerate(results)]
     title = title or DEFAULT_TITLE
     meta = records.jsonable(dict(meta or {}))
@@ -88,11 +93,10 @@ def _write(results: Iterable[Any], out_dir: str | os.PathLike, *, title: str | N
     summary = records.summarize(rows)
     doc = records.document(dicts, title=title, meta=meta, env=env, summary=summary)
     # render everything before touching the folder: a failure here leaves the old report intact
-    payload = {
-        JSON_NAME: json.dumps(doc, indent=1, allow_nan=False, ensure_ascii=False) + "\n",
-        JUNIT_NAME: junit.junit_xml(rows, suite=title),
-        HTML_NAME: html.render(rows, title=title, meta=meta, env=env, summary=summary),
-    }
+    payload = {JSON_NAME: json.dumps(doc, indent=1, allow_nan=False, ensure_ascii=False) + "\n"}
+    if junit:
+        payload[JUNIT_NAME] = junit_module.junit_xml(rows, suite=title, meta=meta)
+    payload[HTML_NAME] = html.render(rows, title=title, meta=meta, env=env, summary=summary, junit=junit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     for name, text in payload.items():

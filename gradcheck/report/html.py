@@ -155,8 +155,8 @@ def _meta_items(meta: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def render(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any], env: Mapping[str, str],
-           summary: Mapping[str, Any]) -> str:
-    """The report page as one HTML string."""
+           summary: Mapping[str, Any], junit: bool = True) -> str:
+    """The report page as one HTML string (``junit``: a ``junit.xml`` is written beside it)."""
     pairs = pairs_present(rows)
     have_charts = charts.available()
     heatmaps = []
@@ -189,4 +189,4 @@ def render(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any], env: Map
         log_min=charts.LOG_MIN, log_max=charts.LOG_MAX, schema_id=SCHEMA_ID,
         grid=any(r.activation is not None or r.loss is not None for r in rows),
         collapse=len(rows) > COLLAPSE_PASSING_OVER and any(r.passed for r in rows),
-        n_passed=sum(r.passed for r in rows), element_label=element_label)
+        n_passed=sum(r.passed for r in rows), element_label=element_label, junit=junit)

@@ -1,15 +1,19 @@
 """The SymPy oracle: derivatives derived by SymPy, never written by hand; mpmath ground truth.
 
-Never imports ``reference`` (see DESIGN.md, "Independence"): each primitive's *value* is defined
-anew in :mod:`gradcheck.symbolic.primitives` and differentiated by ``sympy.diff``; whole networks
-are built, differentiated and compiled in :mod:`gradcheck.symbolic.network`; :mod:`.exact`
-evaluates the same expressions with mpmath at >= 40 digits. See ``docs/symbolic.md``.
+Never imports the reference package (``gradcheck_reference``, also importable as ``reference``):
+the project's independence rule, see ``docs/symbolic.md``, "Independence". Each primitive's
+*value* is defined anew in :mod:`gradcheck.symbolic.primitives` and differentiated by
+``sympy.diff``; whole networks are built, differentiated and compiled in
+:mod:`gradcheck.symbolic.network`; :mod:`.exact` evaluates the same expressions with mpmath at
+>= 40 digits. See ``docs/symbolic.md``.
 """
 from __future__ import annotations
 
 from gradcheck.symbolic.exact import exact_gradient
 from gradcheck.symbolic.network import (
+    CacheInfo,
     SymbolicSkipped,
+    cache_info,
     clear_cache,
     compile_gradient,
     network_gradient,
@@ -37,7 +41,7 @@ from gradcheck.symbolic.primitives import (
 
 __all__ = [
     "network_gradient", "exact_gradient", "SymbolicSkipped", "compile_gradient", "clear_cache",
-    "structure_key",
+    "cache_info", "CacheInfo", "structure_key",
     "ACTIVATION_DEFS", "LOSS_DEFS",
     "activation_expr", "activation_latex", "activation_kinks", "kink_derivatives",
     "activation_value", "activation_derivative", "activation_vjp",

@@ -26,24 +26,37 @@ The tests check that both methods give the same gradient.
 
 Bounds. Too many parameters (``max_params``), too large an expression or compiled code
 (``max_terms`` nodes of the loss DAG, or CSE assignments), or a build that would exceed
-``timeout`` seconds raise :class:`SymbolicSkipped` quickly (the build extrapolates its own progress
-and stops as soon as the limit is clearly going to be exceeded; a SIGALRM backstop interrupts a single
-SymPy call that overruns when running in the main thread). Refusals are remembered per structure.
+``timeout`` seconds raise :class:`SymbolicSkipped` quickly. The time limit is *cooperative*: a
+deadline object is checked between units of work (every column of every layer while the
+expression is built, every parameter of ``"diff"``, every 64 nodes of the ``"graph"`` walk,
+before and after CSE and lambdify), and the build extrapolates its own progress and stops as soon
+as the limit is clearly going to be exceeded. No signal handler, timer or thread is involved, so
+the limit works in any thread and never touches a host program's ``SIGALRM``. A single SymPy call
+(one ``sympy.cse``, one ``lambdify``, one ``sympy.diff``) is not interrupted; its size is bounded
+instead (``max_terms``; CSE and lambdify are skipped beforehand when their predicted cost, from
+the expression's size, would pass 1.5 x the limit), so a build may overrun ``timeout`` by about
+one such call. The limit is approximate by nature and depends on the machine's load.
+
+Caches (module state, all behind one lock, each an LRU of :data:`CACHE_SIZE` entries): compiled
+gradients per (structure, method); and refusals for *size* per (structure, method, limits), which
+are deterministic. A refusal for *time* is never remembered: it depends on the machine's load at
+the moment, and remembering it would make a later check's result depend on that history (the
+price: asking again for a structure that is too slow pays the extrapolated build again, which
+stops early, not the full ``timeout``). :func:`cache_info` reports hits and builds;
+:func:`clear_cache` empties both caches.
 
 Numbers: float64 throughout (whatever the spec's dtype); only the clip level of ``bce`` and
 ``categorical_cross_entropy`` follows the spec's dtype (its machine epsilon, as the registry).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import signal
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import mpmath
 import numpy as np
@@ -72,11 +85,19 @@ METHODS = ("diff", "graph")
 
 
 class SymbolicSkipped(Exception):
-    """The symbolic oracle declined a spec: too large or too slow. ``str()`` says why."""
+    """The symbolic oracle declined a spec: too large or too slow. ``str()`` says why.
 
-    def __init__(self, reason: str) -> None:
+    ``kind`` is ``"size"`` (a limit on parameters or expression size: deterministic, remembered)
+    or ``"time"`` (the time limit: depends on the machine's load, never remembered).
+    """
+
+    def __init__(self, reason: str, kind: str | None = None) -> None:
         self.reason = reason
+        self.kind = kind or ("time" if reason.startswith("too slow") else "size")
         super().__init__(f"skipped: {reason}")
+
+    def __reduce__(self) -> tuple:  # pickles (e.g. across worker processes) with reason and kind
+        return (type(self), (self.reason, self.kind))
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,50 +224,32 @@ def dag_size(expr: sp.Basic | list, limit: int | None = None) -> int:
 # --------------------------------------------------------------------------------------------
 # differentiation
 # --------------------------------------------------------------------------------------------
+#: the clock of the time limit (a module attribute so that tests can drive it)
+_clock: Callable[[], float] = time.perf_counter
+
+
 class _Deadline:
-    """Cooperative time limit: ``check`` raises SymbolicSkipped once ``timeout`` has passed."""
+    """Cooperative time limit of one build: ``check`` raises SymbolicSkipped once ``timeout`` has
+    passed. Local to the build (no global state, no signals): safe in any thread."""
 
     def __init__(self, timeout: float, what: str) -> None:
-        self.start = time.perf_counter()
+        self.start = _clock()
         self.timeout = timeout
         self.what = what
 
     @property
     def elapsed(self) -> float:
-        return time.perf_counter() - self.start
+        return _clock() - self.start
 
     def check(self, stage: str, predicted_total: float | None = None, margin: float = 1.5) -> None:
         """Raise once past the limit, or when ``predicted_total`` exceeds ``margin`` x the limit."""
-        if self.elapsed > self.timeout:
-            raise SymbolicSkipped(f"too slow ({self.what}: {stage} passed the time limit {self.timeout:g} s)")
+        elapsed = self.elapsed
+        if elapsed > self.timeout:
+            raise SymbolicSkipped(f"too slow ({self.what}: {stage} passed the time limit {self.timeout:g} s)",
+                                  kind="time")
         if predicted_total is not None and predicted_total > margin * self.timeout:
             raise SymbolicSkipped(f"too slow ({self.what}: {stage} would take ~{predicted_total:.0f} s, "
-                                  f"limit {self.timeout:g} s)")
-
-
-@contextlib.contextmanager
-def _alarm(deadline: _Deadline, slack: float = 0.25) -> Iterator[None]:
-    """SIGALRM backstop: interrupt one long SymPy call (main thread only, when no timer is set)."""
-    usable = (threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
-              and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
-              and signal.getitimer(signal.ITIMER_REAL)[0] == 0)
-    if not usable:
-        yield
-        return
-
-    def handler(signum, frame):
-        # re-armed: if some library code swallows the exception, it fires again shortly
-        signal.setitimer(signal.ITIMER_REAL, 0.1)
-        raise SymbolicSkipped(f"too slow ({deadline.what}: interrupted after {deadline.elapsed:.1f} s, "
-                              f"limit {deadline.timeout:g} s)")
-
-    signal.signal(signal.SIGALRM, handler)
-    signal.setitimer(signal.ITIMER_REAL, max(deadline.timeout - deadline.elapsed, 0.0) + slack)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                                  f"limit {self.timeout:g} s)", kind="time")
 
 
 def _grad_diff(loss: sp.Expr, theta: list[sp.Symbol], deadline: _Deadline) -> list[sp.Expr]:
@@ -254,11 +257,10 @@ def _grad_diff(loss: sp.Expr, theta: list[sp.Symbol], deadline: _Deadline) -> li
     grads = []
     for k, t in enumerate(theta, start=1):
         grads.append(sp.diff(loss, t))
-        if k % 4 == 0 or k == len(theta):
-            el = deadline.elapsed
-            # the first parameters (layer 1, the deepest paths) cost the most: a generous margin
-            deadline.check(f"differentiating ({k}/{len(theta)} parameters)",
-                           el / k * len(theta) if el > 0.2 else None, margin=3.0)
+        el = deadline.elapsed
+        # the first parameters (layer 1, the deepest paths) cost the most: a generous margin
+        deadline.check(f"differentiating ({k}/{len(theta)} parameters)",
+                       el / k * len(theta) if el > 0.2 else None, margin=3.0)
     return grads
 
 
@@ -307,8 +309,12 @@ def _grad_graph(loss: sp.Expr, theta: list[sp.Symbol], deadline: _Deadline,
     depends: dict[sp.Basic, bool] = {}
     order: list[sp.Basic] = []
     stack: list[tuple[sp.Basic, bool]] = [(loss, False)]
+    steps = 0
     while stack:
         e, expanded = stack.pop()
+        steps += 1
+        if steps % 4096 == 0:
+            deadline.check("ordering the expression")
         if e in depends:
             continue
         if expanded:
@@ -319,14 +325,16 @@ def _grad_graph(loss: sp.Expr, theta: list[sp.Symbol], deadline: _Deadline,
             stack.extend((a, False) for a in _children(e, defs) if a not in depends)
     adjoint: dict[sp.Basic, list[sp.Expr]] = {loss: [sp.Integer(1)]}
     cache: dict = {}
-    for k, e in enumerate(reversed(order)):  # parents before children
+    done = 0
+    for e in reversed(order):  # parents before children
         if e in wanted or not depends[e] or e not in adjoint:
             continue
         bar = sp.Add(*adjoint.pop(e))
         for a, p in zip(_children(e, defs), _local_partials(e, defs, cache)):
             if depends[a]:
                 adjoint.setdefault(a, []).append(bar * p)
-        if k % 256 == 0:
+        done += 1
+        if done % 64 == 0:  # a node costs ~0.1-1 ms: checks a few ms apart
             deadline.check("reverse accumulation")
     return [sp.Add(*adjoint.get(t, [sp.Integer(0)])) for t in theta]
 
@@ -394,6 +402,7 @@ class CompiledGradient:
     _replacements: list = field(repr=False)
     _reduced: list = field(repr=False)
     _mpmath: Callable | None = field(default=None, repr=False)
+    _mpmath_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def per_sample(self, theta: Array, X: Array, Y: Array, eps: float, w: float) -> Array:
         """``(P, batch)`` float64: the gradient of each sample's weighted loss."""
@@ -404,17 +413,57 @@ class CompiledGradient:
 
     def mpmath_function(self) -> Callable:
         """The same CSE-reduced expressions lambdified for mpmath (compiled on first use)."""
-        if self._mpmath is None:
-            repl, red = self._replacements, self._reduced
-            self._mpmath = lambdify_mpmath(list(self._symbols), red, cse=lambda exprs: (repl, red))
-        return self._mpmath
+        with self._mpmath_lock:  # one compilation even when threads share this cached object
+            if self._mpmath is None:
+                repl, red = self._replacements, self._reduced
+                self._mpmath = lambdify_mpmath(list(self._symbols), red, cse=lambda exprs: (repl, red))
+            return self._mpmath
 
 
-#: compiled gradients, least recently used first (a sweep meets a few hundred structures at most)
-_COMPILED: "OrderedDict[tuple[str, str], CompiledGradient]" = OrderedDict()
+#: entries of each cache below (a sweep meets a few hundred structures at most)
 CACHE_SIZE = 256
-_REFUSED: dict[tuple, str] = {}
+#: compiled gradients per (structure, method), least recently used first
+_COMPILED: "OrderedDict[tuple[str, str], CompiledGradient]" = OrderedDict()
+#: reasons of *size* refusals per (structure, method, limits), least recently used first; time
+#: refusals are never stored (they depend on the machine's load, see the module doc)
+_REFUSED: "OrderedDict[tuple, str]" = OrderedDict()
+#: hits of either cache and builds started, since the last clear_cache()
+_STATS = {"hits": 0, "builds": 0}
+#: guards _COMPILED, _REFUSED and _STATS (every read and write); never held during a build
 _LOCK = threading.Lock()
+
+
+class CacheInfo(NamedTuple):
+    """What :func:`cache_info` reports."""
+
+    hits: int          #: calls answered from a cache (a compiled gradient or a remembered refusal)
+    builds: int        #: builds started (each one a fresh SymPy derivation, successful or not)
+    compiled: int      #: compiled gradients held
+    refused: int       #: size refusals held
+    maxsize: int       #: the bound of each cache
+
+
+def cache_info() -> CacheInfo:
+    """Counters of the caches of compiled gradients and of size refusals."""
+    with _LOCK:
+        return CacheInfo(_STATS["hits"], _STATS["builds"], len(_COMPILED), len(_REFUSED), CACHE_SIZE)
+
+
+def _lru_get(cache: OrderedDict, key: Any) -> Any:
+    """The entry of ``key`` or None, marked as most recently used; the caller holds ``_LOCK``."""
+    value = cache.get(key)
+    if value is not None:
+        cache.move_to_end(key)
+        _STATS["hits"] += 1
+    return value
+
+
+def _lru_put(cache: OrderedDict, key: Any, value: Any) -> None:
+    """Store ``value``, dropping the least recently used entries beyond CACHE_SIZE; caller holds ``_LOCK``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > CACHE_SIZE:
+        cache.popitem(last=False)
 
 
 def _limits_reason(spec: NetworkSpec, max_params: int) -> str | None:
@@ -426,7 +475,10 @@ def _limits_reason(spec: NetworkSpec, max_params: int) -> str | None:
 
 def compile_gradient(spec: Any, *, max_params: int = DEFAULT_MAX_PARAMS, max_terms: int = DEFAULT_MAX_TERMS,
                      timeout: float = DEFAULT_TIMEOUT, method: str = "graph") -> CompiledGradient:
-    """The compiled SymPy gradient of ``spec``'s structure (cached); raises SymbolicSkipped."""
+    """The compiled SymPy gradient of ``spec``'s structure; raises SymbolicSkipped.
+
+    Cached per (structure, method); a size refusal is cached per (structure, method,
+    ``max_params``, ``max_terms``); a time refusal is not (see the module doc, "Caches")."""
     spec = _as_spec(spec)
     if method not in METHODS:
         raise ValueError(f"method={method!r}: expected one of {METHODS}")
@@ -435,74 +487,73 @@ def compile_gradient(spec: Any, *, max_params: int = DEFAULT_MAX_PARAMS, max_ter
             raise ValueError(f"{name}={value!r}: expected an integer >= 1")
     if not (isinstance(timeout, (int, float)) and timeout > 0):
         raise ValueError(f"timeout={timeout!r}: expected a positive number of seconds")
-    key = structure_key(spec)
-    with _LOCK:
-        hit = _COMPILED.get((key, method))
-        if hit is not None:
-            _COMPILED.move_to_end((key, method))
-    if hit is not None:
-        if hit.n_params > max_params:
-            raise SymbolicSkipped(_limits_reason(spec, max_params) or "")
-        return hit
-    refused_key = (key, method, max_params, max_terms, float(timeout))
-    if refused_key in _REFUSED:
-        raise SymbolicSkipped(_REFUSED[refused_key])
-    try:
-        compiled = _build(spec, key, max_params, max_terms, float(timeout), method)
-    except SymbolicSkipped as e:
-        _REFUSED[refused_key] = e.reason
-        raise
-    with _LOCK:
-        _COMPILED[(key, method)] = compiled
-        while len(_COMPILED) > CACHE_SIZE:
-            _COMPILED.popitem(last=False)
-    return compiled
-
-
-def _build(spec: NetworkSpec, key: str, max_params: int, max_terms: int, timeout: float,
-           method: str) -> CompiledGradient:
     reason = _limits_reason(spec, max_params)
     if reason:
         raise SymbolicSkipped(reason)
+    key = structure_key(spec)
+    refused_key = (key, method, max_params, max_terms)  # size refusals do not depend on the timeout
+    with _LOCK:
+        hit = _lru_get(_COMPILED, (key, method))
+        refused = _lru_get(_REFUSED, refused_key) if hit is None else None
+        if hit is None and refused is None:
+            _STATS["builds"] += 1
+    if hit is not None:
+        return hit
+    if refused is not None:
+        raise SymbolicSkipped(refused, kind="size")
+    try:
+        # outside the lock: a build takes seconds; two threads may build the same structure at
+        # once (the second result replaces the first, both correct)
+        compiled = _build(spec, key, max_terms, float(timeout), method)
+    except SymbolicSkipped as e:
+        if e.kind == "size":
+            with _LOCK:
+                _lru_put(_REFUSED, refused_key, e.reason)
+        raise
+    with _LOCK:
+        _lru_put(_COMPILED, (key, method), compiled)
+    return compiled
+
+
+def _build(spec: NetworkSpec, key: str, max_terms: int, timeout: float, method: str) -> CompiledGradient:
     P = spec.n_params
     deadline = _Deadline(timeout, f"P={P}")
     times: dict[str, float] = {}
-    with _alarm(deadline):
-        t0 = time.perf_counter()
-        built = sample_loss(spec, deadline, named=method == "graph")
-        loss, theta_by_name, xs, ys, definitions = built.loss, built.theta, built.xs, built.ys, built.definitions
-        theta = [t for name in theta_by_name for t in theta_by_name[name]]
-        size = dag_size([loss] + [d for _, d in definitions], limit=max_terms)
-        if size > max_terms:
-            raise SymbolicSkipped(f"too large (P={P}, loss expression > {max_terms} nodes, limit max_terms={max_terms})")
-        times["expression"] = time.perf_counter() - t0
-        deadline.check("building the expression")
+    t0 = time.perf_counter()
+    built = sample_loss(spec, deadline, named=method == "graph")
+    loss, theta_by_name, xs, ys, definitions = built.loss, built.theta, built.xs, built.ys, built.definitions
+    theta = [t for name in theta_by_name for t in theta_by_name[name]]
+    size = dag_size([loss] + [d for _, d in definitions], limit=max_terms)
+    if size > max_terms:
+        raise SymbolicSkipped(f"too large (P={P}, loss expression > {max_terms} nodes, limit max_terms={max_terms})")
+    times["expression"] = time.perf_counter() - t0
+    deadline.check("building the expression")
 
-        t0 = time.perf_counter()
-        if method == "diff":
-            grads = _grad_diff(loss, theta, deadline)
-        else:
-            grads = _grad_graph(loss, theta, deadline, dict(definitions))
-        times["differentiate"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if method == "diff":
+        grads = _grad_diff(loss, theta, deadline)
+    else:
+        grads = _grad_graph(loss, theta, deadline, dict(definitions))
+    times["differentiate"] = time.perf_counter() - t0
 
-        t0 = time.perf_counter()
-        gsize = dag_size(grads, limit=4 * max_terms)
-        if gsize > 4 * max_terms:
-            raise SymbolicSkipped(f"too large (P={P}, gradient expressions > {4 * max_terms} nodes, "
-                                  f"limit 4 x max_terms={4 * max_terms})")
-        deadline.check("differentiation", deadline.elapsed + gsize * 3e-5)  # cse ~ 30 us per node
-        repl, reduced = sp.cse(grads, order="none", postprocess=conditions_as_numbers)
-        repl = list(definitions) + repl  # the named pre-activations are computed first
-        times["cse"] = time.perf_counter() - t0
-        if len(repl) > max_terms:
-            raise SymbolicSkipped(f"too large (P={P}, {len(repl)} CSE terms, limit max_terms={max_terms})")
-        deadline.check("common-subexpression elimination", deadline.elapsed + len(repl) * 1e-4)
+    t0 = time.perf_counter()
+    gsize = dag_size(grads, limit=4 * max_terms)
+    if gsize > 4 * max_terms:
+        raise SymbolicSkipped(f"too large (P={P}, gradient expressions > {4 * max_terms} nodes, "
+                              f"limit 4 x max_terms={4 * max_terms})")
+    deadline.check("differentiation", deadline.elapsed + gsize * 3e-5)  # cse ~ 30 us per node
+    repl, reduced = sp.cse(grads, order="none", postprocess=conditions_as_numbers)
+    repl = list(definitions) + repl  # the named pre-activations are computed first
+    times["cse"] = time.perf_counter() - t0
+    if len(repl) > max_terms:
+        raise SymbolicSkipped(f"too large (P={P}, {len(repl)} CSE terms, limit max_terms={max_terms})")
+    deadline.check("common-subexpression elimination", deadline.elapsed + len(repl) * 1e-4)
 
-        t0 = time.perf_counter()
-        symbols = (theta, xs, ys, EPS, WEIGHT)
-        fn = lambdify_numpy(list(symbols), reduced, cse=lambda exprs: (repl, reduced))
-        times["lambdify"] = time.perf_counter() - t0
-        deadline.check("lambdify")
+    t0 = time.perf_counter()
+    symbols = (theta, xs, ys, EPS, WEIGHT)
+    fn = lambdify_numpy(list(symbols), reduced, cse=lambda exprs: (repl, reduced))
+    times["lambdify"] = time.perf_counter() - t0
+    deadline.check("lambdify")
     names = list(theta_by_name)
     return CompiledGradient(key, names, spec.param_shapes(), P, size, len(repl), method, times,
                             fn, symbols, repl, reduced)
@@ -600,7 +651,8 @@ def _mp_samples(compiled: CompiledGradient, theta: Array, X: Array, Y: Array, ep
 
 
 def clear_cache() -> None:
-    """Forget compiled gradients and remembered refusals (e.g. to time a fresh build)."""
+    """Forget compiled gradients and remembered refusals, and reset :func:`cache_info`'s counters."""
     with _LOCK:
         _COMPILED.clear()
         _REFUSED.clear()
+        _STATS.update(hits=0, builds=0)

@@ -490,6 +490,11 @@ def _mpf(x: float) -> mpmath.mpf:
     return mpmath.mpf(float(x))  # exact: every double is an mpf
 
 
+#: bound of each cache of compiled callables below (keys such as parameter values and row widths
+#: are open-ended; functools.lru_cache is thread-safe)
+CACHE_SIZE = 256
+
+
 @dataclass(frozen=True)
 class _CompiledActivation:
     f: Callable
@@ -526,7 +531,7 @@ def _elementwise_eval(np_fn: Callable, mp_fn: Callable, z: Array, pvals: Sequenc
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def _compiled_softmax(n: int) -> tuple[Callable, Callable, Callable]:
     """numpy value, numpy Jacobian (stable, shifted) and mpmath Jacobian for rows of ``n``."""
     d = ACTIVATION_DEFS["softmax"]
@@ -574,61 +579,61 @@ def _check_activation_call(name: str, params: Mapping[str, float]) -> tuple[Acti
     return d, tuple(bound[k] for k in d.params)
 
 
-@functools.lru_cache(maxsize=None)
-def activation_value(name: str, **params: float) -> Callable[[Any], Array]:
-    """``f(z)`` of activation ``name``, lambdified from its SymPy value (softmax: row-wise)."""
-    d, pvals = _check_activation_call(name, params)
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _activation_callable(name: str, kind: str, params: tuple[tuple[str, float], ...]) -> Callable:
+    """The one factory behind :func:`activation_value`, :func:`activation_derivative` and
+    :func:`activation_vjp`: validates ``name``/``params`` and returns the numpy callable of
+    ``kind`` (``"value"``, ``"derivative"``, ``"vjp"``), named ``{name}_{kind}``.
+
+    Elementwise: the lambdified stable value and its ``sympy.diff`` (non-finite results from
+    finite inputs redone in mpmath). Row-wise (softmax): the row values and the Jacobian. Computed
+    in float64, returned in ``z``'s floating dtype.
+    """
+    d, pvals = _check_activation_call(name, dict(params))
     if d.rowwise:
-        def value(z: Any) -> Array:
-            z = _float_array(z, "z")
-            return _to_dtype(_softmax_value(z), z.dtype)
+        value, derivative = _softmax_value, _softmax_jacobian
     else:
         c = _compiled_activation(name)
 
-        def value(z: Any) -> Array:
-            z = _float_array(z, "z")
-            return _to_dtype(_elementwise_eval(c.f, c.mp_f, z, pvals), z.dtype)
-    value.__name__ = value.__qualname__ = f"{name}_value"
-    return value
+        def value(z: Array) -> Array:
+            return _elementwise_eval(c.f, c.mp_f, z, pvals)
+
+        def derivative(z: Array) -> Array:
+            return _elementwise_eval(c.df, c.mp_df, z, pvals)
+
+    def vjp(z: Any, g: Any) -> Array:
+        z = _float_array(z, "z")
+        g64, J = np.asarray(g, dtype=np.float64), derivative(z)
+        return _to_dtype(np.einsum("...i,...ij->...j", g64, J) if d.rowwise else g64 * J, z.dtype)
+
+    evaluate = derivative if kind == "derivative" else value
+
+    def pointwise(z: Any) -> Array:
+        z = _float_array(z, "z")
+        return _to_dtype(evaluate(z), z.dtype)
+
+    fn: Callable[..., Array] = vjp if kind == "vjp" else pointwise
+    fn.__name__ = fn.__qualname__ = f"{name}_{kind}"
+    return fn
 
 
-@functools.lru_cache(maxsize=None)
+def activation_value(name: str, **params: float) -> Callable[[Any], Array]:
+    """``f(z)`` of activation ``name``, lambdified from its SymPy value (softmax: row-wise)."""
+    return _activation_callable(name, "value", tuple(sorted(params.items())))
+
+
 def activation_derivative(name: str, **params: float) -> Callable[[Any], Array]:
     """``f'(z)`` of activation ``name``: ``sympy.diff`` of its value, lambdified to numpy.
 
     Elementwise, same shape and floating dtype as ``z``. For the row-wise ``softmax`` it returns
     the Jacobian, shaped ``z.shape + (n,)`` with ``J[..., i, j] = d softmax_i / d z_j``.
     """
-    d, pvals = _check_activation_call(name, params)
-    if d.rowwise:
-        def derivative(z: Any) -> Array:
-            z = _float_array(z, "z")
-            return _to_dtype(_softmax_jacobian(z), z.dtype)
-    else:
-        c = _compiled_activation(name)
-
-        def derivative(z: Any) -> Array:
-            z = _float_array(z, "z")
-            return _to_dtype(_elementwise_eval(c.df, c.mp_df, z, pvals), z.dtype)
-    derivative.__name__ = derivative.__qualname__ = f"{name}_derivative"
-    return derivative
+    return _activation_callable(name, "derivative", tuple(sorted(params.items())))
 
 
-@functools.lru_cache(maxsize=None)
 def activation_vjp(name: str, **params: float) -> Callable[[Any, Any], Array]:
     """``(z, g) -> dL/dz`` given ``g = dL/df``: ``g * f'(z)``, or ``g @ J(z)`` row-wise (softmax)."""
-    d, _ = _check_activation_call(name, params)
-    deriv = activation_derivative(name, **params)
-
-    def vjp(z: Any, g: Any) -> Array:
-        z = _float_array(z, "z")
-        g64 = np.asarray(g, dtype=np.float64)
-        if d.rowwise:
-            J = _softmax_jacobian(z)
-            return _to_dtype(np.einsum("...i,...ij->...j", g64, J), z.dtype)
-        return _to_dtype(g64 * deriv(z.astype(np.float64)), z.dtype)
-    vjp.__name__ = vjp.__qualname__ = f"{name}_vjp"
-    return vjp
+    return _activation_callable(name, "vjp", tuple(sorted(params.items())))
 
 
 # -- losses ----------------------------------------------------------------------------------
@@ -641,7 +646,7 @@ class _CompiledLoss:
     mp_grad: Callable
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def _compiled_loss(name: str, n: int) -> _CompiledLoss:
     stable, os, ys = _per_sample(name, n, stable=True)
     grad = [sp.diff(stable, o) for o in os]
