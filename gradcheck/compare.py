@@ -68,6 +68,14 @@ def claimed_eps(claimed: Array, param: Array) -> float:
     return machine_eps(coarser)
 
 
+def _smallest_normal(eps: float) -> float:
+    """The smallest normal number of the floating type whose machine epsilon is ``eps``."""
+    for t in (np.float16, np.float32, np.float64):
+        if eps >= float(np.finfo(t).eps):
+            return float(np.finfo(t).tiny)
+    return float(np.finfo(np.longdouble).tiny)
+
+
 def compare(claimed: Array, numerical: Array, error: Array, *, claimed_eps: float,
             rtol: float | None = None, global_scale: float = 0.0, claimed_noise: Array | None = None,
             term_scale: float = 0.0) -> Comparison:
@@ -85,8 +93,10 @@ def compare(claimed: Array, numerical: Array, error: Array, *, claimed_eps: floa
         diff = np.abs(c - d)
         rel = diff / denom
         own = e if claimed_noise is None else e + np.asarray(claimed_noise, dtype=np.float64)
+        # below the smallest normal number of the claimed precision a value has no relative precision
+        # left (the loss itself underflows there): such differences are never a verdict
         tol_abs = MODEL.safety * own + MODEL.analytic_ulps * claimed_eps * (
-            np.abs(d) + max(scale, global_scale, term_scale))
+            np.abs(d) + max(scale, global_scale, term_scale)) + _smallest_normal(claimed_eps)
         tol = tol_abs / denom
         limit = tol if rtol is None else np.maximum(tol, rtol)
         passed = rel <= limit

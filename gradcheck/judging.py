@@ -45,6 +45,7 @@ class Judge:
         self.rtol, self.detect_kinks = rtol, detect_kinks
         #: the claimed gradient's own rounding (sd per element), once measured (:meth:`measured`)
         self.claimed_noise: dict[str, Array] = {}
+        self.probe_calls = 0
         #: where fn's gradient jumps at x itself (a convention at an exact kink of its code path)
         self.jumps: dict[str, Array] = {}
         #: per probe line, fn's gradient extrapolated to x from that side
@@ -68,6 +69,7 @@ class Judge:
     def measured(self, rounding: numerical.ClaimedRounding) -> None:
         """Take the claimed gradient's measured rounding into the tolerance (and its jumps at x)."""
         self.claimed_noise, self.jumps, self.limits = rounding.sd, rounding.jump, rounding.limits
+        self.probe_calls = rounding.calls
 
     def first_look(self, k: str, p: Array, c: Array) -> bool:
         """Does every element of tensor ``k`` pass against the estimate as it stands?"""
@@ -250,8 +252,7 @@ class Judge:
                        "decided there")
         if self.claimed_noise:
             tally.note("your gradient's own rounding was measured (some element failed the first "
-                       f"comparison): {int(MODEL.claimed_probe_directions * MODEL.claimed_probe_points)} "
-                       "calls of fn a few ulps from params")
+                       f"comparison): {self.probe_calls} calls of fn a few ulps from params")
         r = assemble(self.tensors, self.failures, self.kinks, labels=replace(labels, scheme=self.used),
                      rtol=self.rtol, tally=tally, noise=self.noise, loss=self.loss,
                      scale=max(self.global_scale, self.term_scale))

@@ -491,7 +491,7 @@ def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], p
 
     ``grad_at(p)`` returns the gradient at ``p`` (the code under test); ``base`` is its value at
     ``params``. Along each of ``claimed_probe_directions`` random directions, the gradient is
-    evaluated at ``x + j u`` for ``j = 1..claimed_probe_points`` (not at x itself, which may sit on
+    evaluated at ``x + t_j u`` for ``t_j`` near ``1..claimed_probe_points`` (not at x itself, which may sit on
     a kink that every move crosses), where ``u`` moves each element
     by about ``claimed_probe_ulps`` ulps of ``max(|x|, rms of its tensor)`` (a random size and sign
     per element, deliberately not a multiple of the spacing: a step of whole multiples of 1024
@@ -499,9 +499,11 @@ def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], p
     of every intermediate quantity while the gradient changes smoothly by ~1e-13 (float64) or
     ~1e-4 (float32) relative, far from any kink; the points' own rounding (half an ulp of x) moves
     the gradient by what ulp-level changes of its inputs do, which is the conditioning that makes
-    the claimed gradient's rounding in the first place. The 3rd and 4th differences along the line cancel the
-    smooth change (to ~u^3) and leave the rounding: ``sd^2 = k!^2 / (2k)! mean(Delta^k g ^ 2)``,
-    pooled over both orders. Per element the directions are pooled, unless one is 10x noisier
+    the claimed gradient's rounding in the first place. The points sit at irregular ``t_j`` (equal
+    steps can alias with an intermediate's own float spacing); a least-squares cubic in ``t``
+    absorbs the smooth change and its residuals are the rounding (:func:`_probe_lines`). In float64
+    a second probe ``claimed_probe_wide_ulps`` wide re-draws saturated intermediates and counts
+    where it looks like rounding. Per element the directions are pooled, unless one is 10x noisier
     than the other (a jump): then the quieter one; the tensor's median is a floor for each entry
     (the per-element estimate rests on few differences; a tensor's entries share one computation).
     Also marks the entries where ``g(x)`` itself departs from the lines' extrapolation to x: the
@@ -510,52 +512,25 @@ def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], p
     """
     rng = np.random.default_rng(seed + 7)
     m = int(MODEL.claimed_probe_points)
-    per_direction: list[dict[str, Array]] = []
-    lines: list[list[dict[str, Array]]] = []
-    calls = 0
-    first: dict[str, Array] = {}
-    for direction in range(int(MODEL.claimed_probe_directions)):
-        unit = {}
-        for k, v in params.items():
-            v64 = np.asarray(v, dtype=np.float64)
-            rms = math.sqrt(float(np.mean(v64 * v64))) if v.size else 0.0
-            ref = np.maximum(np.abs(v64), rms if rms > 0 else 1.0).astype(v.dtype)
-            # a random size per element (not a multiple of the spacing): every low bit changes,
-            # so the rounding of sums and differences is re-drawn at each point. The second
-            # direction mirrors the first's signs with new sizes: a pre-activation exactly at a
-            # kink then moves to one side along one line and to the other along the other, so a
-            # convention taken at x differs from at least one of them (the jump test below)
-            size = rng.uniform(0.5, 1.5, size=v.shape)
-            sign = rng.choice(np.array([-1.0, 1.0]), size=v.shape) if direction % 2 == 0 else -first[k]
-            if direction % 2 == 0:
-                first[k] = sign
-            unit[k] = size * sign * MODEL.claimed_probe_ulps * np.spacing(ref).astype(np.float64)
-        # the base point itself stays out: where x sits exactly on a kink (relu at 0) any move
-        # crosses it, so g(x) holds one convention and g(x + j u), j >= 1, the other side's value
-        seq = []
-        for j in range(1, m + 1):
-            point = {k: (np.asarray(v, dtype=np.float64) + j * unit[k]).astype(v.dtype) for k, v in params.items()}
-            got = grad_at(point)
-            calls += 1
-            seq.append({k: np.asarray(got[k], dtype=np.float64) for k in base})
-        sd = {}
-        for k in base:
-            stack = np.stack([s[k] for s in seq])
-            with np.errstate(all="ignore"):
-                parts = []
-                for order in (3, 4):
-                    diff = np.diff(stack, n=order, axis=0)
-                    gamma = math.factorial(order) ** 2 / math.factorial(2 * order)
-                    parts.append(gamma * np.mean(diff * diff, axis=0))
-                sd[k] = np.sqrt(np.mean(parts, axis=0))
-        per_direction.append(sd)
-        lines.append(seq)
+    per_direction, lines, calls = _probe_lines(grad_at, params, base, rng, MODEL.claimed_probe_ulps, m)
+    wide: dict[str, Array] | None = None
+    if all(np.asarray(v).dtype == np.float64 for v in params.values()):
+        # a second, wider probe (float64 only: float32's narrow probe is already 1e-4 wide): an
+        # intermediate whose value barely moves (tanh near 1: a 1024-ulp move of z changes a by less
+        # than its ulp) keeps its rounding at every narrow point, so a formula like 1 - a^2 shows a
+        # constant error the narrow probe cannot see; 2^20 ulps re-draw it
+        wide_sd, _, n = _probe_lines(grad_at, params, base, rng, MODEL.claimed_probe_wide_ulps, m)
+        calls += n
+        wide = {k: _pooled(np.stack([d[k] for d in wide_sd])) for k in base}
     out = {}
     for k in base:
-        sds = np.stack([d[k] for d in per_direction])
-        lo, hi = sds.min(axis=0), sds.max(axis=0)
-        pooled = np.sqrt(np.mean(sds * sds, axis=0))
-        per_element = np.where(hi > 10 * lo, lo, pooled)
+        per_element = _pooled(np.stack([d[k] for d in per_direction]))
+        if wide is not None:
+            # the wide probe's estimate counts where it looks like rounding: below sqrt(eps) of the
+            # gradient's scale (a kink crossed within 2e-10 shows as an O(1) change, far above)
+            g = np.abs(np.asarray(base[k], dtype=np.float64))
+            rounding_like = wide[k] <= math.sqrt(machine_eps(np.float64)) * (g + float(np.max(g, initial=0.0)))
+            per_element = np.where(rounding_like, np.fmax(per_element, wide[k]), per_element)
         # each element's estimate rests on a few differences (a chi-square of few degrees of
         # freedom: 3x low one time in a few hundred); the tensor's entries share one computation,
         # so the tensor's median stands as a floor for every entry (a median: a few elements whose
@@ -568,20 +543,88 @@ def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], p
     # exact kink of the code's path (relu'(0) of a pre-activation that is exactly 0), not a limit
     jump = {}
     limits: list[dict[str, Array]] = [{} for _ in lines]
-    design = np.vander(np.arange(1.0, m + 1), 3, increasing=True)
-    weights = np.linalg.lstsq(design, np.eye(m), rcond=None)[0][0]  # value at j = 0 from the m points
-    gain = float(np.sqrt(np.sum(weights ** 2)))
+    fits = []
+    for t, _ in lines:  # per line: the weights giving a quadratic's value at t = 0 from the points
+        weights = np.linalg.lstsq(np.vander(t, 3, increasing=True), np.eye(m), rcond=None)[0][0]
+        fits.append((weights, float(np.sqrt(np.sum(weights ** 2)))))
     for k in base:
         g0 = np.asarray(base[k], dtype=np.float64)
-        allowed = MODEL.safety * (1 + gain) * out[k] + MODEL.analytic_ulps * machine_eps(np.float64) * np.abs(g0)
         hits = np.zeros(g0.shape, bool)
-        for line, seq in enumerate(lines):
+        for line, (_, seq) in enumerate(lines):
+            weights, gain = fits[line]
+            allowed = MODEL.safety * (1 + gain) * out[k] + MODEL.analytic_ulps * machine_eps(np.float64) * np.abs(g0)
             with np.errstate(all="ignore"):
                 predicted = np.tensordot(weights, np.stack([s[k] for s in seq]), axes=1)
                 hits |= np.abs(g0 - predicted) > allowed
             limits[line][k] = predicted
         jump[k] = hits
     return ClaimedRounding(out, jump, calls, limits)
+
+
+def _pooled(sds: Array) -> Array:
+    """Per element, the directions' rounding estimates pooled, unless one is 10x the other (its
+    line crossed a jump): then the quieter one."""
+    lo, hi = sds.min(axis=0), sds.max(axis=0)
+    pooled = np.sqrt(np.mean(sds * sds, axis=0))
+    return np.where(hi > 10 * lo, lo, pooled)
+
+
+def _probe_lines(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], params: Mapping[str, Array],
+                 base: Mapping[str, Array], rng: np.random.Generator, ulps: float,
+                 m: int) -> tuple[list[dict[str, Array]], list[tuple[Array, list[dict[str, Array]]]], int]:
+    """The gradient along ``claimed_probe_directions`` random lines of ``m`` points each, every
+    element moved by about ``ulps`` ulps a unit of ``t``: per direction the rounding sd of every
+    entry, and each line's ``(t, values)``.
+
+    The points sit at irregular ``t_j = j + U(-0.4, 0.4)``: with equal steps an intermediate that
+    moves by a near-integer number of its own ulps per step (tanh near 1 in float32, moving
+    exactly 2 ulps a point) keeps the same rounding error at every point and looks exact. The sd
+    is the residual of a least-squares cubic in ``t`` (which absorbs the smooth change), with
+    ``m - 4`` degrees of freedom per line."""
+    per_direction: list[dict[str, Array]] = []
+    lines: list[tuple[Array, list[dict[str, Array]]]] = []
+    calls = 0
+    first: dict[str, Array] = {}
+    for direction in range(int(MODEL.claimed_probe_directions)):
+        unit = {}
+        for k, v in params.items():
+            v64 = np.asarray(v, dtype=np.float64)
+            rms = math.sqrt(float(np.mean(v64 * v64))) if v.size else 0.0
+            ref = np.maximum(np.abs(v64), rms if rms > 0 else 1.0).astype(v.dtype)
+            # a random size per element (not a multiple of the spacing): every low bit changes,
+            # so the rounding of sums and differences is re-drawn at each point. The second
+            # direction mirrors the first's signs with new sizes: a pre-activation exactly at a
+            # kink then moves to one side along one line and to the other along the other, so a
+            # convention taken at x differs from at least one of them (the jump test)
+            size = rng.uniform(0.5, 1.5, size=v.shape)
+            sign = rng.choice(np.array([-1.0, 1.0]), size=v.shape) if direction % 2 == 0 else -first[k]
+            if direction % 2 == 0:
+                first[k] = sign
+            unit[k] = size * sign * ulps * np.spacing(ref).astype(np.float64)
+        # the base point itself stays out: where x sits exactly on a kink (relu at 0) any move
+        # crosses it, so g(x) holds one convention and g(x + j u), j >= 1, the other side's value
+        t = np.arange(1.0, m + 1) + rng.uniform(-0.4, 0.4, size=m)
+        seq = []
+        for tj in t:
+            point = {k: (np.asarray(v, dtype=np.float64) + tj * unit[k]).astype(v.dtype) for k, v in params.items()}
+            got = grad_at(point)
+            calls += 1
+            seq.append({k: np.asarray(got[k], dtype=np.float64) for k in base})
+        # residuals of a cubic fit as I - Q Q^T with Q an orthonormal basis of cubics in the centred,
+        # scaled t (well conditioned: its rows sum to zero to ~eps, so the values' own size, far
+        # above their rounding, does not leak in); the values are centred first for the same reason
+        centred = (t - t.mean()) / t.std()
+        q, _ = np.linalg.qr(np.vander(centred, 4, increasing=True))
+        residual_maker = np.eye(m) - q @ q.T
+        sd = {}
+        for k in base:
+            stack = np.stack([s[k] for s in seq]).reshape(m, -1)
+            with np.errstate(all="ignore"):
+                residuals = residual_maker @ (stack - stack.mean(axis=0))
+                sd[k] = np.sqrt(np.sum(residuals * residuals, axis=0) / (m - 4)).reshape(np.shape(base[k]))
+        per_direction.append(sd)
+        lines.append((t, seq))
+    return per_direction, lines, calls
 
 
 def directional(loss: LossFn, params: dict[str, Array], direction: dict[str, Array], h: float) -> float:

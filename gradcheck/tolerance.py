@@ -38,9 +38,14 @@ class Constants:
     claimed_probe_ulps: float = _c(1024.0, "step of the claimed-gradient rounding probe, in ulps of each "
                                            "parameter: wide enough to re-draw every rounding, too narrow "
                                            "to cross a kink")
-    claimed_probe_points: int = _c(7, "points per direction of the claimed-gradient probe, x itself left "
-                                      "out (their 3rd and 4th differences cancel the smooth change and "
-                                      "leave the rounding)")
+    claimed_probe_wide_ulps: float = _c(2.0 ** 20, "step of the second, wide claimed-gradient probe (float64 "
+                                                   "only; 2e-10 relative): re-draws the rounding of saturated "
+                                                   "intermediates (tanh near 1, whose 1 - a^2 is flat at 1024 "
+                                                   "ulps); its estimate counts only where it looks like "
+                                                   "rounding (below sqrt(eps) of the gradient), never a kink")
+    claimed_probe_points: int = _c(7, "points per direction of the claimed-gradient probe, at irregular "
+                                      "distances, x itself left out (a cubic fit absorbs the smooth change; "
+                                      "its residuals are the rounding)")
     claimed_probe_directions: int = _c(2, "random directions of the claimed-gradient probe; per element "
                                           "the quieter one wins when one is 10x noisier (a jump)")
     nondeterminism_ulps: float = _c(1024.0, "two calls with identical inputs may differ by this many ulps "
