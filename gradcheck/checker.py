@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from gradcheck.explaining import explain_failure
 from gradcheck.judging import Judge
 from gradcheck.numerical import ClaimedRounding, gradient_noise
 from gradcheck.options import MODES, ORACLES, SCHEME_CHOICES, Labels, Options
-from gradcheck.result import Problem, Result
+from gradcheck.result import Problem, Result, failure_line
 
 Array = np.ndarray
 Fn = Callable[[dict, Any, Any], Any]
@@ -290,7 +290,8 @@ def _finish(result: Result, frozen: Frozen, params: Mapping[str, Array], X: Any,
 
 
 def assert_gradients(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, **options: Any) -> None:
-    """``check(...)``; raise ``AssertionError(str(result))`` unless it passed."""
+    """``check(...)``; unless it passed, raise ``AssertionError`` with a one-line summary
+    (:func:`gradcheck.result.failure_line`) followed by ``str(result)``."""
     result = check(fn, params, X, y, **options)
-    if not result.passed:
-        raise AssertionError(str(result))
+    if not result.passed:  # the first line is what pytest's -ra summary shows: where, how far, why
+        raise AssertionError(f"{failure_line(result)}\n{result}")

@@ -28,8 +28,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -124,7 +125,7 @@ def pyproject_of(config: pytest.Config) -> Path | None:
 
 
 @pytest.fixture(name="gradcheck")
-def gradcheck_fixture(request: pytest.FixtureRequest) -> "GradcheckFixture":
+def gradcheck_fixture(request: pytest.FixtureRequest) -> GradcheckFixture:
     """``gradcheck(fn, params, X, y, *, name=None, **check_options) -> Result``: a recorded check
     that fails the test with the result's explanation."""
     return GradcheckFixture(request.config.stash[_RECORDER], request.node.nodeid)
@@ -139,7 +140,7 @@ class GradcheckFixture:
     :func:`failure_line` and then ``str(result)`` as the message.
     """
 
-    def __init__(self, recorder: "Recorder", nodeid: str) -> None:
+    def __init__(self, recorder: Recorder, nodeid: str) -> None:
         self._recorder = recorder
         self._nodeid = nodeid
 
@@ -147,7 +148,7 @@ class GradcheckFixture:
         return "<gradcheck fixture: gradcheck(fn, params, X, y, *, name=None, **check_options)>"
 
     def __call__(self, fn: Callable[..., Any], params: Any, X: Any, y: Any, *, name: str | None = None,
-                 **check_options: Any) -> "Result":
+                 **check_options: Any) -> Result:
         __tracebackhide__ = True
         from gradcheck import check as run_check  # noqa: PLC0415 - heavy: imported on first use
 
@@ -164,7 +165,7 @@ class GradcheckFixture:
         return result
 
     def check(self, fn: Callable[..., Any], params: Any, X: Any, y: Any, *, name: str | None = None,
-              **check_options: Any) -> "Result":
+              **check_options: Any) -> Result:
         """Like :func:`gradcheck.check` (returns the result, never fails the test itself), but
         recorded for the summary and report and with the session's options."""
         from gradcheck import check as run_check  # noqa: PLC0415 - heavy: imported on first use
@@ -214,7 +215,7 @@ class Recorder:
         self.report_error: str | None = None
 
     # -- recording ------------------------------------------------------------------------------
-    def add(self, nodeid: str, result: "Result") -> None:
+    def add(self, nodeid: str, result: Result) -> None:
         index = self.counts.get(nodeid, 0)
         self.counts[nodeid] = index + 1
         record = {"nodeid": nodeid, "index": index, "name": result.name, "result": _plain(result.to_dict())}
@@ -368,65 +369,15 @@ def labelled(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 # -- the failure message and the junitxml properties -----------------------------------------------
-#: a few words per diagnosis pattern for the one-line failure (the full diagnosis follows below it)
-HINTS = {
-    "sign_flip": "wrong sign?", "factor_two": "2x too large?", "factor_half": "half the true value?",
-    "missing_mean": "missing 1/N of a mean?", "extra_mean": "extra 1/N?",
-    "constant_factor": "off by a constant factor?", "zero_gradient": "zero gradient?",
-    "transposed": "transposed?", "weight_decay": "weight-decay term?",
-    "bias_one_sample": "bias from one sample?", "unused_parameter": "unused parameter?",
-    "per_tensor": "a different factor per tensor?", "one_element": "one element wrong?",
-    "bias_reduction": "bias reduction?", "weights_only": "weights wrong, biases right?",
-    "hidden_layer_derivative": "activation derivative?", "one_layer": "one layer wrong?",
-    "output_gradient": "output gradient?",
-}
+def failure_line(result: Result) -> str:
+    """The first line of a failed check's test failure (what ``-ra`` shows):
+    :func:`gradcheck.result.failure_line`."""
+    from gradcheck.result import failure_line as line  # noqa: PLC0415 - numpy: only once a check ran
+
+    return line(result)
 
 
-def _sci(x: Any) -> str:
-    """``3.2e-01``; nan and inf spelled out."""
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return f"{x:.1e}"
-
-
-def _element(param: Any, index: Any) -> str:
-    """``W1[0, 1]`` (``W1`` without an index)."""
-    if not index and index != 0:
-        return str(param)
-    index = index if isinstance(index, (list, tuple)) else [index]
-    return f"{param}[{', '.join(str(int(i)) for i in index)}]"
-
-
-def failure_line(result: "Result") -> str:
-    """The first line of a failed check's test failure, which pytest's ``-ra`` short summary shows:
-    where, how far off, against which tolerance, and the likely bug in a few words, e.g.
-    ``gradient check failed: W1[0, 1] rel error 3.2e-01 > tol 1.0e-06 (wrong sign?); check 'mlp'``.
-    A fault of the function (it raised, a nan, a wrong shape) gives its own message instead:
-    ``gradient check failed (shape): grads['W'] has shape (2, 3), expected (3, 2) ...``."""
-    named = f"; check {result.name!r}" if result.name else ""
-    w = result.worst
-    if w is not None and (result.failures or not result.problems):
-        diag = result.diagnosis
-        hint = ""
-        if diag is not None:
-            hint = f" ({HINTS.get(diag.pattern, diag.pattern.replace('_', ' ') + '?')})"
-        return (f"gradient check failed: {_element(w.param, w.index)} rel error {_sci(w.rel_error)} > "
-                f"tol {_sci(w.tolerance)}{hint}{named}")
-    if result.problems:
-        p = result.problems[0]
-        message = (p.message.splitlines() or [""])[0]
-        return f"gradient check failed ({p.kind}): {message}{named}"
-    where = f" in {result.worst_param}" if result.worst_param else ""
-    return f"gradient check failed: max rel error {_sci(result.max_rel_error)}{where}{named}"
-
-
-def failure_message(result: "Result") -> str:
+def failure_message(result: Result) -> str:
     """What a failed fixture check fails its test with: :func:`failure_line`, then ``str(result)``."""
     return f"{failure_line(result)}\n{result}"
 
@@ -449,10 +400,11 @@ def check_properties(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         prefix = f"{PROPERTY_PREFIX}.{k}" if many else PROPERTY_PREFIX
         worst = d.get("worst") or {}
         problems = d.get("problems") or []
+        from gradcheck.result import element_label  # noqa: PLC0415 - numpy: a check has run by now
         if worst:
-            where = _element(worst.get("param"), worst.get("index"))
+            where = element_label(worst.get("param"), worst.get("index"))
         elif problems and problems[0].get("param"):
-            where = _element(problems[0]["param"], problems[0].get("index"))
+            where = element_label(problems[0]["param"], problems[0].get("index"))
         else:
             where = d.get("worst_param") or ""
         # a check stopped by a fault (no element compared) has no tolerance or margin to show
@@ -479,7 +431,7 @@ def summary_lines(results: list[dict[str, Any]], tests: int,
     if not results:
         return [(f"no gradient checks were recorded{session}: use the gradcheck fixture, or mark tests "
                  "that call gradcheck.check/assert_gradients with @pytest.mark.gradcheck", {})]
-    lines = [(f"{_plural(len(results), 'gradient check')} in {_plural(tests, 'test')}: "
+    lines: list[tuple[str, dict[str, bool]]] = [(f"{_plural(len(results), 'gradient check')} in {_plural(tests, 'test')}: "
               f"{len(results) - len(failed)} passed, {len(failed)} failed{session}", {})]
     worst = sorted(results, key=lambda r: (r["passed"], -float(r["max_rel_error"])))[:WORST_SHOWN]
     lines.append((f"worst {len(worst)}: verdict, max relative error, worst parameter, check", {}))

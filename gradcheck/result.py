@@ -197,7 +197,7 @@ class Result:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Result":
+    def from_dict(cls, d: dict[str, Any]) -> Result:
         """Inverse of :meth:`to_dict` (arrays restored when present)."""
         d = dict(d)
         spec = d.pop("spec", None)
@@ -431,3 +431,62 @@ def explain(r: Result) -> str:
     for note in r.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines)
+
+
+# -- the one-line summary of a failure ------------------------------------------------------------
+#: a few words per diagnosis pattern for the one-line summary
+HINTS = {
+    "sign_flip": "wrong sign?", "factor_two": "2x too large?", "factor_half": "half the true value?",
+    "missing_mean": "missing 1/N of a mean?", "extra_mean": "extra 1/N?",
+    "constant_factor": "off by a constant factor?", "zero_gradient": "zero gradient?",
+    "transposed": "transposed?", "weight_decay": "weight-decay term?",
+    "bias_one_sample": "bias from one sample?", "unused_parameter": "unused parameter?",
+    "per_tensor": "a different factor per tensor?", "one_element": "one element wrong?",
+    "bias_reduction": "bias reduction?", "weights_only": "weights wrong, biases right?",
+    "hidden_layer_derivative": "activation derivative?", "one_layer": "one layer wrong?",
+    "output_gradient": "output gradient?",
+}
+
+
+def _sci(x: Any) -> str:
+    """``3.2e-01``; nan and inf spelled out."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.1e}"
+
+
+def element_label(param: Any, index: Any) -> str:
+    """``W1[0, 1]`` (``W1`` without an index)."""
+    if not index and index != 0:
+        return str(param)
+    index = index if isinstance(index, (list, tuple)) else [index]
+    return f"{param}[{', '.join(str(int(i)) for i in index)}]"
+
+
+def failure_line(result: Result) -> str:
+    """The first line of a failed check's test failure, which pytest's ``-ra`` short summary shows:
+    where, how far off, against which tolerance, and the likely bug in a few words, e.g.
+    ``gradient check failed: W1[0, 1] rel error 3.2e-01 > tol 1.0e-06 (wrong sign?); check 'mlp'``.
+    A fault of the function (it raised, a nan, a wrong shape) gives its own message instead:
+    ``gradient check failed (shape): grads['W'] has shape (2, 3), expected (3, 2) ...``."""
+    named = f"; check {result.name!r}" if result.name else ""
+    w = result.worst
+    if w is not None and (result.failures or not result.problems):
+        diag = result.diagnosis
+        hint = ""
+        if diag is not None:
+            hint = f" ({HINTS.get(diag.pattern, diag.pattern.replace('_', ' ') + '?')})"
+        return (f"gradient check failed: {element_label(w.param, w.index)} rel error {_sci(w.rel_error)} > "
+                f"tol {_sci(w.tolerance)}{hint}{named}")
+    if result.problems:
+        p = result.problems[0]
+        message = (p.message.splitlines() or [""])[0]
+        return f"gradient check failed ({p.kind}): {message}{named}"
+    where = f" in {result.worst_param}" if result.worst_param else ""
+    return f"gradient check failed: max rel error {_sci(result.max_rel_error)}{where}{named}"

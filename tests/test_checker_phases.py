@@ -201,3 +201,18 @@ def test_progress_estimate_uses_the_scheme_and_the_size():
     assert expected_calls("richardson", 10) == 40
     assert expected_calls("forward", 10) == 10
     assert progress.start(100, 0.01, quiet=None, label="x", faster=[]) is None  # 1 s: below SHOW_AFTER
+
+
+def test_assert_gradients_first_line_names_the_element_and_the_error():
+    """pytest's -ra summary shows an AssertionError's first line: it must say where and how far."""
+    params, X, y = inputs()
+
+    def wrong_sign(p, X, y):
+        loss, g = quadratic(p, X, y)
+        return loss, {"w": -g["w"]}
+    with pytest.raises(AssertionError) as info:
+        gradcheck.assert_gradients(wrong_sign, params, X, y, name="lin")
+    first, rest = str(info.value).split("\n", 1)
+    assert first.startswith("gradient check failed: w[") and "rel error 2.0e+00 > tol" in first, first
+    assert first.endswith("; check 'lin'") and "(wrong sign?)" in first, first
+    assert rest.startswith("gradcheck FAILED lin")
