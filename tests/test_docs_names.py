@@ -25,6 +25,8 @@ GENERATED = ("reports/", "site/")
 #: dotted words that are not Python objects: file names, and JUnit failure types the report writes
 NOT_PYTHON = {"gradcheck.GradientMismatch"}
 FILE_SUFFIXES = (".json", ".xml", ".html", ".md", ".py", ".toml", ".csv", ".txt")
+#: the JUnit <property> names the pytest plugin writes (gradcheck.passed, gradcheck.1.passed, ...)
+PROPERTY = re.compile(r"gradcheck\.(\d+\.)?(passed|max_rel_error|tolerance|margin|worst|scheme|name|problem|diagnosis)")
 
 
 def _names() -> list[tuple[str, str]]:
@@ -33,7 +35,7 @@ def _names() -> list[tuple[str, str]]:
         text = doc.read_text(encoding="utf-8")
         for m in DOTTED.finditer(text):
             name = m.group(1)
-            if name in NOT_PYTHON or name.endswith(FILE_SUFFIXES):
+            if name in NOT_PYTHON or name.endswith(FILE_SUFFIXES) or PROPERTY.fullmatch(name):
                 continue
             found.add((doc.relative_to(ROOT).as_posix(), name))
     return sorted(found)
