@@ -253,8 +253,12 @@ class Recorder:
         self.marked = item.get_closest_marker(MARKER) is not None
         if self.marked:
             self._listen()
+        # a long check's progress display stays silent in a test run unless pytest runs with -v
+        # (gradcheck.progress is standard library only; check(..., quiet=False) still shows it)
+        from gradcheck.progress import quiet_by_default  # noqa: PLC0415 - keeps plugin start-up light
         try:
-            yield
+            with quiet_by_default(self.config.getoption("verbose", 0) < 1):
+                yield
         finally:
             self.nodeid, self.marked, self.pending, self.item_checks = None, False, [], []
 
