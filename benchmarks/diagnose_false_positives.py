@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from gradcheck.diagnose import LOCATION_PATTERNS, diagnose  # noqa: E402
-from tests.diagnose_support import KINDS, PERTURBATIONS, base_check, perturb, random_subset, with_claimed  # noqa: E402
+from gradcheck.diagnose import LOCATION_PATTERNS, diagnose
+from tests.diagnose_support import KINDS, PERTURBATIONS, base_check, perturb, random_subset, with_claimed
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,15 +27,15 @@ import os
 import platform
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from gradcheck.spec import Layer, NetworkSpec  # noqa: E402
-from gradcheck.symbolic import SymbolicSkipped, cache_info, clear_cache, network_gradient  # noqa: E402
-from reference.network import Network  # noqa: E402  (the benchmark feeds reference code; allowed)
+from gradcheck.spec import Layer, NetworkSpec
+from gradcheck.symbolic import SymbolicSkipped, cache_info, clear_cache, network_gradient
+from reference.network import Network
 
 
 def case(spec: NetworkSpec, batch: int | None = None, seed: int = 0):
@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     for spec in (NetworkSpec(3, (Layer(4, "tanh"), Layer(3, "identity")), "softmax_cross_entropy", batch=4),
                  NetworkSpec(4, (Layer(16, "tanh"), Layer(16, "tanh"), Layer(1, "identity")), "mse", batch=16)):
         p, X, y = case(spec)
-        build = seconds(lambda: network_gradient(spec, p, X, y), r, before=clear_cache)
+        build = seconds(lambda: network_gradient(spec, p, X, y), r, before=clear_cache)  # noqa: B023 - called at once
         other = spec.replace(batch=9, seed=7)
         p2, X2, y2 = case(other, batch=9, seed=9)
-        cached = seconds(lambda: network_gradient(other, p2, X2, y2), r)
+        cached = seconds(lambda: network_gradient(other, p2, X2, y2), r)  # noqa: B023 - called at once
         rows += [(f"build, P = {spec.n_params} ({spec.label()})", build),
                  (f"cached call, same structure, batch 9 (P = {spec.n_params})", cached)]
 

@@ -38,14 +38,24 @@ _EXPORTS = {
 }
 #: submodules reachable as attributes after ``import gradcheck``
 _SUBMODULES = ("report", "strategies", "symbolic", "adapters", "diagnose", "sweep", "teach", "numerical",
-               "compare", "spec", "result", "checker", "structured", "fastmode")
+               "compare", "spec", "result", "checker", "structured", "fastmode", "options", "progress",
+               "config", "tolerance")
 
 __all__ = [*_EXPORTS, "__version__"]
 
 if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerly
-    from gradcheck.checker import assert_gradients, check
-    from gradcheck.result import Diagnosis, Element, Problem, Result, TensorReport
-    from gradcheck.spec import Layer, NetworkSpec
+    from gradcheck.checker import assert_gradients as assert_gradients
+    from gradcheck.checker import check as check
+    from gradcheck.numerical import FunctionFault as FunctionFault
+    from gradcheck.result import Diagnosis as Diagnosis
+    from gradcheck.result import Element as Element
+    from gradcheck.result import Problem as Problem
+    from gradcheck.result import Result as Result
+    from gradcheck.result import TensorReport as TensorReport
+    from gradcheck.spec import Layer as Layer
+    from gradcheck.spec import NetworkSpec as NetworkSpec
+    from gradcheck.structured import SpecMismatch as SpecMismatch
+    from gradcheck.symbolic.network import SymbolicSkipped as SymbolicSkipped
 
     __version__: str
 

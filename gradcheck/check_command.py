@@ -24,10 +24,10 @@ import json
 import os
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REQUIRED = ("fn", "params", "X", "y")
 OPTIONAL = ("name", "spec", "loss_fn")
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
             cases = load_cases(args.target)
         except TargetError as exc:
             return _usage_error(str(exc))
-        writer = None
+        writer: Callable[..., Path] | None = None  # gradcheck.report.write, with --report
         if args.report:
             try:
                 from gradcheck.report import write as writer  # noqa: PLC0415

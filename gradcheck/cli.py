@@ -12,6 +12,7 @@ import importlib
 import os
 import sys
 import tempfile
+from typing import NoReturn
 
 #: subcommand -> (module, one-line help)
 COMMANDS = {
@@ -33,7 +34,7 @@ class UsageError(Exception):
 class Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors (``gradcheck sweep: error: ...``) and exit code 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 

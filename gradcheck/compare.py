@@ -19,7 +19,8 @@ all tensors of the check: an entry that is a sum of large cancelling terms (a bi
 over the batch) carries rounding of the size of those terms, which its own small value does not
 show. ``T`` is the scale of the terms when every gradient is zero to working precision (``G <
 sqrt(eps) T``): the loss's magnitude per unit of parameter, ``|f| / max(1, rms |x|)``
-(``softmax(z).sum()`` has a zero gradient made of terms of size ~1). ``N_i`` is what the user's arithmetic actually produces (ill-conditioned but
+(``softmax(z).sum()`` has a zero gradient made of terms of size ~1). ``N_i`` is what the user's
+arithmetic actually produces (ill-conditioned but
 correct code: batchnorm of inputs far from zero, confident softmax), measured rather than assumed.
 The floor keeps tiny true gradients (|D| far below what the estimate resolves) from producing huge
 relative errors on correct code, without a magic constant.

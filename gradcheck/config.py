@@ -36,17 +36,18 @@ import difflib
 import math
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 try:
     import tomllib  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10: tomli is the same parser (pytest needs it there)
     try:
-        import tomli as tomllib  # type: ignore[no-redef]
+        import tomli as tomllib
     except ModuleNotFoundError:
-        tomllib = None  # type: ignore[assignment]  # the table is skipped with a warning
+        tomllib = None  # the table is skipped with a warning
 
 PYPROJECT = "pyproject.toml"
 TABLE = "tool.gradcheck"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class Fault(Exception):
         self.problem = problem
 
     @classmethod
-    def from_function_fault(cls, fault: FunctionFault) -> "Fault":
+    def from_function_fault(cls, fault: FunctionFault) -> Fault:
         """The numerical oracle's report of fn failing at a perturbed point, as a problem."""
         return cls(Problem("raised", str(fault), fault.param, list(fault.index) if fault.index else None))
 
@@ -110,7 +110,7 @@ class Frozen:
     y: Any
 
     @classmethod
-    def of(cls, params: Mapping[str, Array], X: Any, y: Any) -> "Frozen":
+    def of(cls, params: Mapping[str, Array], X: Any, y: Any) -> Frozen:
         return cls(snapshot(dict(params)), snapshot(X), snapshot(y))
 
     def fresh(self) -> tuple[dict[str, Array], Any, Any]:
@@ -146,8 +146,8 @@ def read_output(out: Any, params: Mapping[str, Array]) -> tuple[float, dict[str,
 
 def _read_output(out: Any, params: Mapping[str, Array]) -> tuple[float, dict[str, Array]]:
     if not isinstance(out, (tuple, list)) or len(out) != 2:
-        raise Fault(Problem("bad_return", f"fn must return (loss, grads); it returned "
-                                          f"{type(out).__name__}" + (f" of length {len(out)}" if isinstance(out, (tuple, list)) else "")))
+        length = f" of length {len(out)}" if isinstance(out, (tuple, list)) else ""
+        raise Fault(Problem("bad_return", f"fn must return (loss, grads); it returned {type(out).__name__}{length}"))
     loss, grads = out
     try:
         a = np.asarray(loss)

@@ -7,8 +7,8 @@ numerical estimate's bound: a disagreement fails the check as a harness problem,
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -647,16 +648,23 @@ def _bias_sample(views: list[_View], X: Any) -> tuple[int, str, dict] | None:
 
 # -- rule 6..9: where the error enters (per-layer parameter names) -----------------------------------
 def _by_layer(views: list[_View]) -> dict[int, dict[str, _View]] | None:
-    if any(v.layer is None for v in views):
-        return None
     layers: dict[int, dict[str, _View]] = {}
     for v in views:
-        if v.kind in layers.setdefault(v.layer, {}):
+        if v.layer is None or v.kind is None:  # set together, by _layer_of
             return None
-        layers[v.layer][v.kind] = v
+        group = layers.setdefault(v.layer, {})
+        if v.kind in group:
+            return None
+        group[v.kind] = v
     if any("W" not in g for g in layers.values()):
         return None
     return dict(sorted(layers.items()))
+
+
+def _layer_index(v: _View) -> int:
+    """The layer of ``v``, one of the views :func:`_by_layer` accepted (every one has a layer)."""
+    assert v.layer is not None
+    return v.layer
 
 
 def _layer_error(group: dict[str, _View]) -> float:
@@ -667,7 +675,7 @@ def _weights_only(failed: list[_View], layers: dict[int, dict[str, _View]]) -> D
     if any(v.kind != "W" for v in failed):
         return None
     for v in failed:
-        b = layers[v.layer].get("b")
+        b = layers[_layer_index(v)].get("b")
         if b is None or b.failed:
             return None
     names = [v.name for v in failed]
@@ -703,7 +711,7 @@ def _hidden_prefix(failed: list[_View], layers: dict[int, dict[str, _View]]) -> 
 
 def _one_layer(failed: list[_View], layers: dict[int, dict[str, _View]]) -> Diagnosis | None:
     order = list(layers)
-    bad = sorted({v.layer for v in failed})
+    bad = sorted({_layer_index(v) for v in failed})
     if len(bad) != 1 or bad[0] == order[0]:
         return None
     k = bad[0]
@@ -767,8 +775,8 @@ def diagnose(result: Result, spec: Mapping[str, Any] | None = None, *, params: M
     layers = _by_layer(views)
     if layers is None:
         return None
-    for rule in (_weights_only, _hidden_prefix, _one_layer, _output):
-        d = rule(failed, layers)
+    for layer_rule in (_weights_only, _hidden_prefix, _one_layer, _output):
+        d = layer_rule(failed, layers)
         if d is not None:
             return d
     return None

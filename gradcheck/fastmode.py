@@ -28,7 +28,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -19,8 +20,8 @@ from gradcheck import numerical
 from gradcheck.compare import ANALYTIC_ULPS, SAFETY, claimed_eps, compare, eps_of
 from gradcheck.contract import Fault, Tally
 from gradcheck.estimating import Estimated, term_scale
-from gradcheck.options import Labels
 from gradcheck.numerical import FunctionFault
+from gradcheck.options import Labels
 from gradcheck.result import Element, Problem, Result, TensorReport, fmt_index
 from gradcheck.tolerance import MODEL
 

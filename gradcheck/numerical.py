@@ -30,8 +30,9 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -370,7 +371,8 @@ def refine_element(loss: LossFn, work: dict[str, Array], name: str, index: int, 
       estimate is ``R_j`` with the error bound ``sd(R_j) + T`` plus the part of ``|R_j - R_{j+1}|``
       that one sd of rounding does not explain, where the truncation ``T`` is the smaller of
       ``|D_j - D_{j+1}| / 3`` (that of ``D_{j+1}``, which bounds the extrapolated value's; little
-      rounding in it) and ``|R_j - R_{j+1}|`` (about R_j's own; tighter when the step is large). While truncation keeps the Richardson
+      rounding in it) and ``|R_j - R_{j+1}|`` (about R_j's own; tighter when the step is large).
+      While truncation keeps the Richardson
       values apart the ladder goes on down (truncation falls 16x a rung, rounding grows 2x): a
       step far too large for the function settles a few rungs later;
     * **kink** when the gap is significant (beyond ``kink_gap_sd`` sd) at three rungs and keeps its

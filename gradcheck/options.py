@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class Options:
         """The SymPy oracle joins: asked for, or a spec was given and it was not turned off."""
         return bool(self.symbolic) or (self.spec is not None and self.symbolic is not False)
 
-    def validated(self, fn: Any, params: Any, X: Any) -> "Options":
+    def validated(self, fn: Any, params: Any, X: Any) -> Options:
         """These options, checked together with fn, params and X; raises naming ``name=value``."""
         if not callable(fn):
             raise TypeError(f"fn must be callable as fn(params, X, y) -> (loss, grads), got {type(fn).__name__}")

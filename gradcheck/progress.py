@@ -12,8 +12,8 @@ import contextlib
 import contextvars
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any, Callable, TextIO
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
 
 #: a check estimated to take longer than this (seconds) reports its progress
 SHOW_AFTER = 3.0
@@ -66,8 +66,14 @@ class Progress:
         self.hint = ("faster: " + "; ".join(faster)) if faster and estimate > SUGGEST_AFTER else ""
         if self.tty:
             from rich.console import Console  # noqa: PLC0415 - only for a long check on a terminal
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress as Bar,  # noqa: PLC0415
-                                       TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+            from rich.progress import (  # noqa: PLC0415 - as above
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as Bar  # noqa: PLC0415 - as above
             console = Console(file=self.stream)
             console.print(self.headline + (f"\n{self.hint}" if self.hint else ""), highlight=False)
             self.bar = Bar(TextColumn(f"{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("calls"),

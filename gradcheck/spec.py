@@ -140,7 +140,7 @@ class NetworkSpec:
         d.pop("init")
         return json.dumps(d, sort_keys=True)
 
-    def replace(self, **changes: Any) -> "NetworkSpec":
+    def replace(self, **changes: Any) -> NetworkSpec:
         """A copy with some fields changed (validated)."""
         d = {**self.to_dict(), **changes}
         return NetworkSpec.from_dict(d)
@@ -161,7 +161,7 @@ class NetworkSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "NetworkSpec":
+    def from_dict(cls, d: dict[str, Any]) -> NetworkSpec:
         if not isinstance(d, dict):
             raise TypeError(f"NetworkSpec.from_dict expects a dict, got {type(d).__name__}")
         known = {"input_dim", "layers", "loss", "batch", "dtype", "init", "seed", "skips"}
@@ -177,5 +177,5 @@ class NetworkSpec:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "NetworkSpec":
+    def from_json(cls, text: str) -> NetworkSpec:
         return cls.from_dict(json.loads(text))

@@ -41,7 +41,7 @@ import math
 import sys
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 from hypothesis import assume
@@ -128,8 +128,8 @@ def _choices_arg(name: str, value: Any, allowed: Collection[str], what: str) -> 
 
 
 def _registries():
-    from gradcheck_reference.activations import ACTIVATIONS
-    from gradcheck_reference.losses import LOSSES
+    from gradcheck_reference.activations import ACTIVATIONS  # noqa: PLC0415 - the reference, imported when a strategy is drawn
+    from gradcheck_reference.losses import LOSSES  # noqa: PLC0415 - the reference, imported when a strategy is drawn
     return ACTIVATIONS, LOSSES
 
 
@@ -145,7 +145,7 @@ def _names_strategy(name: str, value: Any, registry: Mapping, what: str) -> Sear
 def _spec_arg(spec: Any) -> NetworkSpec:
     if not isinstance(spec, NetworkSpec):
         raise InvalidArgument(f"spec={spec!r} must be a NetworkSpec")
-    from gradcheck_reference.network import Network
+    from gradcheck_reference.network import Network  # noqa: PLC0415 - the reference, imported when a strategy is drawn
     try:
         Network(spec)
     except ValueError as e:
@@ -244,6 +244,7 @@ def _spec_options(activation, loss, min_depth, max_depth, max_width, max_batch, 
     if max_params is not None:
         max_params = _int_arg("max_params", max_params, 1)
 
+    act: SearchStrategy[Any] | str | tuple[str, ...] | None
     if activation is None or isinstance(activation, SearchStrategy):
         act = activation
     elif isinstance(activation, str):
@@ -259,8 +260,9 @@ def _spec_options(activation, loss, min_depth, max_depth, max_width, max_batch, 
                                                        max_width, max_params) is None)
     if not feasible:
         # name the first problem: every candidate loss is impossible under the options
-        raise InvalidArgument(_loss_problem(LOSSES[names[0]], act, min_depth, max_depth, max_width,
-                                            max_params) + f" (loss={loss!r})")
+        problem = _loss_problem(LOSSES[names[0]], act, min_depth, max_depth, max_width, max_params)
+        assert problem is not None  # names[0] is not feasible
+        raise InvalidArgument(problem + f" (loss={loss!r})")
     return _SpecOptions(feasible, act, min_depth, max_depth, max_width, max_batch, max_input_dim,
                         dtypes, inits, allow_skips, max_params)
 
@@ -412,7 +414,7 @@ def _layer(draw, o: _SpecOptions, t: int, depth: int, input_dim: int, min_out: i
 # -- inputs and targets ----------------------------------------------------------------------
 def _floats(dtype: str, lo: float, hi: float) -> SearchStrategy[float]:
     return st.floats(lo, hi, allow_nan=False, allow_infinity=False, allow_subnormal=False,
-                     width=np.dtype(dtype).itemsize * 8)
+                     width=cast(Literal[16, 32, 64], np.dtype(dtype).itemsize * 8))  # dtype is one of DTYPES
 
 
 def _raw_inputs(spec: NetworkSpec) -> SearchStrategy[np.ndarray]:
@@ -442,13 +444,14 @@ def inputs(spec: NetworkSpec, *, params: Mapping[str, np.ndarray] | None = None,
         return raw
 
     def fix(X: np.ndarray) -> np.ndarray:
-        from gradcheck_reference.network import Network
-        from gradcheck_reference.activations import get_activation
+        from gradcheck_reference.activations import get_activation  # noqa: PLC0415 - the reference, imported when a strategy is drawn
+        from gradcheck_reference.network import Network  # noqa: PLC0415 - the reference, imported when a strategy is drawn
         p = Network(spec).init_params() if params is None else params
         act = get_activation(spec.layers[0].activation)
         X64 = X.astype(np.float64)
         if act.kinks and margin > 0:
-            W1, b1 = (None if k not in p else np.asarray(p[k], np.float64) for k in ("W1", "b1"))
+            W1 = np.asarray(p["W1"], np.float64)  # every spec has a first layer; its bias is optional
+            b1 = np.asarray(p["b1"], np.float64) if "b1" in p else None
             if not _fix_rows(X64, W1, b1, act.kinks, margin * _AIM, _rng(spec)):
                 assume(False)  # a degenerate first layer (e.g. a zero column of W1): rare
         return X64.astype(spec.dtype)
@@ -530,7 +533,7 @@ class Case:
 
     def network(self):
         """The reference :class:`reference.network.Network` of ``spec``."""
-        from gradcheck_reference.network import Network
+        from gradcheck_reference.network import Network  # noqa: PLC0415 - the reference, imported when a strategy is drawn
         return Network(self.spec)
 
     def __repr__(self) -> str:
@@ -658,7 +661,7 @@ def _same_default(value, default) -> bool:
         return True
     try:
         return type(value) is type(default) and bool(value == default)
-    except Exception:  # noqa: BLE001 - e.g. an array compared with a tuple
+    except Exception:
         return False
 
 
@@ -684,9 +687,9 @@ def _rng(spec: NetworkSpec) -> np.random.Generator:
 
 @st.composite
 def _draw_case(draw, spec_strategy, scales, allow_kinks: bool, margin: float) -> Case:
-    from gradcheck_reference.network import Network
-    from gradcheck_reference.activations import get_activation
-    from gradcheck_reference.losses import get_loss
+    from gradcheck_reference.activations import get_activation  # noqa: PLC0415 - the reference, imported when a strategy is drawn
+    from gradcheck_reference.losses import get_loss  # noqa: PLC0415 - the reference, imported when a strategy is drawn
+    from gradcheck_reference.network import Network  # noqa: PLC0415 - the reference, imported when a strategy is drawn
 
     spec = draw(spec_strategy)
     if not isinstance(spec, NetworkSpec):
@@ -724,9 +727,9 @@ def _in_dtype(draw, spec: NetworkSpec, net, params: dict, X: np.ndarray):
 @st.composite
 def _draw_realistic_case(draw, spec_strategy) -> Case:
     """``cases(mode="realistic")``: ordinary init, data-like inputs, kinks wherever they fall."""
-    from gradcheck_reference.network import Network
-    from gradcheck_reference.activations import get_activation
-    from gradcheck_reference.losses import get_loss
+    from gradcheck_reference.activations import get_activation  # noqa: PLC0415 - the reference, imported when a strategy is drawn
+    from gradcheck_reference.losses import get_loss  # noqa: PLC0415 - the reference, imported when a strategy is drawn
+    from gradcheck_reference.network import Network  # noqa: PLC0415 - the reference, imported when a strategy is drawn
 
     spec = draw(spec_strategy)
     if not isinstance(spec, NetworkSpec):
@@ -779,8 +782,8 @@ def _min_shift(z: np.ndarray, g: np.ndarray, kinks, aim: float,
             bound = (delta - z[i]) / g[i]
             t_min, t_max = (bound, math.inf) if g[i] > 0 else (-math.inf, bound)
             cands.append(float(bound))
-    cands = np.concatenate([cands, lo, hi])
-    for t in cands[np.argsort(np.abs(cands), kind="stable")]:
+    ts = np.concatenate([cands, lo, hi])
+    for t in ts[np.argsort(np.abs(ts), kind="stable")]:
         if t_min <= t <= t_max and not np.any((t > lo) & (t < hi)):
             return float(t)
     return None  # pragma: no cover - the outermost endpoint on the allowed side is always free
@@ -857,8 +860,8 @@ def _fix_columns(a: np.ndarray, W: np.ndarray, b, v: np.ndarray, kinks, aim: flo
         for r in range(n):
             if np.max(z[r]) >= alive:
                 continue
-            options = [(c, _best_move(z[:, c], moves, kinks, aim, [(r, alive)])) for c in range(width)]
-            options = [(abs(o[0]) * float(np.linalg.norm(o[1])), c, o) for c, o in options if o is not None]
+            found = [(c, _best_move(z[:, c], moves, kinks, aim, [(r, alive)])) for c in range(width)]
+            options = [(abs(o[0]) * float(np.linalg.norm(o[1])), c, o) for c, o in found if o is not None]
             if not options:
                 return False
             _, c, best = min(options, key=lambda x: (x[0], x[1]))
@@ -882,13 +885,13 @@ def _construct(spec: NetworkSpec, params: dict, X: np.ndarray, acts, loss, aim: 
             if t == L and loss.output in OUTPUT_ACTIVATION:
                 if mv >= PROBABILITY_CAP - 0.5:
                     return False
-                s = (PROBABILITY_CAP - mv) / mu if mu > 0 else 1.0
+                shrink = (PROBABILITY_CAP - mv) / mu if mu > 0 else 1.0
             else:
-                s = MAIN_CAP / mu if mu > 0 else 1.0
-            if s < 1:
-                W *= s
+                shrink = MAIN_CAP / mu if mu > 0 else 1.0
+            if shrink < 1:
+                W *= shrink
                 if b is not None:
-                    b *= s
+                    b *= shrink
             kinks = acts[t - 1].kinks
             alive = (ALIVE if acts[t - 1].name == "relu" and t < L and not spec.layers[t].bias
                      and acts[t].kinks else None)
@@ -921,7 +924,7 @@ def _clear_loss_kinks(loss_name: str, out: np.ndarray, y: np.ndarray, aim: float
 
 def _kink_distances(acts, loss_name: str, cache, out: np.ndarray, y: np.ndarray) -> list[float]:
     """Smallest distance of each layer's pre-activations to its kinks, then the loss's."""
-    dists = []
+    dists: list[float] = []
     for act, z in zip(acts, cache.pre):
         z = np.asarray(z, np.float64)
         dists.extend(float(np.min(np.abs(z - k))) for k in act.kinks)

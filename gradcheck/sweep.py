@@ -22,10 +22,11 @@ import os
 import sys
 import time
 import zlib
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 #: per cell: 2 in the margin mode (the simplest network, then a drawn one) and 1 in the realistic mode
 DEFAULT_EXAMPLES = 3
@@ -214,8 +215,14 @@ class _progress:
         self.p = None
         if show:
             try:
-                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,  # noqa: PLC0415
-                                           TimeElapsedColumn, TimeRemainingColumn)
+                from rich.progress import (  # noqa: PLC0415
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                    TimeRemainingColumn,
+                )
                 self.p = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(),
                                   TextColumn("cells  {task.fields[failed]} failed"), TimeElapsedColumn(),
                                   TextColumn("eta"), TimeRemainingColumn(),

@@ -11,13 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import TypeVar
 
-
 _T = TypeVar("_T", int, float)
 
 
 def _c(value: _T, why: str) -> _T:
     """A constant with the reason for its value (the docs table's "why" column)."""
-    return field(default=value, metadata={"why": why})  # type: ignore[no-any-return]
+    return field(default=value, metadata={"why": why})
 
 
 @dataclass(frozen=True)

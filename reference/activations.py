@@ -36,7 +36,8 @@ _erf = np.frompyfunc(math.erf, 1, 1)
 
 
 def _gaussian_cdf(z: Array) -> Array:
-    return (0.5 * (1 + _erf(z / math.sqrt(2)).astype(np.float64))).astype(z.dtype)
+    # asarray, not .astype: for a 0-d z the object ufunc returns a bare Python float
+    return (0.5 * (1 + np.asarray(_erf(z / math.sqrt(2)), dtype=np.float64))).astype(z.dtype)
 
 
 def _gaussian_pdf(z: Array) -> Array:

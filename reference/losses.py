@@ -140,7 +140,7 @@ def _cce_grad(p, y):
     return np.where(p > eps, -y / np.maximum(p, eps), 0) / _n(p)
 
 
-def _huber(delta: float):
+def _huber(delta: float) -> tuple[Callable[[Array, Array], Array], Callable[[Array, Array], Array]]:
     def value(out, y):
         r = np.abs(out - y)
         return np.sum(np.where(r <= delta, 0.5 * r * r, delta * (r - 0.5 * delta))) / _n(out)

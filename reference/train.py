@@ -61,8 +61,12 @@ def reproduce_origin_xor(epochs: int = 10000, lr: float = 0.1) -> Array:
     Its update ``W += lr * X.T @ ((y - out) * out * (1 - out))`` is exactly gradient descent on
     ``0.5 * sum((y - out)**2)``, so the reference network with that loss reproduces it.
     """
+    if epochs < 1:
+        raise ValueError(f"epochs={epochs!r}: expected an integer >= 1 (the result is the last epoch's output)")
     network = Network(XOR_SPEC)
-    return train(network, network.init_params(), XOR_X, XOR_Y, lr=lr, epochs=epochs).last_output
+    out = train(network, network.init_params(), XOR_X, XOR_Y, lr=lr, epochs=epochs).last_output
+    assert out is not None  # set by every epoch, and there was at least one
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.xor:
         parser.print_help()
         return 2
+    if args.epochs < 1:
+        parser.error(f"--epochs {args.epochs}: expected an integer >= 1")
     out = reproduce_origin_xor(epochs=args.epochs)
     print("Output after training:")
     print(np.array2string(out, precision=8))

@@ -160,7 +160,8 @@ def test_a_long_check_says_how_long_and_the_faster_paths(monkeypatch, capsys):
     monkeypatch.setattr(progress, "SUGGEST_AFTER", 0.0)
     monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
     params, X, y = inputs(6)
-    result = gradcheck.check(quadratic, params, X, y, scheme="central", name="tiny")
+    with progress.quiet_by_default(False):  # this test runs in pytest, where it is quiet by default
+        result = gradcheck.check(quadratic, params, X, y, scheme="central", name="tiny")
     assert result.passed
     err = capsys.readouterr().err
     assert "gradcheck: checking tiny: about 12 calls of" in err
@@ -170,7 +171,8 @@ def test_a_long_check_says_how_long_and_the_faster_paths(monkeypatch, capsys):
 
 def test_progress_is_silent_when_quiet_or_short(monkeypatch, capsys):
     params, X, y = inputs()
-    gradcheck.check(quadratic, params, X, y)  # far below the threshold: nothing
+    with progress.quiet_by_default(False):
+        gradcheck.check(quadratic, params, X, y)  # far below the threshold: nothing
     monkeypatch.setattr(progress, "SHOW_AFTER", 0.0)
     gradcheck.check(quadratic, params, X, y, quiet=True)
     with progress.quiet_by_default():

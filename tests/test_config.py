@@ -13,7 +13,13 @@ import pytest
 import gradcheck
 from gradcheck import cli, config
 from gradcheck.checker import SCHEME_CHOICES
-from gradcheck.sweep import DEFAULT_EXAMPLES, DEFAULT_MAX_PARAMS, DEFAULT_SEED, DEFAULT_SYMBOLIC_MAX_SIZE, config_from_args
+from gradcheck.sweep import (
+    DEFAULT_EXAMPLES,
+    DEFAULT_MAX_PARAMS,
+    DEFAULT_SEED,
+    DEFAULT_SYMBOLIC_MAX_SIZE,
+    config_from_args,
+)
 
 pytest_plugins = ["pytester"]
 

@@ -93,6 +93,15 @@ def test_activation_dtype_shape_and_params():
     assert get_activation("elu").kinks == () and get_activation("elu").with_params(alpha=2.0).kinks == (0.0,)
 
 
+@pytest.mark.parametrize("name", [n for n, a in ACTIVATIONS.items() if a.elementwise])
+def test_activation_accepts_a_scalar(name):
+    # 0-d input: gelu's object-dtype erf once returned a bare float there and .astype failed
+    act = get_activation(name)
+    z = np.array([0.7])
+    assert act.f(0.7) == act.f(z)[0] and act.df(np.float64(0.7)) == act.df(z)[0]
+    assert np.shape(act.f(0.7)) == ()
+
+
 def _targets(loss, out):
     n, k = out.shape
     kind = loss.target

@@ -376,7 +376,7 @@ def test_html_shows_summary_table_and_failure_details(written):
     # the reproduction line is Python that rebuilds the spec
     d = next(r for r in rs if r.name == "tanh x mse: sign flip in W1")
     ns = {}
-    exec(records.reproduction(d.to_dict()), ns)  # noqa: S102 - our own generated line
+    exec(records.reproduction(d.to_dict()), ns)
     assert ns["spec"] == NetworkSpec.from_dict(d.spec)
 
 

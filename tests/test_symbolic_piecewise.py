@@ -87,7 +87,7 @@ def conditions(expr: sp.Basic) -> list[Relational]:
     return sorted((c for c in found if isinstance(c, Relational)), key=sp.default_sort_key)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def breakpoints(name: str) -> list[float]:
     """Points where a condition of the activation's definition changes truth value (SymPy)."""
     expr, z = activation_expr(name)
@@ -161,7 +161,7 @@ def _targets_for_layer(act: str, shape: tuple[int, int], rng: np.random.Generato
     return np.array(rows)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _loss_conditions(loss: str, k: int):
     """The loss's conditions on one row, a numpy evaluator of their truth values, and for each
     condition its template (written in scalar ``o``, ``y``) and the outputs it involves."""

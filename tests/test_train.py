@@ -46,6 +46,15 @@ def test_sgd_step_is_gradient_descent():
     np.testing.assert_array_equal(sgd_step(p, g, 0.1)["w"], [0.95, -2.05])
 
 
+def test_origin_run_needs_an_epoch():
+    # zero epochs run no forward pass: there is no output to return (it used to return None)
+    with pytest.raises(ValueError, match="epochs=0"):
+        reproduce_origin_xor(epochs=0)
+    run = subprocess.run([sys.executable, "-m", "reference.train", "--xor", "--epochs", "0"], capture_output=True,
+                         text=True)
+    assert run.returncode == 2 and "--epochs 0: expected an integer >= 1" in run.stderr
+
+
 def test_command_line_prints_the_output():
     out = subprocess.run([sys.executable, "-m", "reference.train", "--xor"], capture_output=True, text=True,
                          check=True).stdout

@@ -3,15 +3,15 @@ and dotted names for nested containers of arrays."""
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
 Array = np.ndarray
-GradFn = Callable[[dict, Any, Any], tuple[Any, dict]]
-LossOnly = Callable[[dict, Any, Any], Any]
+GradFn = Callable[[Mapping[str, Array], Any, Any], tuple[Any, dict]]
+LossOnly = Callable[[Mapping[str, Array], Any, Any], Any]
 
 
 class FrameworkMissing(ImportError):

@@ -8,12 +8,22 @@ accept complex input, so the checker can use the complex step (error ~1e-16) on 
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from gradcheck.adapters._common import (AdaptedFn, cast_data, flatten, float_dtype, numpy_leaf, reject_complex,
-                                        require, unflatten, unique_names)
+from gradcheck.adapters._common import (
+    AdaptedFn,
+    cast_data,
+    flatten,
+    float_dtype,
+    numpy_leaf,
+    reject_complex,
+    require,
+    unflatten,
+    unique_names,
+)
 
 Array = np.ndarray
 

@@ -11,8 +11,8 @@ created afterwards default to 64 bits); pass ``dtype="float32"`` or ``None`` to 
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 

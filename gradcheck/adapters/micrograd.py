@@ -12,7 +12,8 @@ reads the ``.grad`` fields, and puts the original ``data`` and ``grad`` back.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,7 @@ def _groups(model: Any) -> dict[str, tuple[list, tuple[int, ...]]]:
     layers = getattr(model, "layers", None)
     if isinstance(layers, (list, tuple)) and layers and all(
             isinstance(getattr(la, "neurons", None), list) and all(_is_neuron(n) for n in la.neurons) for la in layers):
-        out = {}
+        out: dict[str, tuple[list, tuple[int, ...]]] = {}
         for i, la in enumerate(layers):
             out[f"layers.{i}.w"] = ([v for n in la.neurons for v in n.w], (len(la.neurons), len(la.neurons[0].w)))
             out[f"layers.{i}.b"] = ([n.b for n in la.neurons], (len(la.neurons),))

@@ -11,8 +11,8 @@ default, so the check resolves errors far below float32 rounding.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Literal
 
 from gradcheck.report.records import PAIR_TITLES, Cell, Row
 
@@ -44,14 +45,16 @@ def _rc(key: str) -> dict[str, Any]:
 
 
 @contextmanager
-def _chart(key: str, size: tuple[float, float], layout: str | None = "constrained") -> Iterator[Any]:
+def _chart(key: str, size: tuple[float, float],
+           layout: Literal["constrained", "compressed", "tight"] | None = "constrained") -> Iterator[Any]:
     """A Figure on an SVG canvas, built and saved under this module's style (rcParams are read when
     artists are created, so the whole chart is drawn inside the context)."""
     import matplotlib  # noqa: PLC0415
     from matplotlib.backends.backend_svg import FigureCanvasSVG  # noqa: PLC0415
     from matplotlib.figure import Figure  # noqa: PLC0415
 
-    with matplotlib.rc_context(_rc(key)):
+    # ignore: matplotlib's stubs type rc keys as a Literal of every rcParam name; these are all valid
+    with matplotlib.rc_context(_rc(key)):  # type: ignore[arg-type]
         fig = Figure(figsize=size, layout=layout)
         FigureCanvasSVG(fig)
         yield fig
@@ -233,7 +236,7 @@ def histogram(rows: Sequence[Row], pairs: Sequence[str]) -> str:
         for ax, pair in zip(axes, pairs):
             nonfinite = 0
             for k, dt in enumerate(dtypes):
-                vals = [r.errors[pair] for r in rows if r.dtype == dt and r.errors.get(pair) is not None]
+                vals = [e for r in rows if r.dtype == dt and (e := r.errors.get(pair)) is not None]
                 finite = [min(max(_log10(v), bins[0]), bins[-1] - 1e-9) for v in vals if math.isfinite(v)]
                 nonfinite += len(vals) - len(finite)
                 color = _series_color(dt, k)
@@ -261,11 +264,12 @@ def histogram(rows: Sequence[Row], pairs: Sequence[str]) -> str:
 
 
 # -- step-size curve --------------------------------------------------------------------------------------
-def step_curve(curve: Sequence[Sequence[float]], tolerance: float | None, key: str, title: str = "") -> str:
+def step_curve(curve: Sequence[Sequence[float | None]], tolerance: float | None, key: str, title: str = "") -> str:
     """Relative error of the claimed value against finite differences at step h (log-log) for the worst
     element; the dashed line is its tolerance. A bug shows a flat curve far above the tolerance;
-    correct code a V (truncation error to the right, rounding to the left) dipping below it."""
-    pts = [(float(h), float(e)) for h, e in curve if _positive(h) and _positive(e)]
+    correct code a V (truncation error to the right, rounding to the left) dipping below it. Points
+    with a missing (None), non-finite or non-positive step or error are left out."""
+    pts = [(float(h), float(e)) for h, e in curve if h is not None and e is not None and _positive(h) and _positive(e)]
     with _chart(key, (4.2, 2.5), layout=None) as fig:  # fixed margins: 2x faster than constrained
         fig.subplots_adjust(left=0.16, right=0.97, bottom=0.19, top=0.88)
         ax = fig.add_subplot()

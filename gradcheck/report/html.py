@@ -9,12 +9,20 @@ import base64
 import hashlib
 import math
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from gradcheck.report import charts
-from gradcheck.report.records import SCHEMA_ID
-from gradcheck.report.records import PAIR_TITLES, Row, element_label, heatmap_cells, pairs_present, rerun_command
+from gradcheck.report.records import (
+    PAIR_TITLES,
+    SCHEMA_ID,
+    Row,
+    element_label,
+    heatmap_cells,
+    pairs_present,
+    rerun_command,
+)
 from gradcheck.result import fmt_error as result_fmt_error
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -127,6 +135,13 @@ def _failure(row: Row, with_chart: bool, meta: Mapping[str, Any], title: str) ->
     }
 
 
+def _error_key(row: Row) -> tuple[bool, float]:
+    """Sort key, largest first with ``reverse=True``: nan (a broken check) above every number; a
+    missing error (a hand-made record) below every number."""
+    e = row.max_rel_error
+    return (False, -math.inf) if e is None else (math.isnan(e), e)
+
+
 def _dtype_order(dtype: str) -> tuple[int, str]:
     """float64 first (the reference precision), then the others by name."""
     return (dtype != "float64", dtype)
@@ -170,7 +185,7 @@ def render(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any], env: Map
     histogram = charts.histogram(rows, pairs) if have_charts and pairs and rows else None
     failed = [r for r in rows if not r.passed]
     curved = [r for r in failed[:MAX_DETAILED] if r.data.get("step_curve")]
-    by_error = sorted(curved, key=lambda r: (math.isnan(r.max_rel_error), r.max_rel_error), reverse=True)
+    by_error = sorted(curved, key=_error_key, reverse=True)
     charted = {r.anchor for r in by_error[:MAX_STEP_CHARTS]} if have_charts else set()
     failures = [_failure(r, r.anchor in charted, meta, title) for r in failed[:MAX_DETAILED]]
     ungrouped = sum(r.activation is None for r in rows)
@@ -182,7 +197,8 @@ def render(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any], env: Map
     return jenv.get_template("report.html.j2").render(
         title=title, rows=rows, summary=summary, env=env, meta_items=_meta_items(meta), pairs=pairs,
         pair_titles=PAIR_TITLES, heatmaps=heatmaps, histogram=histogram, failures=failures,
-        n_failed=len(failed), detailed={f["row"].anchor for f in failures}, has_duration=any(str(k).startswith("duration") for k in meta), have_charts=have_charts, ungrouped=ungrouped,
+        n_failed=len(failed), detailed={f["row"].anchor for f in failures},
+        has_duration=any(str(k).startswith("duration") for k in meta), have_charts=have_charts, ungrouped=ungrouped,
         activations=sorted({r.activation for r in rows if r.activation is not None}),
         losses=sorted({r.loss for r in rows if r.loss is not None}),
         dtypes=sorted({r.dtype for r in rows}), style=style, script=script, script_hash=script_hash,

@@ -13,8 +13,9 @@ import platform
 import re
 import shlex
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from gradcheck.result import ORACLE_PAIRS, Result
 
@@ -199,7 +200,7 @@ class Row:
     dtype: str
     passed: bool
     errors: dict[str, float | None]
-    max_rel_error: float
+    max_rel_error: float | None  # None only in a hand-made record with "max_rel_error": null
     tolerance: float
     worst_param: str | None
     n_kinks: int
@@ -331,22 +332,23 @@ def cell_max(values: list[float]) -> float:
     return max(values)
 
 
-def heatmap_cells(rows: list[Row], pair: str, dtype: str | None = None) -> list[Cell]:
+def heatmap_cells(rows: Iterable[Row], pair: str, dtype: str | None = None) -> list[Cell]:
     """Cells for one oracle pair (and one dtype, if given) from the rows that have a spec and an error
     for that pair. Dtypes are kept apart because float32 errors (~1e-4) would hide float64 ones."""
-    groups: dict[tuple[str, str], list[Row]] = {}
+    groups: dict[tuple[str, str], list[tuple[Row, float]]] = {}  # (row, its error for the pair)
     for r in rows:
-        if r.activation is None or r.loss is None or r.errors.get(pair) is None:
+        error = r.errors.get(pair)
+        if r.activation is None or r.loss is None or error is None:
             continue
         if dtype is not None and r.dtype != dtype:
             continue
-        groups.setdefault((r.activation, r.loss), []).append(r)
-    return [Cell(a, l, cell_max([r.errors[pair] for r in g]), len(g), sum(not r.passed for r in g),
-                 cell_max([r.margin for r in g]))
+        groups.setdefault((r.activation, r.loss), []).append((r, error))
+    return [Cell(a, l, cell_max([e for _, e in g]), len(g), sum(not r.passed for r, _ in g),
+                 cell_max([r.margin for r, _ in g]))
             for (a, l), g in sorted(groups.items())]
 
 
-def pairs_present(rows: list[Row]) -> list[str]:
+def pairs_present(rows: Sequence[Row]) -> list[str]:
     """The oracle pairs that at least one check reports, in the canonical order."""
     return [p for p in ORACLE_PAIRS if any(r.errors.get(p) is not None for r in rows)]
 
@@ -356,9 +358,9 @@ def summarize(rows: list[Row]) -> dict[str, Any]:
     """Counts, the worst error per oracle pair (and which check), tolerances per dtype, oracle status."""
     worst = {}
     for p in pairs_present(rows):
-        have = [r for r in rows if r.errors.get(p) is not None]
-        w = max(have, key=lambda r: (math.isnan(r.errors[p]), r.errors[p]))
-        worst[p] = {"value": w.errors[p], "check": w.name, "anchor": w.anchor}
+        have = [(r, e) for r in rows if (e := r.errors.get(p)) is not None]
+        w, value = max(have, key=lambda item: (math.isnan(item[1]), item[1]))
+        worst[p] = {"value": value, "check": w.name, "anchor": w.anchor}
     tolerances = {}
     for dt in sorted({r.dtype for r in rows}):
         tols = [r.tolerance for r in rows if r.dtype == dt and math.isfinite(r.tolerance)]

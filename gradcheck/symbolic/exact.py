@@ -9,7 +9,8 @@ gradients are measured (``benchmarks/bench_accuracy.py``).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import mpmath
 import numpy as np

@@ -55,8 +55,9 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import mpmath
 import numpy as np
@@ -153,7 +154,7 @@ class SampleLoss:
         return e
 
 
-def sample_loss(spec: Any, deadline: "_Deadline | None" = None, *, named: bool = False) -> SampleLoss:
+def sample_loss(spec: Any, deadline: _Deadline | None = None, *, named: bool = False) -> SampleLoss:
     """One sample's weighted loss ``w * loss(net(x; theta), y)`` of ``spec`` as SymPy.
 
     Built from the canonical SymPy values of the activations (default parameters) and the loss.
@@ -423,10 +424,10 @@ class CompiledGradient:
 #: entries of each cache below (a sweep meets a few hundred structures at most)
 CACHE_SIZE = 256
 #: compiled gradients per (structure, method), least recently used first
-_COMPILED: "OrderedDict[tuple[str, str], CompiledGradient]" = OrderedDict()
+_COMPILED: OrderedDict[tuple[str, str], CompiledGradient] = OrderedDict()
 #: reasons of *size* refusals per (structure, method, limits), least recently used first; time
 #: refusals are never stored (they depend on the machine's load, see the module doc)
-_REFUSED: "OrderedDict[tuple, str]" = OrderedDict()
+_REFUSED: OrderedDict[tuple, str] = OrderedDict()
 #: hits of either cache and builds started, since the last clear_cache()
 _STATS = {"hits": 0, "builds": 0}
 #: guards _COMPILED, _REFUSED and _STATS (every read and write); never held during a build

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, SupportsFloat
 
 import mpmath
 import numpy as np
@@ -292,7 +293,7 @@ def _bound_params(d: ActivationDef, params: Mapping[str, float]) -> dict[str, fl
         raise ValueError(f"activation {d.name!r} has no parameter(s) {sorted(unknown)}; "
                          f"its parameters are {sorted(d.params) or 'none'}")
     out = {**d.params, **params}
-    for k, v in out.items():
+    for v in out.values():
         _exact(v)
     return {k: float(v) for k, v in out.items()}
 
@@ -348,9 +349,10 @@ def kink_derivatives(name: str, **params: float) -> dict[float, sp.Expr]:
     d = get_activation_def(name)
     if d.rowwise:
         return {}
-    expr, z = activation_expr(name, **params)
+    kinks = activation_kinks(name, **params)  # validates params: none named n or symbolic_params
+    expr, z = activation_expr(name, n=3, symbolic_params=False, **params)
     deriv = sp.diff(expr, z)
-    return {k: deriv.subs(z, sp.Rational(repr(k))) for k in activation_kinks(name, **params)}
+    return {k: deriv.subs(z, sp.Rational(repr(k))) for k in kinks}
 
 
 def _per_sample(name: str, n: int, *, stable: bool = False) -> tuple[sp.Expr, list, list]:
@@ -410,7 +412,9 @@ def _special_functions() -> dict[str, Callable]:
         return {"erf": special.erf, "erfc": special.erfc}
     except ImportError:  # pragma: no cover - depends on the environment
         erf, erfc = np.frompyfunc(math.erf, 1, 1), np.frompyfunc(math.erfc, 1, 1)
-        return {"erf": lambda x: erf(x).astype(np.float64), "erfc": lambda x: erfc(x).astype(np.float64)}
+        # asarray, not .astype: for a scalar x the object ufunc returns a bare Python float
+        return {"erf": lambda x: np.asarray(erf(x), dtype=np.float64),
+                "erfc": lambda x: np.asarray(erfc(x), dtype=np.float64)}
 
 
 def _select(condlist, choicelist, default=np.nan):
@@ -435,6 +439,9 @@ class _HeavisideAsCall:
     print time): the printed code then no longer follows the expression, repeats ``x`` once per
     branch, and misreads conditions that are not relations (see ``network.conditions_as_numbers``).
     """
+
+    if TYPE_CHECKING:
+        def _print(self, expr: Any) -> str: ...  # provided by the sympy printer it is mixed into
 
     def _print_Heaviside(self, expr: sp.Heaviside) -> str:
         h0 = expr.args[1] if len(expr.args) > 1 else sp.S.Half
@@ -486,7 +493,7 @@ def _to_dtype(a: Array, dtype: np.dtype) -> Array:
         return np.asarray(a, dtype=np.float64).astype(dtype, copy=False)
 
 
-def _mpf(x: float) -> mpmath.mpf:
+def _mpf(x: SupportsFloat) -> mpmath.mpf:
     return mpmath.mpf(float(x))  # exact: every double is an mpf
 
 
@@ -503,7 +510,7 @@ class _CompiledActivation:
     mp_df: Callable
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled_activation(name: str) -> _CompiledActivation:
     d = get_activation_def(name)
     if d.rowwise:
@@ -535,6 +542,7 @@ def _elementwise_eval(np_fn: Callable, mp_fn: Callable, z: Array, pvals: Sequenc
 def _compiled_softmax(n: int) -> tuple[Callable, Callable, Callable]:
     """numpy value, numpy Jacobian (stable, shifted) and mpmath Jacobian for rows of ``n``."""
     d = ACTIVATION_DEFS["softmax"]
+    assert d.stable is not None  # softmax is registered with its shifted form
     zs = vector_symbols("z", n)
     stable = d.stable(zs, SHIFT)
     jac = [[sp.diff(s, zj) for zj in zs] for s in stable]
@@ -717,7 +725,7 @@ def _loss_eval(name: str, out: Any, y: Any, which: str) -> tuple[Array, np.dtype
     return res, dtype, shape
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loss_value(name: str) -> Callable[[Any, Any], float]:
     """``L(out, y)`` of loss ``name`` (batch reduction as in the registry), a Python float."""
     get_loss_def(name)
@@ -729,7 +737,7 @@ def loss_value(name: str) -> Callable[[Any, Any], float]:
     return value
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loss_gradient(name: str) -> Callable[[Any, Any], Array]:
     """``dL/dout`` of loss ``name``: ``sympy.diff`` of its value, lambdified; shaped and typed
     like ``out`` (integer class indices ``(batch,)`` accepted where the registry accepts them)."""

@@ -17,8 +17,8 @@ import difflib
 import inspect
 import re
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
 
 import numpy as np
 
@@ -99,9 +99,10 @@ def _body(func: Callable) -> list[str]:
     """The body lines of a function (no signature, no docstring), dedented."""
     src = textwrap.dedent(inspect.getsource(func))
     tree = ast.parse(src).body[0]
+    assert isinstance(tree, (ast.FunctionDef, ast.AsyncFunctionDef)), f"{func!r} is not a def"
     stmts = tree.body
-    if stmts and isinstance(stmts[0], ast.Expr) and isinstance(getattr(stmts[0], "value", None), ast.Constant) \
-            and isinstance(stmts[0].value.value, str):
+    first = stmts[0] if stmts else None
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
         stmts = stmts[1:]
     lines = src.splitlines()
     if not stmts:
@@ -151,7 +152,7 @@ def one_hidden(loss: str = "mse", target: str = "real", *, out: int = 3, faithfu
 
 def origin_xor() -> Case:
     """The origin document's XOR network (2-2-1 sigmoid, half SSE, its own initialisation)."""
-    from gradcheck_reference.train import XOR_SPEC, XOR_X, XOR_Y
+    from gradcheck_reference.train import XOR_SPEC, XOR_X, XOR_Y  # noqa: PLC0415 - imported when a lesson is built or shown
     return Case(XOR_SPEC, MLP(XOR_SPEC).init_params(), XOR_X.copy(), XOR_Y.copy())
 
 
@@ -169,11 +170,11 @@ def sympy_activation(name: str, output_form: str | None = None) -> Callable[[], 
     """f and SymPy's f' for a registry activation (from gradcheck.symbolic); with ``output_form``
     (f' written with the output ``a``, e.g. ``"1 - a**2"``) SymPy also checks that form."""
     def text() -> str:
-        import sympy as sp
+        import sympy as sp  # noqa: PLC0415 - imported when a lesson is built or shown
         try:
-            from gradcheck.symbolic import activation_expr  # type: ignore[attr-defined]
+            from gradcheck.symbolic import activation_expr  # noqa: PLC0415 - imported when a lesson is built or shown
         except ImportError:
-            from gradcheck.symbolic.primitives import activation_expr
+            from gradcheck.symbolic.primitives import activation_expr  # noqa: PLC0415 - imported when a lesson is built or shown
         expr, z = activation_expr(name)
         d = sp.diff(expr, z)
         out = f"SymPy: f(z) = {sp.sstr(expr)}\n       f'(z) = {sp.sstr(d)}"
@@ -186,21 +187,21 @@ def sympy_activation(name: str, output_form: str | None = None) -> Callable[[], 
 
 
 def _mse_derivation() -> str:
-    import sympy as sp
+    import sympy as sp  # noqa: PLC0415 - imported when a lesson is built or shown
     out, y, N = sp.symbols("out y N", positive=True)
     loss = (out - y) ** 2 / N
     return f"SymPy: L = sum over the batch of {sp.sstr(loss)}  =>  dL/dout = {sp.sstr(sp.diff(loss, out))}"
 
 
 def _half_sse_derivation() -> str:
-    import sympy as sp
+    import sympy as sp  # noqa: PLC0415 - imported when a lesson is built or shown
     out, y = sp.symbols("out y")
     loss = (y - out) ** 2 / 2
     return f"SymPy: L = {sp.sstr(loss)}  =>  dL/dout = {sp.sstr(sp.expand(sp.diff(loss, out)))}  (and y - out = -dL/dout)"
 
 
 def _softmax_ce_derivation() -> str:
-    import sympy as sp
+    import sympy as sp  # noqa: PLC0415 - imported when a lesson is built or shown
     z0, z1, z2 = sp.symbols("z0 z1 z2")
     p0 = sp.exp(z0) / (sp.exp(z0) + sp.exp(z1) + sp.exp(z2))
     loss = -sp.log(p0)  # the true class is 0
@@ -211,7 +212,7 @@ def _softmax_ce_derivation() -> str:
 
 
 def _bce_derivation() -> str:
-    import sympy as sp
+    import sympy as sp  # noqa: PLC0415 - imported when a lesson is built or shown
     z, y = sp.symbols("z y", real=True)
     s = 1 / (1 + sp.exp(-z))
     loss = -(y * sp.log(s) + (1 - y) * sp.log(1 - s))
@@ -220,7 +221,7 @@ def _bce_derivation() -> str:
 
 
 def _l2_derivation() -> str:
-    import sympy as sp
+    import sympy as sp  # noqa: PLC0415 - imported when a lesson is built or shown
     w, lam = sp.symbols("w lambda", positive=True)
     penalty = lam / 2 * w**2
     return f"SymPy: penalty = {sp.sstr(penalty)}  =>  d/dw = {sp.sstr(sp.diff(penalty, w))}"

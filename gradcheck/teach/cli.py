@@ -17,7 +17,7 @@ import random
 import sys
 import textwrap
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from gradcheck.teach.catalog import LESSONS, Lesson, get_lesson
 from gradcheck.teach.run import Outcome, run_lesson
@@ -76,7 +76,7 @@ def _rich_console():
     if not sys.stdout.isatty():
         return None
     try:
-        from rich.console import Console
+        from rich.console import Console  # noqa: PLC0415 - imported when the command runs
     except ImportError:
         return None
     return Console()
@@ -87,7 +87,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]], title: st
     """A table: rich's when available on a terminal (or ``console`` given), else aligned plain text."""
     console = console if console is not None else _rich_console()
     if console is not None:
-        from rich.table import Table
+        from rich.table import Table  # noqa: PLC0415 - imported when the command runs
         table = Table(title=title)
         for h in headers:
             table.add_column(h, overflow="fold")
@@ -210,7 +210,7 @@ def show_lesson(lesson: Lesson, *, report: str | None = None, symbolic: bool = F
 
 def _write_report(results, out_dir: str, title: str) -> int:
     try:
-        from gradcheck.report import write
+        from gradcheck.report import write  # noqa: PLC0415 - imported when the command runs
     except ImportError as exc:
         print(f"gradcheck teach: report not written ({exc})", file=sys.stderr)
         return 2
@@ -300,6 +300,7 @@ def quiz(lesson: Lesson | None = None, *, answer: str | None = None, seed: int |
             picked = _parse_answer(answer, choices)
             if picked is None:
                 print(f"  {answer.strip()!r} is not one of 1-{len(choices)} or a listed lesson name; try again")
+    assert answer is not None  # given, or read by the loop above
     picked = _parse_answer(answer, choices)
     if picked is None:
         print(f"answer {answer!r} is not one of 1-{len(choices)} or a listed lesson name", file=sys.stderr)

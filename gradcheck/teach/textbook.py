@@ -9,8 +9,9 @@ registries (``reference.activations``, ``reference.losses``): this is a driver, 
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
