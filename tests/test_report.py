@@ -651,3 +651,10 @@ def test_reproduce_is_a_runnable_command_when_one_is_known():
     assert records.rerun_command({**d, "spec": None, "name": "tests/t.py::test_g[a b]"}) == \
         "python -m pytest 'tests/t.py::test_g[a b]'"
     assert records.rerun_command({**d, "spec": None, "name": "my layer"}) is None
+
+
+def test_a_minimal_record_without_a_spec_renders(tmp_path):
+    """A hand-made failing record with only passed and a null error: the page renders (no crash)."""
+    from gradcheck import report
+    page = report.write([{"passed": False, "max_rel_error": None}], tmp_path)
+    assert page.exists() and "FAILED" in page.read_text(encoding="utf-8").upper()
