@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from gradcheck.sweep import (
     DEFAULT_SYMBOLIC_MAX_SIZE,
     config_from_args,
 )
+from tests.pytester_support import isolate
 
 pytest_plugins = ["pytester"]
 
@@ -280,10 +280,7 @@ def test_own_arguments_win(gradcheck):
 
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
-    for var in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(var, raising=False)
+    isolate(pytester, monkeypatch)
     pytester.makepyfile(test_suite=SUITE)
     return pytester
 

@@ -70,12 +70,16 @@ def test_the_scan_finds_names_and_paths():
     assert len(_names()) >= 10 and len(_paths()) >= 10
 
 
-@pytest.mark.parametrize("doc, dotted", _names())
-def test_named_python_object_exists(doc, dotted):
+def _assert_resolves(where: str, dotted: str) -> None:
     try:
         _resolve(dotted)
     except (ImportError, AttributeError) as exc:
-        pytest.fail(f"{doc} names `{dotted}`, which does not exist ({type(exc).__name__}: {exc})")
+        pytest.fail(f"{where} names `{dotted}`, which does not exist ({type(exc).__name__}: {exc})")
+
+
+@pytest.mark.parametrize("doc, dotted", _names())
+def test_named_python_object_exists(doc, dotted):
+    _assert_resolves(doc, dotted)
 
 
 @pytest.mark.parametrize("doc, path", _paths())
@@ -97,7 +101,4 @@ def _source_references() -> list[tuple[str, str]]:
 @pytest.mark.parametrize("source, dotted", _source_references())
 def test_cross_references_in_docstrings_resolve(source, dotted):
     """Sphinx-style references in the package's docstrings (``:func:`gradcheck.x.y```) name real objects."""
-    try:
-        _resolve(dotted)
-    except (ImportError, AttributeError) as exc:
-        pytest.fail(f"{source} refers to {dotted}, which does not exist ({type(exc).__name__}: {exc})")
+    _assert_resolves(source, dotted)

@@ -7,7 +7,6 @@ of 8: a relative error of 7, far beyond any tolerance, so the verdict cannot fli
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 import gradcheck
 from gradcheck import pytest_plugin
 from gradcheck.checker import SCHEME_CHOICES, observers
+from tests.pytester_support import isolate
 
 pytest_plugins = ["pytester"]
 
@@ -86,12 +86,7 @@ def plugin_args() -> list[str]:
 @pytest.fixture
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A pytester whose subprocesses import this checkout of gradcheck."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
-    # when this suite itself runs under xdist, the inner session must not think it is a worker
-    for var in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
-        monkeypatch.delenv(var, raising=False)
-    return pytester
+    return isolate(pytester, monkeypatch)
 
 
 def junit_properties(path: Path) -> dict[str, dict[str, str]]:
