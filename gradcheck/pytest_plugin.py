@@ -20,8 +20,9 @@ Loaded through the ``pytest11`` entry point ``gradcheck`` (disable with ``-p no:
 Under pytest-xdist each worker attaches its records to the test reports as plain builtins; the
 controller gathers them and writes the single report. This module imports only pytest and the
 standard library (and :mod:`gradcheck.config`, standard library only; the checker on the first
-check, the report code when writing); the package's ``__init__``, which Python runs first, does
-import numpy and the checker.
+check, the report code when writing); the package's ``__init__``, which Python runs first,
+imports nothing heavy either (its names load on first use), so a session that makes no check
+never imports numpy (``tests/test_exports.py`` keeps it so).
 """
 from __future__ import annotations
 

@@ -46,3 +46,14 @@ def test_import_stays_lazy():
             "heavy = [m for m in ('sympy', 'gradcheck.checker', 'gradcheck.structured') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_loading_the_pytest_plugin_imports_no_numpy():
+    """pytest loads the plugin in every session of a project that has gradcheck installed: that must
+    stay cheap (numpy, the checker and SymPy load on the first check)."""
+    import subprocess
+    import sys
+    code = ("import sys, gradcheck.pytest_plugin; "
+            "print(sorted(m for m in ('numpy', 'sympy', 'gradcheck.checker') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
