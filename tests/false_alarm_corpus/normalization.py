@@ -98,6 +98,16 @@ def _half_mse(out, y):
 
 
 # -- cases ----------------------------------------------------------------------------------------
+def _projected(norm_forward, norm_backward, bug):
+    """fn of a normalization of the parameter ``x`` with the loss ``sum(out * X)`` (X: the upstream
+    gradient)."""
+    def fn(p, X, y):
+        out, cache = norm_forward(p["x"], p["gamma"], p["beta"])
+        dx, dgamma, dbeta = norm_backward(X, cache, bug)
+        return (out * X).sum(), {"x": dx, "gamma": dgamma, "beta": dbeta}
+    return fn
+
+
 def _dense_then(norm_forward, norm_backward, bug):
     """fn of a dense layer followed by a normalization (gamma, beta) and half MSE."""
     def fn(p, X, y):
@@ -123,12 +133,7 @@ def make_layernorm_sum(dtype="float64", seed=0, bug=None):
                   beta=0.1 * rng.standard_normal(5))
     X = np.ones((4, 5), dtype=dt)
 
-    def fn(p, X, y):
-        out, cache = layernorm_forward(p["x"], p["gamma"], p["beta"])
-        dx, dgamma, dbeta = layernorm_backward(X, cache, bug)
-        return (out * X).sum(), {"x": dx, "gamma": dgamma, "beta": dbeta}
-
-    return fn, params, X, None
+    return _projected(layernorm_forward, layernorm_backward, bug), params, X, None
 
 
 def make_layernorm_dense(dtype="float64", seed=0, bug=None):
@@ -157,12 +162,7 @@ def make_batchnorm_offset(dtype="float64", seed=0, bug=None):
                   beta=0.1 * rng.standard_normal(3))
     X = rng.standard_normal((6, 3)).astype(dt)
 
-    def fn(p, X, y):
-        out, cache = batchnorm_forward(p["x"], p["gamma"], p["beta"])
-        dx, dgamma, dbeta = batchnorm_backward(X, cache, bug)
-        return (out * X).sum(), {"x": dx, "gamma": dgamma, "beta": dbeta}
-
-    return fn, params, X, None
+    return _projected(batchnorm_forward, batchnorm_backward, bug), params, X, None
 
 
 def make_batchnorm_dense_offset(dtype="float64", seed=0, bug=None):
