@@ -31,6 +31,18 @@ BATCHNORM_DENSE_BUGS = {
 }
 
 
+def _affine_backward(dout, xhat, gamma, bug):
+    """The ``gamma * xhat + beta`` step both norms end with: dbeta, dgamma (with its planted bugs)
+    and the gradient reaching xhat."""
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * xhat).sum(axis=0)
+    if bug == "dgamma_sign":
+        dgamma = -dgamma
+    elif bug == "dgamma_missing_xhat":
+        dgamma = dout.sum(axis=0)
+    return dbeta, dgamma, dout * gamma
+
+
 # -- layer norm -------------------------------------------------------------------------------------
 def layernorm_forward(x, gamma, beta):
     """out = gamma * (x - mean_row) / sqrt(var_row + eps) + beta."""
@@ -43,13 +55,7 @@ def layernorm_forward(x, gamma, beta):
 def layernorm_backward(dout, cache, bug=None):
     """Compact form: dx = inv_std * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), per row."""
     xhat, inv_std, gamma = cache
-    dbeta = dout.sum(axis=0)
-    dgamma = (dout * xhat).sum(axis=0)
-    if bug == "dgamma_sign":
-        dgamma = -dgamma
-    elif bug == "dgamma_missing_xhat":
-        dgamma = dout.sum(axis=0)
-    dxhat = dout * gamma
+    dbeta, dgamma, dxhat = _affine_backward(dout, xhat, gamma, bug)
     mean_dxhat = dxhat.mean(axis=1, keepdims=True)
     mean_proj = (dxhat * xhat).mean(axis=1, keepdims=True)
     if bug == "dx_missing_mean":
@@ -75,13 +81,7 @@ def batchnorm_backward(dout, cache, bug=None):
     """The textbook staged backward (through var, then mu, then x), not the compact formula."""
     xc, std, xhat, gamma = cache
     N = dout.shape[0]
-    dbeta = dout.sum(axis=0)
-    dgamma = (dout * xhat).sum(axis=0)
-    if bug == "dgamma_sign":
-        dgamma = -dgamma
-    elif bug == "dgamma_missing_xhat":
-        dgamma = dout.sum(axis=0)
-    dxhat = dout * gamma
+    dbeta, dgamma, dxhat = _affine_backward(dout, xhat, gamma, bug)
     dvar = (dxhat * xc).sum(axis=0) * -0.5 * std ** -3
     dmu = -(dxhat / std).sum(axis=0) + dvar * (-2.0 * xc).mean(axis=0)
     if bug == "dx_missing_mean_terms":
