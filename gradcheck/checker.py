@@ -171,10 +171,9 @@ def _full(fn: Fn, loss_of: Callable[[dict], Any], frozen: Frozen, claimed: dict[
     fails as it stands), cross-check with the symbolic oracle, explain a failure."""
     work = contract.snapshot(frozen.params)
     watcher = _Watcher(options, labels, frozen, per_call)
+    scheme = labels.scheme if options.oracle == "numerical" else _structured_scheme(options)
     try:
-        estimated = numerical_estimate(loss_of, work, loss, labels.scheme if options.oracle == "numerical"
-                                       else _structured_scheme(options), options.seed, tally,
-                                       watch=watcher.watch)
+        estimated = numerical_estimate(loss_of, work, loss, scheme, options.seed, tally, watch=watcher.watch)
     finally:
         watcher.close()
     judge = Judge(loss_of, work, loss, estimated, tally, rtol=options.rtol, detect_kinks=options.detect_kinks)

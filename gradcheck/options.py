@@ -62,9 +62,8 @@ class Options:
         if self.loss_fn is not None and not callable(self.loss_fn):
             raise TypeError(f"loss_fn must be callable as loss_fn(params, X, y) -> loss, got "
                             f"{type(self.loss_fn).__name__}")
-        for flag in ("detect_kinks",):
-            if not isinstance(getattr(self, flag), bool):
-                raise TypeError(f"{flag}={getattr(self, flag)!r}: expected True or False")
+        if not isinstance(self.detect_kinks, bool):
+            raise TypeError(f"detect_kinks={self.detect_kinks!r}: expected True or False")
         if self.symbolic not in (None, True, False):
             raise TypeError(f"symbolic={self.symbolic!r}: expected True, False or None (on when spec is given)")
         if self.quiet not in (None, True, False):
