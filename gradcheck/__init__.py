@@ -29,6 +29,8 @@ def _installed_version() -> str:
 #: public name -> the module that defines it
 _EXPORTS = {
     "check": "gradcheck.checker", "assert_gradients": "gradcheck.checker",
+    "check_vjp": "gradcheck.operators", "check_jvp": "gradcheck.operators",
+    "assert_vjp": "gradcheck.operators", "assert_jvp": "gradcheck.operators",
     "Result": "gradcheck.result", "TensorReport": "gradcheck.result", "Element": "gradcheck.result",
     "Problem": "gradcheck.result", "Diagnosis": "gradcheck.result",
     "NetworkSpec": "gradcheck.spec", "Layer": "gradcheck.spec",
@@ -39,7 +41,7 @@ _EXPORTS = {
 #: submodules reachable as attributes after ``import gradcheck``
 _SUBMODULES = ("report", "strategies", "symbolic", "adapters", "diagnose", "sweep", "teach", "numerical",
                "compare", "spec", "result", "checker", "structured", "fastmode", "options", "progress",
-               "config", "tolerance")
+               "config", "tolerance", "operators")
 
 __all__ = [*_EXPORTS, "__version__"]
 
@@ -47,6 +49,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from gradcheck.checker import assert_gradients as assert_gradients
     from gradcheck.checker import check as check
     from gradcheck.numerical import FunctionFault as FunctionFault
+    from gradcheck.operators import assert_jvp as assert_jvp
+    from gradcheck.operators import assert_vjp as assert_vjp
+    from gradcheck.operators import check_jvp as check_jvp
+    from gradcheck.operators import check_vjp as check_vjp
     from gradcheck.result import Diagnosis as Diagnosis
     from gradcheck.result import Element as Element
     from gradcheck.result import Problem as Problem

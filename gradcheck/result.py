@@ -67,9 +67,16 @@ class Element:
     margin: float = 0.0
     #: the estimate resolves it: relative tolerance at most eps^(1/3) (counts towards the headline)
     resolved: bool = True
+    #: operator checks (:mod:`gradcheck.operators`): the output element and the input this entry
+    #: relates, the cotangent or tangent it was seen under, and how it reads (``d y[1] / d x[0, 2]``)
+    output: str | None = None
+    output_index: list[int] | None = None
+    input: str | None = None
+    cotangent: int | None = None
+    display: str | None = None
 
     def label(self) -> str:
-        return fmt_index(self.param, self.index)
+        return self.display or fmt_index(self.param, self.index)
 
 
 @dataclass
@@ -160,6 +167,8 @@ class Result:
     n_below_resolution: int = 0
     #: the element with the largest margin (the closest call)
     closest: Element | None = None
+    #: operator checks only (:func:`gradcheck.check_vjp`, ...): what was checked and how
+    operator: dict | None = None
 
     # -- explanation --------------------------------------------------------------------------
     def __str__(self) -> str:
@@ -190,7 +199,7 @@ class Result:
                 d[f.name] = {k: _num(x) for k, x in v.items()}
             elif f.name == "step_curve":
                 d[f.name] = [[_num(a), _num(b)] for a, b in v]
-            elif f.name == "spec":  # already plain JSON; its "loss" is a name, not a float field
+            elif f.name in ("spec", "operator"):  # already plain JSON (spec's "loss" is a name, not a float)
                 d[f.name] = json.loads(json.dumps(v)) if v is not None else None
             else:
                 d[f.name] = _clean(v)
@@ -201,6 +210,7 @@ class Result:
         """Inverse of :meth:`to_dict` (arrays restored when present)."""
         d = dict(d)
         spec = d.pop("spec", None)
+        operator = d.pop("operator", None)
         tensors = {}
         for k, t in d.pop("tensors", {}).items():
             t = _unclean(t)  # only the float fields: names and dtypes stay strings
@@ -213,7 +223,7 @@ class Result:
         diagnosis = d.pop("diagnosis", None)
         out = cls(**{k: (_unnum(v) if k in _FLOAT_FIELDS else v) for k, v in d.items()
                      if k not in ("failures", "kinks", "problems", "oracles", "step_curve")},
-                  tensors=tensors, spec=spec)
+                  tensors=tensors, spec=spec, operator=operator)
         out.worst = Element(**_unclean(worst)) if worst else None
         out.closest = Element(**_unclean(closest)) if closest else None
         out.diagnosis = Diagnosis(**diagnosis) if diagnosis else None
@@ -379,6 +389,8 @@ def explain(r: Result) -> str:
         else:
             where = f" in {r.worst_param}" if r.worst_param else ""
             lines.append(f"gradcheck FAILED{title}: max relative error {_e(r.max_rel_error)}{where}")
+    if r.operator:
+        lines.append(f"  {operator_text(r.operator)}")
     shown_first = not r.passed and bool(r.problems) and not (r.worst is not None and r.failures)
     for p in r.problems[1 if shown_first else 0:]:
         lines.append(f"  problem: {p.message}")
@@ -433,6 +445,25 @@ def explain(r: Result) -> str:
     return "\n".join(lines)
 
 
+def operator_text(op: dict[str, Any]) -> str:
+    """What an operator check covered, in one line."""
+    outputs = ", ".join(f"{k} {tuple(v)}" for k, v in op.get("outputs", {}).items()) or "?"
+    inputs = ", ".join(f"{k} {tuple(v)}" for k, v in op.get("inputs", {}).items())
+    rows = sum(int(np.prod(v)) for v in op.get("outputs", {}).values())
+    cols = sum(int(np.prod(v)) for v in op.get("inputs", {}).values())
+    if op.get("kind") == "vjp":
+        how = (f"the full Jacobian ({rows} rows, one unit cotangent each) plus 1 dense random cotangent"
+               if op.get("mode") == "jacobian" else f"{op.get('cotangents')} random cotangents")
+        derivative = "f_vjp"
+    else:
+        how = (f"the full Jacobian ({cols} columns, one unit tangent each)" if op.get("mode") == "jacobian"
+               else "a random tangent per input and one over all inputs")
+        derivative = "f_jvp"
+    constants = f"; constants {', '.join(op['constants'])}" if op.get("constants") else ""
+    return (f"{op.get('kind')} check of outputs {outputs} w.r.t. inputs {inputs}{constants}: {how}; "
+            f"{op.get('f_calls')} calls of f, {op.get('derivative_calls')} of {derivative}")
+
+
 # -- the one-line summary of a failure ------------------------------------------------------------
 #: a few words per diagnosis pattern for the one-line summary
 HINTS = {
@@ -482,7 +513,8 @@ def failure_line(result: Result) -> str:
         hint = ""
         if diag is not None:
             hint = f" ({HINTS.get(diag.pattern, diag.pattern.replace('_', ' ') + '?')})"
-        return (f"gradient check failed: {element_label(w.param, w.index)} rel error {_sci(w.rel_error)} > "
+        where = w.display or element_label(w.param, w.index)
+        return (f"gradient check failed: {where} rel error {_sci(w.rel_error)} > "
                 f"tol {_sci(w.tolerance)}{hint}{named}")
     if result.problems:
         p = result.problems[0]
