@@ -1,4 +1,4 @@
-"""Self-consistency of tests/operator_models.py, without gradcheck: every operator's VJP and JVP
+"""Self-consistency of gradcheck/teach/operators.py, without gradcheck: every operator's VJP and JVP
 against plain central differences, the adjoint identity between them, dtype preservation, no
 mutation of arguments; every planted bug visible on exactly the inputs it names.
 """
@@ -9,7 +9,7 @@ import copy
 import numpy as np
 import pytest
 
-from tests.operator_models import BUGS, MAXPOOL_GAP, OPERATORS, _windows
+from gradcheck.teach.operators import BUGS, MAXPOOL_GAP, OPERATORS, _windows
 
 SEEDS = (0, 1, 2)
 H = 1e-6
