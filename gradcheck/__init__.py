@@ -31,6 +31,7 @@ _EXPORTS = {
     "check": "gradcheck.checker", "assert_gradients": "gradcheck.checker",
     "check_vjp": "gradcheck.operators", "check_jvp": "gradcheck.operators",
     "assert_vjp": "gradcheck.operators", "assert_jvp": "gradcheck.operators",
+    "check_hvp": "gradcheck.second_order", "assert_hvp": "gradcheck.second_order",
     "Result": "gradcheck.result", "TensorReport": "gradcheck.result", "Element": "gradcheck.result",
     "Problem": "gradcheck.result", "Diagnosis": "gradcheck.result",
     "NetworkSpec": "gradcheck.spec", "Layer": "gradcheck.spec",
@@ -41,7 +42,7 @@ _EXPORTS = {
 #: submodules reachable as attributes after ``import gradcheck``
 _SUBMODULES = ("report", "strategies", "symbolic", "adapters", "diagnose", "sweep", "teach", "numerical",
                "compare", "spec", "result", "checker", "structured", "fastmode", "options", "progress",
-               "config", "tolerance", "operators")
+               "config", "tolerance", "operators", "second_order")
 
 __all__ = [*_EXPORTS, "__version__"]
 
@@ -58,6 +59,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from gradcheck.result import Problem as Problem
     from gradcheck.result import Result as Result
     from gradcheck.result import TensorReport as TensorReport
+    from gradcheck.second_order import assert_hvp as assert_hvp
+    from gradcheck.second_order import check_hvp as check_hvp
     from gradcheck.spec import Layer as Layer
     from gradcheck.spec import NetworkSpec as NetworkSpec
     from gradcheck.structured import SpecMismatch as SpecMismatch

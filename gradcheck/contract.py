@@ -273,6 +273,8 @@ def loss_for_differences(fn: Fn, loss_fn: LossFn | None, frozen: Frozen, loss: f
 
     def loss_only(w: dict) -> Any:
         return loss_fn(w, work_X, work_y)
+    if hasattr(loss_fn, "noise_level"):  # a loss that measures its own noise (numerical.noise_level)
+        loss_only.noise_level = loss_fn.noise_level  # type: ignore[attr-defined]
     tally.calls += 1
     try:
         value = loss_only(snapshot(frozen.params))
@@ -300,4 +302,6 @@ def gradient_at(fn: Fn, frozen: Frozen, tally: Tally) -> Callable[[dict[str, Arr
                 raise Fault(Problem("raised", f"fn raised {type(exc).__name__}: {exc} (at a point a few ulps "
                                               "from params, while measuring the rounding of its gradient)")) from None
         return read_output(out, frozen.params)[1]
+    if hasattr(fn, "gradient_noise"):  # measures its own rounding (numerical.gradient_noise)
+        grad_at.gradient_noise = fn.gradient_noise  # type: ignore[attr-defined]
     return grad_at

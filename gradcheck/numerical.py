@@ -118,6 +118,20 @@ def steps(x: Array, scheme: str, eps: float) -> Array:
     return pow2((eps ** STEP_POWER[scheme]) * scale)
 
 
+def table_noise(f: Array) -> Array:
+    """The rounding noise (sd) of values ``f[0..n]`` taken at equal steps (axis 0; further axes are
+    independent series): difference tables of orders 4..6 pooled, ``var(Delta^k f) = C(2k, k)
+    sigma^2`` (More & Wild, 2011); their smooth parts (f^(k) step^k) vanish at the probe's step."""
+    estimates = []
+    diff = np.asarray(f, dtype=np.float64)
+    for order in range(1, len(diff)):
+        diff = np.diff(diff, axis=0)
+        gamma = math.factorial(order) ** 2 / math.factorial(2 * order)
+        estimates.append(np.sqrt(gamma * np.mean(diff ** 2, axis=0)))
+    usable = estimates[3:6] if len(estimates) > 3 else estimates
+    return np.sqrt(np.mean(np.square(usable), axis=0))
+
+
 def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: int = 8,
                 directions: int = 2, seed: int = 0) -> tuple[float, int]:
     """Rounding noise (sd) of ``loss`` near ``params``, from difference tables (More & Wild, 2011).
@@ -131,7 +145,14 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
     ``var(Delta^k f) = C(2k, k) sigma^2``. The directions' estimates are pooled, unless one is 10x
     the other (its probe crossed a kink): then the smaller is kept. Returns ``(sigma, calls)``;
     ``params`` is restored before returning. Never below half an ulp of ``f0``.
+
+    A ``loss`` that knows its own structure may measure its noise itself: its method
+    ``noise_level(params, f0, points=, directions=, seed=) -> (sigma, calls)`` is used instead
+    (the JVP check's per-output steps: one probe call moves every output element at once).
     """
+    own = getattr(loss, "noise_level", None)
+    if own is not None:
+        return own(params, f0, points=points, directions=directions, seed=seed)
     rng = np.random.default_rng(seed)
     base = {k: v.copy() for k, v in params.items()}
     floor = 0.5 * machine_eps(next(iter(params.values())).dtype) * abs(f0)
@@ -158,15 +179,7 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
             f = np.array(values)
             if not np.all(np.isfinite(f)):
                 continue
-            estimates = []
-            diff = f
-            for order in range(1, points + 1):
-                diff = np.diff(diff)
-                gamma = math.factorial(order) ** 2 / math.factorial(2 * order)
-                estimates.append(math.sqrt(gamma * float(np.mean(diff ** 2))))
-            # orders 4..6 pooled: their smooth parts (f^(k) step^k, step^4 ~ eps^(4/3)) vanish
-            usable = estimates[3:6] if len(estimates) > 3 else estimates
-            sigmas.append(math.sqrt(float(np.mean(np.square(usable)))))
+            sigmas.append(float(table_noise(f)))
     finally:
         for k, v in params.items():
             np.copyto(v, base[k])
@@ -511,7 +524,14 @@ def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], p
     Also marks the entries where ``g(x)`` itself departs from the lines' extrapolation to x: the
     code's gradient jumps exactly there (a subgradient convention on a path that crosses a kink at
     x, while the loss may even be smooth: two leaky ReLUs in a row at exactly 0).
+
+    A ``grad_at`` with a method ``gradient_noise(params, base, seed=) -> ClaimedRounding`` measures
+    itself (the JVP check: its entries live at different points, one call would be needed per
+    entry; it probes all of them along the tangent at once).
     """
+    own = getattr(grad_at, "gradient_noise", None)
+    if own is not None:
+        return own(params, base, seed=seed)
     rng = np.random.default_rng(seed + 7)
     m = int(MODEL.claimed_probe_points)
     per_direction, lines, calls = _probe_lines(grad_at, params, base, rng, MODEL.claimed_probe_ulps, m)

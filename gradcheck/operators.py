@@ -238,6 +238,7 @@ def _inner_check(*args: Any, **kwargs: Any) -> Result:
 
 
 # -- check_vjp -------------------------------------------------------------------------------------
+@checker._observed
 def check_vjp(f: Callable[[dict], Any], f_vjp: Callable[[dict, Any], Mapping[str, Any]], inputs: Inputs, *,
               wrt: Sequence[str] | None = None, mode: str = "auto", cotangents: int = 3, max_rows: int = 256,
               nondet_tol: float = 0.0, scheme: str = "auto", rtol: float | None = None,
@@ -299,8 +300,6 @@ def check_vjp(f: Callable[[dict], Any], f_vjp: Callable[[dict, Any], Mapping[str
     merged.calls = calls.f + calls.derivative
     merged.seconds = time.perf_counter() - t0
     _unchanged(inputs, frozen, merged)
-    for observe in checker.observers:
-        observe(merged)
     return merged
 
 
@@ -492,6 +491,7 @@ def _read_gradient(out: Any, frozen: Mapping[str, Array], chosen: Sequence[str],
 
 
 # -- check_jvp -------------------------------------------------------------------------------------
+@checker._observed
 def check_jvp(f: Callable[[dict], Any], f_jvp: Callable[[dict, dict], Any], inputs: Inputs, *,
               wrt: Sequence[str] | None = None, mode: str = "auto", max_rows: int = 64,
               scheme: str = "auto", rtol: float | None = None, detect_kinks: bool = True, seed: int = 0,
@@ -532,8 +532,6 @@ def check_jvp(f: Callable[[dict], Any], f_jvp: Callable[[dict, dict], Any], inpu
     merged.calls = calls.f + calls.derivative
     merged.seconds = time.perf_counter() - t0
     _unchanged(inputs, frozen, merged)
-    for observe in checker.observers:
-        observe(merged)
     return merged
 
 
@@ -615,22 +613,8 @@ class _JvpRun:
                 out[k] = (x.astype(np.float64) + float(s) * tangent[k].astype(np.float64)).astype(x.dtype)
         return out
 
-    def loss_fn(self, tangent: Mapping[str, Array]) -> Callable[[dict, Any, Any], Any]:
-        base_total = sum(np.sum(b.astype(np.float64)) for b in self.base)
-
-        def loss(params: dict, X: Any, y: Any) -> Any:
-            total: Any = base_total
-            steps = [params[self.structure.names[i]] for i in self.floating]
-            values = np.unique(np.concatenate([np.ravel(s) for s in steps]))
-            for v in values[values != 0]:
-                outputs = self.memo.outputs(self.moved(tangent, v))
-                for s, out, b in zip(steps, outputs, self.base):
-                    at = s == v
-                    if np.any(at):   # only the output elements moved by this step
-                        wide = np.complex128 if out.dtype.kind == "c" else np.float64
-                        total = total + np.sum(out[at].astype(wide) - b[at].astype(np.float64))
-            return total
-        return loss
+    def loss_fn(self, tangent: Mapping[str, Array]) -> _JvpLoss:
+        return _JvpLoss(self, tangent)
 
     def validate(self, tangent: dict[str, Array]) -> None:
         self.tangent_out(dict(self.frozen), tangent)
@@ -658,19 +642,93 @@ class _JvpRun:
 
     def fn(self, tangent: dict[str, Array]) -> Callable[[dict, Any, Any], tuple[Any, dict[str, Array]]]:
         def fn(params: dict, X: Any, y: Any) -> tuple[Any, dict[str, Array]]:
-            loss = self.loss_fn(tangent)(params, X, y)
+            loss = _JvpLoss(self, tangent)(params, X, y)
             steps = [params[self.structure.names[i]] for i in self.floating]
             grads = [np.zeros(s.shape, s.dtype) for s in steps]
+            seen: dict[bytes, list[Array]] = {}   # moved points that round to the same inputs
             for v in np.unique(np.concatenate([np.ravel(s) for s in steps])):
-                point = {**self.frozen, **self.moved(tangent, v)} if v != 0 else self.frozen
+                moved = self.moved(tangent, v) if v != 0 else None
+                key = b"".join(a.tobytes() for a in moved.values()) if moved is not None else b""
                 try:
-                    claimed = self.tangent_out(point, tangent)
+                    if moved is None:   # the base point is always called: nondeterminism shows there
+                        claimed = self.tangent_out(self.frozen, tangent)
+                    elif key in seen:
+                        claimed = seen[key]
+                    else:
+                        claimed = seen[key] = self.tangent_out({**self.frozen, **moved}, tangent)
                 except _Bad as bad:
                     raise ValueError(bad.problem.message) from None
                 for g, s, c in zip(grads, steps, claimed):
                     g[s == v] = c[s == v]
             return loss, {self.structure.names[i]: g for i, g in zip(self.floating, grads)}
+
+        def gradient_noise(params: dict, base: Mapping[str, Array], *, seed: int = 0) -> Any:
+            """The claimed entries' rounding, probed along the tangent: every entry moves together
+            (one f_jvp call per probe point, not one per entry) by ``tau t``."""
+            from gradcheck.numerical import gradient_noise as probe  # noqa: PLC0415
+
+            def along(point: dict) -> dict[str, Array]:
+                tau = point["tau"].reshape(())
+                moved = self.moved(tangent, tau) if tau != 0 else {}
+                claimed = self.tangent_out({**self.frozen, **moved}, tangent)
+                return {self.structure.names[i]: c for i, c in zip(self.floating, claimed)}
+            dtype = next(iter(params.values())).dtype
+            return probe(along, {"tau": np.zeros(1, dtype)}, base, seed=seed)
+
+        fn.gradient_noise = gradient_noise  # type: ignore[attr-defined]
         return fn
+
+
+class _JvpLoss:
+    """``s -> sum_j (f_j(x + s_j t) - f_j(x))``: zero at s = 0 (no rounding of a large constant
+    sum), each output element moved by its own step; f is called once per distinct step."""
+
+    def __init__(self, run: _JvpRun, tangent: Mapping[str, Array]) -> None:
+        self.run, self.tangent = run, tangent
+
+    def __call__(self, params: dict, X: Any = None, y: Any = None) -> Any:
+        run = self.run
+        total: Any = 0.0
+        steps = [params[run.structure.names[i]] for i in run.floating]
+        values = np.unique(np.concatenate([np.ravel(s) for s in steps]))
+        for v in values[values != 0]:
+            outputs = run.memo.outputs(run.moved(self.tangent, v))
+            for s, out, b in zip(steps, outputs, run.base):
+                at = s == v
+                if np.any(at):   # only the output elements moved by this step
+                    wide = np.complex128 if out.dtype.kind == "c" else np.float64
+                    total = total + np.sum(out[at].astype(wide) - b[at].astype(np.float64))
+        return total
+
+    def noise_level(self, params: dict, f0: float, *, points: int = 8, directions: int = 2,
+                    seed: int = 0) -> tuple[float, int]:
+        """Each output element's rounding noise along the tangent, the largest of them: one call of
+        f per probe point moves every element at once (:func:`gradcheck.numerical.table_noise`),
+        where the generic probe would need one call per element. The two directions (+t, -t) are
+        pooled per element unless one is 10x the other (a kink crossed: the quieter one is kept)."""
+        from gradcheck.numerical import machine_eps, table_noise  # noqa: PLC0415
+
+        run = self.run
+        dtype = min((run.frozen[k].dtype for k in run.chosen), key=lambda d: d.itemsize)
+        step = machine_eps(dtype) ** (1 / 3) / 4
+        per_direction = []
+        calls = 0
+        for sign in (1.0, -1.0)[:max(1, directions)]:
+            table = [np.concatenate([b.astype(np.float64).ravel() for b in run.base])]
+            for j in range(1, points + 1):
+                outputs = run.memo.outputs(run.moved(self.tangent, sign * j * step))
+                calls += 1
+                table.append(np.concatenate([o.astype(np.float64).ravel() for o in outputs]))
+            f = np.array(table)
+            if np.all(np.isfinite(f)):
+                per_direction.append(table_noise(f))
+        if not per_direction:
+            return float(np.finfo(np.float64).tiny), calls
+        sigma = per_direction[0]
+        if len(per_direction) > 1:
+            low, high = np.minimum(*per_direction), np.maximum(*per_direction)
+            sigma = np.where(high > 10 * low, low, np.sqrt((low ** 2 + high ** 2) / 2))
+        return max(float(np.max(sigma)), float(np.finfo(np.float64).tiny)), calls
 
 
 # -- merging the sub-checks into one result ----------------------------------------------------------

@@ -13,6 +13,9 @@ from gradcheck.tolerance import MODEL
 
 #: names of the oracle pairs a result can report on
 ORACLE_PAIRS = ("analytic_vs_numerical", "analytic_vs_symbolic", "numerical_vs_symbolic")
+#: second-order pairs (``check_hvp``, ``gradcheck sweep --order 2``): the claimed Hessian-vector
+#: product against differences of the gradient, and against SymPy's exact second derivatives
+SECOND_ORDER_PAIRS = ("hvp_vs_numerical", "hvp_vs_symbolic")
 
 
 def _num(x: Any) -> Any:
@@ -455,13 +458,18 @@ def operator_text(op: dict[str, Any]) -> str:
         how = (f"the full Jacobian ({rows} rows, one unit cotangent each) plus 1 dense random cotangent"
                if op.get("mode") == "jacobian" else f"{op.get('cotangents')} random cotangents")
         derivative = "f_vjp"
+    elif op.get("kind") == "hvp":
+        how = (f"the full Hessian ({cols} columns, one unit direction each)" if op.get("mode") == "jacobian"
+               else "a random direction per tensor and one over all, against differences of fn's gradient")
+        derivative = "hvp"
     else:
         how = (f"the full Jacobian ({cols} columns, one unit tangent each)" if op.get("mode") == "jacobian"
                else "a random tangent per input and one over all inputs")
         derivative = "f_jvp"
     constants = f"; constants {', '.join(op['constants'])}" if op.get("constants") else ""
     return (f"{op.get('kind')} check of outputs {outputs} w.r.t. inputs {inputs}{constants}: {how}; "
-            f"{op.get('f_calls')} calls of f, {op.get('derivative_calls')} of {derivative}")
+            f"{op.get('f_calls')} calls of {'fn' if derivative == 'hvp' else 'f'}, "
+            f"{op.get('derivative_calls')} of {derivative}")
 
 
 # -- the one-line summary of a failure ------------------------------------------------------------

@@ -54,6 +54,9 @@ class SweepConfig:
     symbolic_max_size: int = DEFAULT_SYMBOLIC_MAX_SIZE
     jobs: int = 1
     quiet: bool = False
+    #: 2: every case whose gradient passes also gets its Hessian-vector products checked
+    #: (:func:`gradcheck.check_hvp` on the reference's R-operator, SymPy where small enough)
+    order: int = 1
 
 
 @dataclass
@@ -135,9 +138,10 @@ def generate(activation: str, loss: str, dtype: str, examples: int, seed: int, m
 
 
 def check_case(case: Any, activation: str, loss: str, symbolic_max_size: int,
-               overrides: Mapping[str, Any] | None = None, mode: str = "margin") -> Any:
+               overrides: Mapping[str, Any] | None = None, mode: str = "margin", order: int = 1) -> Any:
     """Check one case of the reference network; the result carries its name (ending with the
-    input ``mode``) and spec. An oracle disagreement fails it even if the checker passed it."""
+    input ``mode``) and spec. An oracle disagreement fails it even if the checker passed it. With
+    ``order=2`` the second-order check joins (:func:`add_second_order`)."""
     import gradcheck  # noqa: PLC0415
     from gradcheck_reference.network import Network  # noqa: PLC0415
 
@@ -152,7 +156,33 @@ def check_case(case: Any, activation: str, loss: str, symbolic_max_size: int,
     if result.passed and oracle_disagreements(result):
         result.passed = False
         result.notes.append("failed by the sweep: the oracles disagree beyond their error bounds")
+    if order == 2 and result.passed:
+        add_second_order(result, net, case, use_symbolic)
     return result
+
+
+
+
+def add_second_order(result: Any, net: Any, case: Any, use_symbolic: bool) -> None:
+    """Check the reference network's Hessian-vector products (R-operator) of a case whose gradient
+    passed: the pairs ``hvp_vs_numerical`` (differences of the gradient along random directions)
+    and, where SymPy runs, ``hvp_vs_symbolic`` join the record's oracles; a failure fails the record
+    with a ``second_order`` problem naming the worst Hessian entry."""
+    import gradcheck  # noqa: PLC0415
+    from gradcheck.result import SECOND_ORDER_PAIRS, Problem, failure_line  # noqa: PLC0415
+
+    second = gradcheck.check_hvp(net, net.hvp, case.params, case.X, case.y, mode="random",
+                                 spec=case.spec if use_symbolic else None, name=result.name)
+    for pair in SECOND_ORDER_PAIRS:
+        if pair in second.oracles:
+            result.oracles[pair] = second.oracles[pair]
+    if not second.passed:
+        result.passed = False
+        detail = failure_line(second).removeprefix("gradient check failed")
+        result.problems.append(Problem("second_order", f"second order (Hessian-vector product) failed{detail}",
+                                       second.worst_param))
+        if second.diagnosis is not None and result.diagnosis is None:
+            result.diagnosis = second.diagnosis
 
 
 def _check_cell(args: tuple) -> tuple[list, list[str]]:
@@ -165,7 +195,7 @@ def _check_cell(args: tuple) -> tuple[list, list[str]]:
             cases = generate(activation, loss, dtype, n, cfg.seed, cfg.max_params, mode)
         except InvalidArgument as exc:  # the cell's options are impossible, whatever the mode
             return [], [f"{activation} x {loss} ({dtype}): {exc}"]
-        results += [check_case(c, activation, loss, cfg.symbolic_max_size, overrides, mode)
+        results += [check_case(c, activation, loss, cfg.symbolic_max_size, overrides, mode, cfg.order)
                     for c in cases]
     return results, []
 
@@ -267,7 +297,7 @@ def summarize(outcome: SweepOutcome, cfg: SweepConfig) -> str:
     """The summary (plain text)."""
     import numpy as np  # noqa: PLC0415
 
-    from gradcheck.result import ORACLE_PAIRS  # noqa: PLC0415
+    from gradcheck.result import ORACLE_PAIRS, SECOND_ORDER_PAIRS  # noqa: PLC0415
 
     res = outcome.results
     pairs = {(r.name.split(" [")[0]) for r in res}
@@ -279,7 +309,7 @@ def summarize(outcome: SweepOutcome, cfg: SweepConfig) -> str:
                  f"{sum(mode_of(r) == mode for r in outcome.failed)} failed" for mode in MODES),
              "  max relative error per check over resolved entries, median / worst (a passing check is "
              "within its own tolerance; see the closest call):"]
-    for pair in ORACLE_PAIRS:
+    for pair in ORACLE_PAIRS + (SECOND_ORDER_PAIRS if cfg.order == 2 else ()):
         parts = []
         for dtype in cfg.dtypes:
             vals = [r.oracles[pair] for r in res if pair in r.oracles and r.dtype == dtype]
@@ -358,6 +388,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              f"(default {DEFAULT_SYMBOLIC_MAX_SIZE}; 0 turns it off)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="worker processes over cells (default: min(2, cores))")
+    parser.add_argument("--order", type=int, choices=(1, 2), default=None,
+                        help="2: also check second order (Hessian-vector products of every case whose "
+                             "gradient passes, against differences of the gradient and SymPy); default 1")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.epilog = ("Options left out take their value from [tool.gradcheck.sweep] in the nearest "
                      "pyproject.toml, then the defaults above.")
@@ -402,7 +435,8 @@ def config_from_args(args: argparse.Namespace, settings: Any = None) -> SweepCon
                        max_params=pick("max_params", "max_params", DEFAULT_MAX_PARAMS),
                        symbolic_max_size=pick("symbolic_max_size", "symbolic_max_size", DEFAULT_SYMBOLIC_MAX_SIZE),
                        jobs=pick("jobs", "jobs", min(2, os.cpu_count() or 1)),
-                       quiet=bool(getattr(args, "quiet", False)))
+                       quiet=bool(getattr(args, "quiet", False)),
+                       order=pick("order", "order", 1))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gradcheck.result import ORACLE_PAIRS, Result
+from gradcheck.result import ORACLE_PAIRS, SECOND_ORDER_PAIRS, Result
 
 #: the ``"schema"`` field of ``gradcheck.json``; the number changes on incompatible changes
 SCHEMA_ID = "gradcheck-report/2"
@@ -30,7 +30,9 @@ READABLE_MAJORS = (1, 2)
 #: short column titles for the oracle pairs
 PAIR_TITLES = {"analytic_vs_numerical": "analytic vs numerical",
                "analytic_vs_symbolic": "analytic vs symbolic",
-               "numerical_vs_symbolic": "numerical vs symbolic"}
+               "numerical_vs_symbolic": "numerical vs symbolic",
+               "hvp_vs_numerical": "second order: hvp vs numerical",
+               "hvp_vs_symbolic": "second order: hvp vs symbolic"}
 
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
@@ -248,7 +250,7 @@ def make_rows(results: Iterable[Mapping[str, Any]]) -> list[Row]:
     for i, d in enumerate(results):
         spec = d.get("spec") or None
         oracles = d.get("oracles") or {}
-        errors = {p: number(oracles[p]) if p in oracles else None for p in ORACLE_PAIRS}
+        errors = {p: number(oracles[p]) if p in oracles else None for p in ORACLE_PAIRS + SECOND_ORDER_PAIRS}
         if errors["analytic_vs_numerical"] is None and d.get("max_rel_error") is not None:
             # a check that failed before comparing (fn raised, nan gradient) has only max_rel_error,
             # which is the analytic-vs-numerical error by definition
@@ -350,7 +352,7 @@ def heatmap_cells(rows: Iterable[Row], pair: str, dtype: str | None = None) -> l
 
 def pairs_present(rows: Sequence[Row]) -> list[str]:
     """The oracle pairs that at least one check reports, in the canonical order."""
-    return [p for p in ORACLE_PAIRS if any(r.errors.get(p) is not None for r in rows)]
+    return [p for p in ORACLE_PAIRS + SECOND_ORDER_PAIRS if any(r.errors.get(p) is not None for r in rows)]
 
 
 # -- summary ------------------------------------------------------------------------------------------
