@@ -1,18 +1,27 @@
-"""Activation functions: one registry entry each, value ``f(z)`` and hand-written ``df(z)``.
+"""Activation functions: one registry entry each, value ``f(z)``, hand-written ``df(z)`` and ``d2f(z)``.
 
 ``softmax`` is the one row-wise entry: it has ``vjp`` (vector-Jacobian product) instead of an
 elementwise ``df``; :meth:`Activation.vjp` works for every entry and is what backward uses.
 
-``df`` is the derivative with respect to the *pre-activation* ``z`` (not the output, unlike the
-origin document's ``x * (1 - x)`` which expects the sigmoid's output). Both are elementwise, accept
-arrays of any shape, return the input's floating dtype (integers become float64) and stay finite
-without numpy warnings for ``|z|`` up to 1e3 in float32 and float64.
+``df`` and ``d2f`` are the first and second derivatives with respect to the *pre-activation* ``z``
+(not the output, unlike the origin document's ``x * (1 - x)`` which expects the sigmoid's output).
+All are elementwise, accept arrays of any shape, return the input's floating dtype (integers
+become float64) and stay finite without numpy warnings for ``|z|`` up to 1e3 in float32 and float64.
+
+Second order (for Pearlmutter's R-operator, :meth:`reference.network.Network.hvp`):
+:meth:`Activation.jvp` is the forward tangent of the output and :meth:`Activation.vjp_r` the
+R-derivative of :meth:`Activation.vjp`; both work for every entry (elementwise from ``df``/``d2f``,
+softmax by its own formulas). Away from kinks ``d2f`` is the second derivative of the piece (0 for
+relu, leaky_relu, hard_tanh); the delta a kink would contribute is dropped. *At* a kink (and where
+only ``d2f`` jumps) it takes the side ``df`` takes, stated in ``convention``: 0 for the
+piecewise-linear ones, the left piece for elu and selu (``alpha``, ``scale * alpha``; elu with
+``alpha = 1`` is C1 there), and softsign's ``d2f(0) = 0`` (``sign(0)``, the midpoint of +-2).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import numpy as np
@@ -75,13 +84,81 @@ def _mish_parts(z: Array):
     return t, _sigmoid(z)
 
 
+def _sigmoid_d1(z: Array) -> Array:
+    """sigmoid'(z) = s (1 - s) as e / (1 + e)^2, e = exp(-|z|): no cancellation in the tails."""
+    e = np.exp(-np.abs(z))
+    return e / (1 + e) ** 2
+
+
+def _sech2(z: Array) -> Array:
+    """1 - tanh(z)^2 = 4 e / (1 + e)^2, e = exp(-2|z|): accurate where 1 - tanh^2 rounds to 0."""
+    e = np.exp(-2 * np.abs(z))
+    return 4 * e / (1 + e) ** 2
+
+
+# -- second derivatives (with respect to z) ----------------------------------------------------
+def _zero_d2f(z: Array, **p: float) -> Array:
+    """Piecewise-linear activations: 0 on every piece, and 0 at the kinks by convention."""
+    return np.zeros_like(z)
+
+
+def _sigmoid_d2f(z: Array) -> Array:
+    # s (1 - s) (1 - 2 s), with 1 - 2 s = -tanh(z / 2)
+    return -_sigmoid_d1(z) * np.tanh(z / 2)
+
+
+def _tanh_d2f(z: Array) -> Array:
+    return -2 * np.tanh(z) * _sech2(z)
+
+
+def _elu_d2f(z: Array, alpha: float) -> Array:
+    # 0 on the linear piece; alpha exp(z) on the other, which also holds at 0 (the left piece, like df)
+    return np.where(z > 0, 0, alpha * np.exp(np.minimum(z, 0))).astype(z.dtype, copy=False)
+
+
+def _softsign_d2f(z: Array) -> Array:
+    # d/dz (1 + |z|)^-2 = -2 sign(z) (1 + |z|)^-3; sign(0) = 0: the midpoint of the one-sided limits
+    return -2 * np.sign(z) / (1 + np.abs(z)) ** 3
+
+
+def _silu_d2f(z: Array) -> Array:
+    # (z s)'' = s' (2 + z (1 - 2 s)) = s' (2 - z tanh(z / 2))
+    return _sigmoid_d1(z) * (2 - z * np.tanh(z / 2))
+
+
+def _gelu_d2f(z: Array) -> Array:
+    # (z Phi)'' = 2 phi + z phi' = phi (2 - z^2); in float64 (z^2 at 1e3 is 1e6: fine in float32 too)
+    z64 = z.astype(np.float64)
+    return (_gaussian_pdf(z64) * (2 - z64 * z64)).astype(z.dtype)
+
+
+def _gelu_tanh_d2f(z: Array) -> Array:
+    # f = z (1 + t) / 2, t = tanh(u): f'' = sech^2(u) (u' + z (u'' - 2 t u'^2) / 2)
+    z64 = z.astype(np.float64)
+    u = _GELU_C * (z64 + 0.044715 * z64**3)
+    du = _GELU_C * (1 + 3 * 0.044715 * z64 * z64)
+    d2u = _GELU_C * 6 * 0.044715 * z64
+    t = np.tanh(u)
+    return (_sech2(u) * (du + 0.5 * z64 * (d2u - 2 * t * du * du))).astype(z.dtype)
+
+
+def _mish_d2f(z: Array) -> Array:
+    # f = z t, t = tanh(softplus z), t' = (1 - t^2) s: f'' = (1 - t^2) s (2 + z (1 - s - 2 t s))
+    sp = _softplus(z)
+    t, s = np.tanh(sp), _sigmoid(z)
+    return _sech2(sp) * s * (2 + z * (1 - s - 2 * t * s))
+
+
 @dataclass(frozen=True)
 class Activation:
-    """An elementwise activation: value, derivative w.r.t. the pre-activation, and metadata.
+    """An elementwise activation: value, first and second derivatives w.r.t. the pre-activation,
+    and metadata.
 
     ``kinks`` lists the points where the function is not differentiable (the hand-written ``df``
-    returns one subgradient there, documented in ``convention``); ``params`` are the defaults of
-    its parameters, bound into ``f``/``df`` (see :meth:`with_params`).
+    returns one subgradient there, documented in ``convention``, and ``d2f`` that side's); ``params``
+    are the defaults of its parameters, bound into ``f``/``df``/``d2f`` (see :meth:`with_params`).
+    Row-wise entries (softmax) set ``_vjp``, ``_jvp`` and ``_vjp_r`` instead of ``df``/``d2f``.
+    An entry built without ``_d2f`` still works to first order; second order then raises.
     """
 
     name: str
@@ -92,6 +169,9 @@ class Activation:
     _kinks: Callable[..., tuple[float, ...]] = field(default=lambda **p: (), repr=False)
     convention: str = ""
     _vjp: Callable[..., Array] | None = field(default=None, repr=False)
+    _d2f: Callable[..., Array] | None = field(default=None, repr=False)
+    _jvp: Callable[..., Array] | None = field(default=None, repr=False)
+    _vjp_r: Callable[..., Array] | None = field(default=None, repr=False)
 
     @property
     def elementwise(self) -> bool:
@@ -116,6 +196,43 @@ class Activation:
         z = _float(z)
         return np.asarray(self._df(z, **self.params), dtype=z.dtype)
 
+    def d2f(self, z) -> Array:
+        """Second derivative with respect to ``z``, elementwise (at kinks: see ``convention``)."""
+        z = _float(z)
+        if self._d2f is None:
+            raise NotImplementedError(f"activation {self.name!r} has no second derivative (d2f)")
+        return np.asarray(self._d2f(z, **self.params), dtype=z.dtype)
+
+    def jvp(self, z, v) -> Array:
+        """Forward tangent of the output along ``v``: ``d/dt f(z + t v)`` at 0.
+
+        Elementwise ``df(z) * v``; softmax (row-wise) ``s * (v - sum(s * v))``, ``s = softmax(z)``.
+        In the R-operator this is ``R{a} = jvp(z, R{z})``.
+        """
+        z = _float(z)
+        v = np.asarray(v, dtype=z.dtype)
+        if self._jvp is not None:
+            return np.asarray(self._jvp(z, v, **self.params), dtype=z.dtype)
+        if self._vjp is not None:
+            raise NotImplementedError(f"row-wise activation {self.name!r} has no jvp")
+        return self.df(z) * v
+
+    def vjp_r(self, z, g, Rz, Rg) -> Array:
+        """R-derivative of :meth:`vjp`: ``d/dt vjp(z + t Rz, g + t Rg)`` at ``t = 0``.
+
+        Elementwise ``Rg * df(z) + g * d2f(z) * Rz``. Softmax, with ``s = softmax(z)``,
+        ``Rs = jvp(z, Rz)`` and ``vjp = s * (g - <g, s>)`` (``<.,.>`` per row):
+        ``Rs * (g - <g, s>) + s * (Rg - <Rg, s> - <g, Rs>)``. This is the backward pass's R-step
+        of Pearlmutter's R-operator: ``R{dL/dz}`` from ``R{z}`` and ``R{dL/da}``.
+        """
+        z = _float(z)
+        g, Rz, Rg = (np.asarray(a, dtype=z.dtype) for a in (g, Rz, Rg))
+        if self._vjp_r is not None:
+            return np.asarray(self._vjp_r(z, g, Rz, Rg, **self.params), dtype=z.dtype)
+        if self._vjp is not None:
+            raise NotImplementedError(f"row-wise activation {self.name!r} has no vjp_r")
+        return Rg * self.df(z) + g * self.d2f(z) * Rz
+
     @property
     def kinks(self) -> tuple[float, ...]:
         """Points of ``z`` where the activation is not differentiable."""
@@ -129,14 +246,13 @@ class Activation:
                 f"activation {self.name!r} has no parameter(s) {sorted(unknown)}; "
                 f"its parameters are {sorted(self.params) or 'none'}"
             )
-        return Activation(self.name, self.description, self._f, self._df,
-                          MappingProxyType({**self.params, **params}), self._kinks, self.convention,
-                          self._vjp)
+        return replace(self, params=MappingProxyType({**self.params, **params}))
 
 
-def _entry(name, description, f, df, params=None, kinks=None, convention="", vjp=None):
+def _entry(name, description, f, df, d2f, params=None, kinks=None, convention="", vjp=None, jvp=None,
+           vjp_r=None):
     return name, Activation(name, description, f, df, MappingProxyType(dict(params or {})),
-                            kinks or (lambda **p: ()), convention, vjp)
+                            kinks or (lambda **p: ()), convention, vjp, d2f, jvp, vjp_r)
 
 
 def _softmax(z: Array) -> Array:
@@ -149,8 +265,21 @@ def _softmax_vjp(z: Array, g: Array) -> Array:
     return s * (g - np.sum(g * s, axis=-1, keepdims=True))
 
 
+def _softmax_jvp(z: Array, v: Array) -> Array:
+    s = _softmax(z)
+    return s * (v - np.sum(s * v, axis=-1, keepdims=True))
+
+
+def _softmax_vjp_r(z: Array, g: Array, Rz: Array, Rg: Array) -> Array:
+    s = _softmax(z)
+    Rs = s * (Rz - np.sum(s * Rz, axis=-1, keepdims=True))
+    return (Rs * (g - np.sum(g * s, axis=-1, keepdims=True))
+            + s * (Rg - np.sum(Rg * s, axis=-1, keepdims=True) - np.sum(g * Rs, axis=-1, keepdims=True)))
+
+
 def _not_elementwise(z: Array) -> Array:
-    raise TypeError("softmax is not elementwise: its derivative is a Jacobian; use vjp(z, g)")
+    raise TypeError("softmax is not elementwise: its derivative is a Jacobian; use vjp(z, g), "
+                    "jvp(z, v) and vjp_r(z, g, Rz, Rg)")
 
 
 def _at_zero(**p):
@@ -159,51 +288,53 @@ def _at_zero(**p):
 
 ACTIVATIONS: Mapping[str, Activation] = MappingProxyType(dict([
     _entry("identity", "z",
-           lambda z: z, lambda z: np.ones_like(z)),
+           lambda z: z, lambda z: np.ones_like(z), _zero_d2f),
     _entry("sigmoid", "1 / (1 + exp(-z)), computed without overflow",
-           _sigmoid, lambda z: _sigmoid(z) * (1 - _sigmoid(z))),
+           _sigmoid, lambda z: _sigmoid(z) * (1 - _sigmoid(z)), _sigmoid_d2f),
     _entry("tanh", "tanh(z)",
-           np.tanh, lambda z: 1 - np.tanh(z) ** 2),
+           np.tanh, lambda z: 1 - np.tanh(z) ** 2, _tanh_d2f),
     _entry("relu", "max(z, 0)",
-           lambda z: np.maximum(z, 0), lambda z: (z > 0).astype(z.dtype),
-           kinks=_at_zero, convention="relu'(0) = 0"),
+           lambda z: np.maximum(z, 0), lambda z: (z > 0).astype(z.dtype), _zero_d2f,
+           kinks=_at_zero, convention="relu'(0) = 0; relu''(0) = 0"),
     _entry("leaky_relu", "z if z > 0 else alpha * z",
            lambda z, alpha: np.where(z > 0, z, alpha * z),
-           lambda z, alpha: np.where(z > 0, 1, alpha),
-           params={"alpha": 0.01}, kinks=_at_zero, convention="derivative at 0 is alpha"),
+           lambda z, alpha: np.where(z > 0, 1, alpha), _zero_d2f,
+           params={"alpha": 0.01}, kinks=_at_zero, convention="derivative at 0 is alpha; second derivative 0"),
     _entry("elu", "z if z > 0 else alpha * (exp(z) - 1)",
-           _elu, _elu_df, params={"alpha": 1.0},
+           _elu, _elu_df, _elu_d2f, params={"alpha": 1.0},
            kinks=lambda alpha: () if alpha == 1.0 else (0.0,),
-           convention="derivative at 0 is alpha (the left limit)"),
+           convention="derivative at 0 is alpha (the left limit); second derivative at 0 is alpha (the left limit)"),
     _entry("selu", "scale * elu(z, alpha) with the self-normalising constants",
            lambda z: _SELU_SCALE * _elu(z, _SELU_ALPHA),
            lambda z: _SELU_SCALE * _elu_df(z, _SELU_ALPHA),
-           kinks=_at_zero, convention="derivative at 0 is scale * alpha (the left limit)"),
+           lambda z: _SELU_SCALE * _elu_d2f(z, _SELU_ALPHA),
+           kinks=_at_zero, convention="derivatives at 0 are the left limits: scale * alpha (both)"),
     _entry("softplus", "log(1 + exp(z)), as logaddexp(0, z)",
-           _softplus, _sigmoid),
+           _softplus, _sigmoid, _sigmoid_d1),
     _entry("softsign", "z / (1 + |z|)",
-           lambda z: z / (1 + np.abs(z)), lambda z: 1 / (1 + np.abs(z)) ** 2),
+           lambda z: z / (1 + np.abs(z)), lambda z: 1 / (1 + np.abs(z)) ** 2, _softsign_d2f),
     _entry("silu", "z * sigmoid(z) (swish)",
            lambda z: z * _sigmoid(z),
-           lambda z: _sigmoid(z) * (1 + z * (1 - _sigmoid(z)))),
+           lambda z: _sigmoid(z) * (1 + z * (1 - _sigmoid(z))), _silu_d2f),
     _entry("gelu", "z * Phi(z), Phi the standard normal CDF (exact, erf)",
            lambda z: z * _gaussian_cdf(z),
-           lambda z: _gaussian_cdf(z) + z * _gaussian_pdf(z)),
+           lambda z: _gaussian_cdf(z) + z * _gaussian_pdf(z), _gelu_d2f),
     _entry("gelu_tanh", "0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))",
            lambda z: (lambda z64, t: 0.5 * z64 * (1 + t))(*_gelu_tanh_parts(z)),
            lambda z: (lambda z64, t: 0.5 * (1 + t)
                       + 0.5 * z64 * (1 - t * t) * _GELU_C * (1 + 3 * 0.044715 * z64 * z64)
-                      )(*_gelu_tanh_parts(z))),
+                      )(*_gelu_tanh_parts(z)), _gelu_tanh_d2f),
     _entry("mish", "z * tanh(softplus(z))",
            lambda z: z * np.tanh(_softplus(z)),
-           lambda z: (lambda t, s: t + z * (1 - t * t) * s)(*_mish_parts(z))),
+           lambda z: (lambda t, s: t + z * (1 - t * t) * s)(*_mish_parts(z)), _mish_d2f),
     _entry("sin", "sin(z)",
-           np.sin, np.cos),
+           np.sin, np.cos, lambda z: -np.sin(z)),
     _entry("hard_tanh", "clip(z, -1, 1)",
-           lambda z: np.clip(z, -1, 1), lambda z: (np.abs(z) < 1).astype(z.dtype),
-           kinks=lambda **p: (-1.0, 1.0), convention="derivative at +-1 is 0"),
+           lambda z: np.clip(z, -1, 1), lambda z: (np.abs(z) < 1).astype(z.dtype), _zero_d2f,
+           kinks=lambda **p: (-1.0, 1.0), convention="derivative at +-1 is 0; second derivative 0"),
     _entry("softmax", "exp(z) / sum(exp(z)) along the last axis (row-wise, shifted by the row max)",
-           _softmax, _not_elementwise, vjp=_softmax_vjp),
+           _softmax, _not_elementwise, _not_elementwise, vjp=_softmax_vjp, jvp=_softmax_jvp,
+           vjp_r=_softmax_vjp_r),
 ]))
 
 

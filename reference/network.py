@@ -3,6 +3,10 @@
 ``Network(spec).loss_and_grads(params, X, y) -> (loss, grads)`` is the checker's contract: a pure
 function of its arguments (nothing is written into ``params``, ``X`` or ``y``). Parameters are
 ``W1, b1, W2, b2, ...``; ``W_i`` is ``(fan_in, fan_out)`` as in the origin document's ``X @ W + b``.
+
+Second order: :meth:`Network.hvp` is the exact Hessian-vector product of the loss by Pearlmutter's
+R-operator, ``R{.} = d/dt (.)(theta + t v)`` at ``t = 0``, applied to every line of forward and
+backward (one forward, one R-forward, one backward with its R-twin: about twice a gradient).
 """
 from __future__ import annotations
 
@@ -121,6 +125,57 @@ class Network:
             if i > 1:
                 d_out[i - 1] = d_out.get(i - 1, 0) + dz @ params[f"W{i}"].T
         return {name: grads[name].astype(self.dtype, copy=False) for name in params}
+
+    def hvp(self, params: Mapping[str, Array], X, y, v: Mapping[str, Array]) -> Params:
+        """Hessian of the loss w.r.t. the parameters times ``v`` (a dict like ``params``): exact.
+
+        Pearlmutter's R-operator, ``R{x} = d/dt x(theta + t v)`` at 0. Forward:
+        ``R{z_i} = R{a_{i-1}} W_i + a_{i-1} V_i + Vb_i (+ R{a_s} per skip)``, ``R{a_i} = act.jvp(z_i,
+        R{z_i})``, ``R{a_0} = 0``. Loss: ``R{dL/da_L} = loss.hvp(a_L, y, R{a_L})``. Backward, the R of
+        each line of :meth:`backward`: ``R{dz_i} = act.vjp_r(z_i, g_i, R{z_i}, R{g_i})``,
+        ``R{dW_i} = R{a_{i-1}}^T dz_i + a_{i-1}^T R{dz_i}``, ``R{db_i} = sum R{dz_i}``,
+        ``R{g_{i-1}} += R{dz_i} W_i^T + dz_i V_i^T`` (skips add ``R{dz_i}`` to ``R{g_s}``).
+        Pure (nothing is written into the arguments); the network's dtype; kinks take the
+        activations' and loss's conventions (their ``convention`` and ``kinks``).
+        """
+        if set(v) != set(params):
+            raise ValueError(f"v: keys {sorted(v)} do not match params' {sorted(params)}")
+        for name in params:
+            if np.shape(v[name]) != np.shape(params[name]):
+                raise ValueError(f"v[{name!r}] has shape {np.shape(v[name])}; params[{name!r}] has {np.shape(params[name])}")
+        dt = self.dtype
+        V = {name: np.asarray(v[name], dtype=dt) for name in params}
+        out, cache = self.forward(params, X)
+        L = len(self.activations)
+        # R-forward: tangents of every layer output (the input X does not move)
+        R_out: list[Array] = [np.zeros_like(cache.inputs[0])]
+        R_pre: list[Array] = []
+        for i, act in enumerate(self.activations, start=1):
+            Rz = R_out[i - 1] @ params[f"W{i}"] + cache.inputs[i - 1] @ V[f"W{i}"]
+            if f"b{i}" in params:
+                Rz = Rz + V[f"b{i}"]
+            for s in self._skips_into.get(i, ()):
+                Rz = Rz + R_out[s]
+            R_pre.append(Rz)
+            R_out.append(act.jvp(cache.pre[i - 1], Rz))
+        # backward and its R-twin, line by line
+        d_out: dict[int, Array] = {L: self.loss_fn.grad(out, y)}
+        R_d_out: dict[int, Array] = {L: self.loss_fn.hvp(out, y, R_out[L])}
+        hv: Params = {}
+        for i in range(L, 0, -1):
+            act, z, g, Rg = self.activations[i - 1], cache.pre[i - 1], d_out.pop(i), R_d_out.pop(i)
+            dz = act.vjp(z, g)
+            Rdz = act.vjp_r(z, g, R_pre[i - 1], Rg)
+            hv[f"W{i}"] = R_out[i - 1].T @ dz + cache.inputs[i - 1].T @ Rdz
+            if f"b{i}" in params:
+                hv[f"b{i}"] = Rdz.sum(axis=0)
+            for s in self._skips_into.get(i, ()):
+                d_out[s] = d_out.get(s, 0) + dz
+                R_d_out[s] = R_d_out.get(s, 0) + Rdz
+            if i > 1:
+                d_out[i - 1] = d_out.get(i - 1, 0) + dz @ params[f"W{i}"].T
+                R_d_out[i - 1] = R_d_out.get(i - 1, 0) + Rdz @ params[f"W{i}"].T + dz @ V[f"W{i}"].T
+        return {name: hv[name].astype(dt, copy=False) for name in params}
 
     def loss(self, params: Mapping[str, Array], X, y) -> float:
         """The loss only (no backward): what finite differences need."""
