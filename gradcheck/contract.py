@@ -273,8 +273,9 @@ def loss_for_differences(fn: Fn, loss_fn: LossFn | None, frozen: Frozen, loss: f
 
     def loss_only(w: dict) -> Any:
         return loss_fn(w, work_X, work_y)
-    if hasattr(loss_fn, "noise_level"):  # a loss that measures its own noise (numerical.noise_level)
-        loss_only.noise_level = loss_fn.noise_level  # type: ignore[attr-defined]
+    for hook in ("noise_level", "probe_direction"):  # a structured loss's own probes (JVP checks):
+        if hasattr(loss_fn, hook):                   # numerical.noise_level, estimating.complex_ok
+            setattr(loss_only, hook, getattr(loss_fn, hook))
     tally.calls += 1
     try:
         value = loss_only(snapshot(frozen.params))

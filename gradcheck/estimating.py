@@ -75,12 +75,16 @@ def numerical_estimate(loss_of: LossOf, work: dict[str, Array], loss: float, sch
 def complex_ok(loss_of: LossOf, work: dict[str, Array], f0: float, noise: float, seed: int) -> tuple[bool, str, int]:
     """Does fn evaluate with complex parameters and give the analytic derivative?
 
-    One complex call along a random direction, compared with a central difference along the same
-    direction. Non-analytic code (abs, max, comparisons, casts to float) fails this test or the
-    later per-element cross-check; either way central differences decide.
+    One complex call along a random direction (or the loss's ``probe_direction(work)``, one it
+    evaluates cheaply), compared with a central difference along the same direction. Non-analytic
+    code (abs, max, comparisons, casts to float) fails this test or the later per-element
+    cross-check; either way central differences decide.
     """
     rng = np.random.default_rng(seed + 1)
     direction = {k: rng.standard_normal(v.shape) for k, v in work.items()}
+    cheap = getattr(loss_of, "probe_direction", None)
+    if cheap is not None:   # a structured loss names a direction it evaluates in one call (JVP checks)
+        direction = cheap(work)
     cw = {k: v.astype(np.complex128) for k, v in work.items()}
     h = 1e-20
     for k in cw:

@@ -700,6 +700,10 @@ class _JvpLoss:
                     total = total + np.sum(out[at].astype(wide) - b[at].astype(np.float64))
         return total
 
+    def probe_direction(self, params: dict) -> dict[str, Array]:
+        """Every output element's step moved alike: one call of f per point (complex-step probe)."""
+        return {k: np.ones(v.shape) for k, v in params.items()}
+
     def noise_level(self, params: dict, f0: float, *, points: int = 8, directions: int = 2,
                     seed: int = 0) -> tuple[float, int]:
         """Each output element's rounding noise along the tangent, the largest of them: one call of
@@ -722,13 +726,16 @@ class _JvpLoss:
             f = np.array(table)
             if np.all(np.isfinite(f)):
                 per_direction.append(table_noise(f))
+        # never below half an ulp of each element's value (a probe whose arithmetic happens to be
+        # exact, e.g. a piecewise-linear gradient, sees no noise; the steps of the estimate do)
+        floor = 0.5 * machine_eps(dtype) * np.abs(np.concatenate([b.astype(np.float64).ravel() for b in run.base]))
         if not per_direction:
-            return float(np.finfo(np.float64).tiny), calls
+            return max(float(np.max(floor, initial=0.0)), float(np.finfo(np.float64).tiny)), calls
         sigma = per_direction[0]
         if len(per_direction) > 1:
             low, high = np.minimum(*per_direction), np.maximum(*per_direction)
             sigma = np.where(high > 10 * low, low, np.sqrt((low ** 2 + high ** 2) / 2))
-        return max(float(np.max(sigma)), float(np.finfo(np.float64).tiny)), calls
+        return max(float(np.max(np.maximum(sigma, floor))), float(np.finfo(np.float64).tiny)), calls
 
 
 # -- merging the sub-checks into one result ----------------------------------------------------------
@@ -763,8 +770,10 @@ def _merge(subs: list[_Sub], name: str | None, kind: str) -> Result:
     result = Result(
         passed=passed, max_rel_error=max_rel,
         worst_param=(worst.param if worst is not None else (problems[0].param if problems else None)),
-        name=name, scheme=first.scheme if first else "central", dtype=first.dtype if first else "float64",
-        tolerance=worst.tolerance if worst is not None else math.nan, rtol=first.rtol if first else None,
+        name=name, scheme=first.scheme if first is not None else "central",
+        dtype=first.dtype if first is not None else "float64",
+        tolerance=worst.tolerance if worst is not None else math.nan,
+        rtol=first.rtol if first is not None else None,
         tensors=merged_tensors, worst=worst, failures=failures[:50], kinks=kinks[:50], problems=problems,
         notes=notes, noise=max((s.result.noise for s in subs), default=0.0),
         scale=max((s.result.scale for s in subs), default=0.0),
@@ -772,12 +781,13 @@ def _merge(subs: list[_Sub], name: str | None, kind: str) -> Result:
         normwise=max((t.normwise for t in merged_tensors.values()), default=0.0),
         n_below_resolution=sum(s.result.n_below_resolution for s in subs),
         closest=max(closest, key=lambda e: e.margin) if closest else None,
-        step_curve=lead.result.step_curve if lead else [])
+        step_curve=lead.result.step_curve if lead is not None else [])
     several_rows = sum(1 for s in failing if s.row) > 1
     if lead is not None and lead.result.diagnosis is not None and not (
             several_rows and lead.result.diagnosis.pattern == "one_element"):  # one per row is not one overall
         d = lead.result.diagnosis
-        result.diagnosis = dataclasses.replace(d, params=[lead.rename(p) for p in d.params])
+        message = _translated(Problem("diagnosis", d.message), kind).message
+        result.diagnosis = dataclasses.replace(d, message=message, params=[lead.rename(p) for p in d.params])
     return result
 
 
@@ -856,7 +866,9 @@ def _vjp_diagnosis(result: Result, subs: list[_Sub], jacobian: bool) -> None:
                 "high", params=[t.name for t in result.tensors.values() if not t.passed])
             return
         dropped = [(b, es) for b, es in _failing_blocks(result) if all(e.claimed == 0 for e in es)]
-        dropped.sort(key=lambda pair: bool(np.any(pair[0].claimed)))   # whole blocks missing first
+        # whole blocks missing first, then the block of the worst element
+        worst_block = result.worst.param if result.worst is not None else None
+        dropped.sort(key=lambda pair: (bool(np.any(pair[0].claimed)), pair[0].name != worst_block))
         if dropped:
             block, entries = dropped[0]
             e = entries[0]

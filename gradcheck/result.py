@@ -195,9 +195,9 @@ class Result:
             if f.name == "tensors":
                 d["tensors"] = {k: _tensor_dict(t, arrays) for k, t in v.items()}
             elif f.name in ("worst", "closest", "diagnosis") and v is not None:
-                d[f.name] = _clean(asdict(v))
+                d[f.name] = _clean(_compact(asdict(v)))
             elif f.name in ("failures", "kinks", "problems"):
-                d[f.name] = [_clean(asdict(x)) for x in v]
+                d[f.name] = [_clean(_compact(asdict(x))) for x in v]
             elif f.name == "oracles":
                 d[f.name] = {k: _num(x) for k, x in v.items()}
             elif f.name == "step_curve":
@@ -236,6 +236,14 @@ class Result:
         out.oracles = {k: _unnum(v) for k, v in d.get("oracles", {}).items()}
         out.step_curve = [[_unnum(a), _unnum(b)] for a, b in d.get("step_curve", [])]
         return out
+
+
+#: Element fields only operator checks fill: left out of the JSON when None
+_OPERATOR_FIELDS = ("output", "output_index", "input", "cotangent", "display")
+
+
+def _compact(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if not (k in _OPERATOR_FIELDS and v is None)}
 
 
 _FLOAT_FIELDS = {"max_rel_error", "tolerance", "rel_error", "claimed", "numerical", "error_bound",
@@ -383,8 +391,8 @@ def explain(r: Result) -> str:
         if r.worst is not None and (r.failures or not r.problems):
             lines.append(f"gradcheck FAILED{title}: {r.worst.param} is off by a relative error of "
                          f"{_e(r.worst.rel_error)} (tolerance {_e(r.worst.tolerance)})")
-            if r.max_rel_error > r.worst.rel_error:
-                other = max(r.tensors.values(), key=lambda t: t.max_rel_error)
+            other = max(r.tensors.values(), key=lambda t: t.max_rel_error) if r.tensors else None
+            if r.max_rel_error > r.worst.rel_error and other is not None and other.name != r.worst.param:
                 lines.append(f"  (the largest relative error, {_e(r.max_rel_error)}, is in {other.name}, within "
                              "the looser tolerance of that entry)")
         elif r.problems:

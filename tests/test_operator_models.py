@@ -89,7 +89,7 @@ def case(name, seed, dtype=np.float64):
 def test_catalog():
     assert set(OPERATORS) >= {"linear", "softmax", "conv2d", "conv2d_overlap", "maxpool2d", "avgpool2d", "batchnorm",
                               "layernorm", "attention", "attention_causal", "embedding", "lstm_step", "rnn",
-                              "relu_layer"}
+                              "relu_layer", "tanh_layer_grad"}
     for name, op in OPERATORS.items():
         assert op.name == name and op.description
         inputs = op.make_inputs(np.random.default_rng(0))
@@ -177,3 +177,27 @@ def test_bug_visible_on_exactly_its_inputs(bug_name, seed):
             assert rel > 1e-3, f"{bug_name}: {k} off by only {rel:.1e}"
         else:
             assert rel <= 1e-12, f"{bug_name}: {k} off by {rel:.1e} but not listed"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_tanh_layer_grad_is_a_first_order_vjp_and_its_bug_is_a_detach(seed):
+    """tanh_layer_grad's f is the VJP of g(x, W) = tanh(x @ W) under the cotangent v (compared with
+    central differences of <v, g>), so its vjp is double backward. Its planted bug is exactly the
+    double backward of the first backward with h = tanh(x @ W) detached: the VJP (computed here by
+    central differences) of the same formula with 1 - h**2 frozen at the current point."""
+    op, inputs, cot, _ = case("tanh_layer_grad", seed)
+    x, W, v = inputs["x"], inputs["W"], inputs["v"]
+    first = numerical_vjp(lambda p: np.tanh(p["x"] @ p["W"]), {"x": x, "W": W}, v)
+    got = op.f(inputs)
+    assert_close(got["gx"], first["x"], "tanh_layer_grad f: gx")
+    assert_close(got["gW"], first["W"], "tanh_layer_grad f: gW")
+
+    s_frozen = 1 - np.tanh(x @ W) ** 2
+
+    def detached(p):
+        u = p["v"] * s_frozen
+        return {"gx": u @ p["W"].T, "gW": p["x"].T @ u}
+    want = numerical_vjp(detached, inputs, cot)
+    bad = BUGS["tanh_layer_grad_detached"].vjp(inputs, cot)
+    for k in want:
+        assert_close(bad[k], want[k], f"tanh_layer_grad_detached vjp[{k}]")

@@ -283,3 +283,15 @@ def test_assert_vjp_message_names_the_element():
     with pytest.raises(AssertionError, match=r"gradient check failed: d out1\["):
         gradcheck.assert_vjp(rnn2, lambda i, c: rnn2_vjp(i, c, carry=False), rnn_inputs())
     gradcheck.assert_jvp(tanh_layer, tanh_layer_jvp, layer_inputs())
+
+
+def test_failing_float32_check_reports_float32():
+    """A failing sub-check is falsy (Result.__bool__ is passed): the merged labels must still come
+    from it (dtype, scheme), so the tolerance text speaks of float32 ulps."""
+    def vjp_wrong(inp, g):
+        d = tanh_layer_vjp(inp, g)
+        d["W"] = 1.5 * d["W"]
+        return d
+    r = gradcheck.check_vjp(tanh_layer, vjp_wrong, layer_inputs(np.float32))
+    assert not r.passed and r.dtype == "float32"
+    assert "ulp of float32" in str(r)

@@ -17,7 +17,7 @@ import pytest
 import gradcheck
 from gradcheck import report
 from gradcheck.report import charts, records
-from gradcheck.result import Result
+from gradcheck.result import ORACLE_PAIRS, SECOND_ORDER_PAIRS, Result
 from gradcheck.spec import Layer, NetworkSpec
 from reference.network import Network
 
@@ -404,14 +404,32 @@ def test_three_oracle_pairs_give_three_heatmaps(tmp_path):
         d["oracles"]["analytic_vs_symbolic"] = 10.0 ** (-14 + k)
         d["oracles"]["numerical_vs_symbolic"] = 10.0 ** (-10 + k) if k else "nan"
     html = report.write(ds, tmp_path).read_text()
-    for pair in records.PAIR_TITLES:
+    for pair in ORACLE_PAIRS:
         assert f'id="heatmap-{pair}-float64"' in html
+    for pair in SECOND_ORDER_PAIRS:   # no second-order results in these records: no heatmap for them
+        assert f'id="heatmap-{pair}-float64"' not in html
     heat = html[html.index('id="heatmap-numerical_vs_symbolic-float64"'):]
     # a nan error renders as a grey "nan" cell (or a "nan" table cell without matplotlib)
     assert (">nan</text>" if charts.available() else '<td class="mono">nan</td>') in heat[: heat.index("</figure>")]
     summary = json.loads((tmp_path / "gradcheck.json").read_text())["summary"]
     assert summary["worst"]["numerical_vs_symbolic"]["value"] == "nan"  # nan is the worst outcome
     assert summary["worst"]["analytic_vs_symbolic"]["value"] == 1e-9
+
+
+def test_second_order_pairs_get_their_own_heatmaps(tmp_path):
+    """Records of ``gradcheck sweep --order 2`` carry hvp_vs_numerical (and hvp_vs_symbolic where
+    SymPy ran): the report shows each as its own heatmap, titled as second order."""
+    ds = sample_dicts()[:6]
+    for k, d in enumerate(ds):
+        d["oracles"]["hvp_vs_numerical"] = 10.0 ** (-9 + k)
+        if k % 2 == 0:
+            d["oracles"]["hvp_vs_symbolic"] = 10.0 ** (-15 + k)
+    html = report.write(ds, tmp_path).read_text()
+    for pair in SECOND_ORDER_PAIRS:
+        assert f'id="heatmap-{pair}-float64"' in html
+    assert "second order: hvp vs numerical" in html
+    summary = json.loads((tmp_path / "gradcheck.json").read_text())["summary"]
+    assert summary["worst"]["hvp_vs_numerical"]["value"] == 1e-4
 
 
 def test_activation_label_choice():

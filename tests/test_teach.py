@@ -1,4 +1,5 @@
-"""The lesson catalog and ``gradcheck teach``.
+"""The lesson catalog and ``gradcheck teach`` (the network lessons; the operator lessons have their
+own checks in tests/test_teach_operators.py, and share the command line tests here).
 
 Every lesson runs the real check on its mutant with gradcheck's own tolerance (no rtol): the bug is
 caught (the kink lesson passes), the worst tensor is one the bug corrupts, and the diagnosis is the
@@ -18,13 +19,13 @@ import pytest
 
 from gradcheck.cli import main
 from gradcheck.diagnose import PATTERNS
-from gradcheck.teach import LESSONS, PASSES, get_lesson, run_lesson
+from gradcheck.teach import LESSONS, NETWORK_LESSONS, OPERATOR_LESSONS, PASSES, get_lesson, run_lesson
 from gradcheck.teach import cli as teach_cli
 from gradcheck.teach.catalog import code_diff, naive_float32_check
 from gradcheck.teach.textbook import MLP
 from reference.network import Network
 
-NAMES = [lesson.name for lesson in LESSONS]
+NAMES = [lesson.name for lesson in NETWORK_LESSONS]
 
 #: the bugs the catalog must teach (issue 10), each mapped to its lesson
 REQUIRED = {
@@ -44,8 +45,10 @@ REQUIRED = {
 
 
 def test_catalog_has_every_required_lesson():
-    assert len(LESSONS) >= 25
-    assert len(set(NAMES)) == len(NAMES)
+    assert len(NETWORK_LESSONS) >= 25
+    assert LESSONS == NETWORK_LESSONS + OPERATOR_LESSONS
+    all_names = [lesson.name for lesson in LESSONS]
+    assert len(set(all_names)) == len(all_names)
     missing = {bug: name for bug, name in REQUIRED.items() if name not in NAMES}
     assert not missing
 
@@ -188,8 +191,8 @@ def test_unknown_lesson_suggests_names():
 def test_cli_list(capsys):
     assert main(["teach", "--list"]) == 0
     out = capsys.readouterr().out
-    for name in NAMES:
-        assert name in out
+    for lesson in LESSONS:
+        assert lesson.name in out
     assert f"{len(LESSONS)} lessons" in out
 
 
@@ -217,10 +220,17 @@ def test_cli_lesson_report(tmp_path, capsys):
 
 
 def test_cli_check_all(capsys):
+    """Every lesson, network and operator: the bug caught, localized and diagnosed as declared (an
+    operator lesson in float64 and float32) and the fix passing (likewise)."""
     assert main(["teach", "--check-all"]) == 0
     out = capsys.readouterr().out
     n = len(LESSONS)
-    assert f"caught {n}/{n}, localized {n}/{n}, diagnosed {n}/{n}" in out
+    assert f"caught {n}/{n}, localized {n}/{n}, diagnosed {n}/{n}, fixes pass {n}/{n}" in out
+    assert f"{len(OPERATOR_LESSONS)} operator lessons checked in float64 and float32" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.split()}
+    for lesson in OPERATOR_LESSONS:
+        assert lesson.name in rows and "NO" not in rows[lesson.name], rows.get(lesson.name)
+        assert "float64, float32" in rows[lesson.name]
 
 
 def test_cli_quiz_right_and_wrong_answers(capsys):

@@ -4,8 +4,10 @@ One module per framework, each importing its framework only when called, so ``im
 gradcheck.adapters`` (and ``import gradcheck``) never pulls in torch or jax:
 
 =====================================  ==============================================================
-``gradcheck.adapters.torch``           ``as_fn(model, loss_fn)``, ``from_function(loss_fn, params)``
-``gradcheck.adapters.jax``             ``as_fn(loss_fn, params)`` (``value_and_grad``; ``custom_vjp`` ok)
+``gradcheck.adapters.torch``           ``as_fn(model, loss_fn)``, ``from_function(loss_fn, params)``;
+                                       ``check_function(fn, *inputs, gradgrad=...)`` for operators
+``gradcheck.adapters.jax``             ``as_fn(loss_fn, params)`` (``value_and_grad``; ``custom_vjp`` ok);
+                                       ``check_vjp`` / ``check_jvp(fun, *args, order=...)``
 ``gradcheck.adapters.autograd``        ``as_fn(loss_fn, params)`` (HIPS autograd; ``defvjp`` ok)
 ``gradcheck.adapters.micrograd``       ``as_fn(model, loss_fn)`` (karpathy micrograd 0.1.0)
 ``gradcheck.adapters.numpy_style``     ``as_fn(layers, loss)`` for layer classes with forward/backward;

@@ -145,3 +145,131 @@ def numpy_leaf(name: str, leaf: Any, dtype: np.dtype | None, arg: str) -> Array:
     if a.dtype.kind not in "fiu" or a.dtype.kind in "iu" and dtype is None:
         raise TypeError(f"{arg}[{name!r}] has dtype {a.dtype}: parameters must be floating arrays")
     return a.astype(dtype if dtype is not None else a.dtype, copy=False)
+
+
+# -- operator checks of a function and of its derivative (torch gradgrad, jax order=2) -------------
+def unobserved(check_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """An operator check without telling :data:`gradcheck.checker.observers` (the combined result is told)."""
+    return getattr(check_fn, "__wrapped__", check_fn)
+
+
+def unique_name(name: str, taken: Iterable[str]) -> str:
+    """``name``, with ``_`` appended until it is not in ``taken``."""
+    taken = set(taken)
+    while name in taken:
+        name += "_"
+    return name
+
+
+def combine_orders(first: Any, second: Any, base: str | None, words: tuple[str, str]) -> Any:
+    """One :class:`~gradcheck.result.Result` from a first-order operator check and the check of its
+    derivative (``words``: what each order checks, e.g. ``("backward", "double backward")``).
+
+    The verdict is both; the result's ``name`` says which order failed (so the first line of
+    ``str(result)`` does): ``"<base>, second order (double backward)"``. Tensors are both checks'
+    Jacobian blocks (the second order's are ``dgrad_<input>/d...``); worst element, failures and
+    diagnosis come from the failing order (the first when both fail); ``operator`` is the first
+    order's with the second's under ``"second_order"``; a note per order sums it up.
+    """
+    import dataclasses  # noqa: PLC0415 - only operator checks need these
+    import math  # noqa: PLC0415
+
+    from gradcheck.result import fmt_error, operator_text  # noqa: PLC0415
+
+    second = _renamed(second, set(first.tensors))
+    orders = [("first order", words[0], first), ("second order", words[1], second)]
+    failed = [o for o in orders if not o[2].passed]
+    shown = failed if len(failed) == 1 else orders
+    which = " and ".join(o[0] for o in shown).replace("first order and second order", "first and second order")
+    which += f" ({' and '.join(o[1] for o in shown)})"
+    if failed:
+        lead, other = (first, second) if not first.passed else (second, first)
+    else:
+        lead, other = (first, second) if first.max_rel_error >= second.max_rel_error else (second, first)
+    problems = list(lead.problems)
+    problems += [p for p in other.problems if all(p.message != q.message for q in problems)]
+    notes = []
+    for label, what, r in orders:
+        status = "passed" if r.passed else "FAILED"
+        # the first order's coverage is the result's own operator line
+        covered = f"; {operator_text(r.operator)}" if r.operator and r is second else ""
+        notes.append(f"{label} ({what}): {status}, max relative error {fmt_error(r.max_rel_error)}{covered}")
+    for r in (lead, other):
+        notes += [n for n in r.notes if n not in notes]
+    operator = dict(first.operator or {})
+    if second.operator is not None:
+        operator["second_order"] = dict(second.operator)
+    return dataclasses.replace(
+        lead, passed=first.passed and second.passed, name=f"{base}, {which}" if base else which,
+        max_rel_error=max(first.max_rel_error, second.max_rel_error),
+        tensors={**first.tensors, **second.tensors}, failures=(lead.failures + other.failures)[:50],
+        kinks=(lead.kinks + other.kinks)[:50], problems=problems, notes=notes,
+        calls=first.calls + second.calls, seconds=first.seconds + second.seconds,
+        noise=max(first.noise, second.noise), scale=max(first.scale, second.scale),
+        margin=max(first.margin, second.margin), normwise=max(first.normwise, second.normwise),
+        n_below_resolution=first.n_below_resolution + second.n_below_resolution, operator=operator,
+        tolerance=lead.tolerance if not math.isnan(lead.tolerance) else other.tolerance)
+
+
+def second_order_result(first: Any, run: Callable[[], Any]) -> Any:
+    """The second-order result: ``run()``, unless the first-order check found a fault of the
+    function (then a ``first_order_failed`` problem); a fault while setting it up is its failure."""
+    import math  # noqa: PLC0415
+
+    from gradcheck.result import Problem, Result  # noqa: PLC0415
+
+    def failed(kind: str, message: str) -> Any:
+        return Result(passed=False, max_rel_error=math.inf, worst_param=None, dtype=first.dtype,
+                      problems=[Problem(kind, message)])
+
+    if first.problems:
+        return failed("first_order_failed", "second order not checked: the first-order check found a fault of the "
+                                            "function")
+    try:
+        return run()
+    except Exception as exc:
+        return failed("raised", f"the second-order check could not start: {type(exc).__name__}: {exc}")
+
+
+def tell_observers(result: Any) -> Any:
+    """Hand ``result`` to :data:`gradcheck.checker.observers` (what every check does) and return it."""
+    from gradcheck import checker  # noqa: PLC0415
+
+    for observe in checker.observers:
+        observe(result)
+    return result
+
+
+def _second_name(name: str) -> str:
+    """``x (cotangent 0)`` -> ``x (second order, cotangent 0)``; ``x`` -> ``x (second order)``."""
+    head, sep, tail = name.rpartition(" (")
+    return f"{head} (second order, {tail}" if sep and name.endswith(")") else f"{name} (second order)"
+
+
+def _renamed(second: Any, taken: set[str]) -> Any:
+    """The second-order result with its tensors that share a first-order tensor's name (the random
+    cotangents' ``x (cotangent 0)``) renamed, in its elements and diagnosis too."""
+    import dataclasses  # noqa: PLC0415
+
+    clash = {n: _second_name(n) for n in second.tensors if n in taken}
+    if not clash:
+        return second
+
+    def element(e: Any) -> Any:
+        if e is None or e.param not in clash:
+            return e
+        new = clash[e.param]
+        display = e.display
+        old_suffix, new_suffix = e.param[len(e.param.rpartition(" (")[0]):], new[len(e.param.rpartition(" (")[0]):]
+        if display and old_suffix and display.endswith(old_suffix):
+            display = display[: len(display) - len(old_suffix)] + new_suffix
+        return dataclasses.replace(e, param=new, display=display)
+
+    diagnosis = second.diagnosis
+    if diagnosis is not None:
+        diagnosis = dataclasses.replace(diagnosis, params=[clash.get(p, p) for p in diagnosis.params])
+    return dataclasses.replace(
+        second, tensors={clash.get(n, n): dataclasses.replace(t, name=clash.get(n, n)) for n, t in second.tensors.items()},
+        worst=element(second.worst), closest=element(second.closest), failures=[element(e) for e in second.failures],
+        kinks=[element(e) for e in second.kinks], diagnosis=diagnosis,
+        worst_param=clash.get(second.worst_param, second.worst_param))

@@ -8,15 +8,36 @@ default, so the check resolves errors far below float32 rounding.
 
 >>> fn, params = as_fn(model, torch.nn.MSELoss())           # doctest: +SKIP
 >>> gradcheck.check(fn, params, X, y, loss_fn=fn.loss)      # doctest: +SKIP
+
+One function or layer on its own (a custom ``autograd.Function``, ``F.conv2d``) is checked as an
+operator, every output against every input that requires grad, by :func:`check_function`
+(``gradgrad=True`` adds its double backward) and, in forward mode, :func:`check_function_jvp`.
+
+>>> check_function(MyFunction.apply, x, weight, gradgrad=True)   # doctest: +SKIP
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import inspect
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from gradcheck.adapters._common import AdaptedFn, float_dtype, numpy_leaf, reject_complex, require
+from gradcheck import operators
+from gradcheck.adapters._common import (
+    AdaptedFn,
+    combine_orders,
+    float_dtype,
+    numpy_leaf,
+    reject_complex,
+    require,
+    second_order_result,
+    tell_observers,
+    unique_name,
+    unobserved,
+)
+from gradcheck.result import Problem, Result
 
 Array = np.ndarray
 
@@ -214,4 +235,329 @@ def from_function(loss_fn: Callable[[dict, Any, Any], Any], params: Mapping[str,
     return fn, start
 
 
-__all__ = ["as_fn", "from_function"]
+# -- one function as an operator: check_function, check_function_jvp ---------------------------------
+#: the first-order gradient of input ``x`` is the output ``grad_x`` of the double-backward check; the
+#: cotangent of output ``out`` is its input ``grad_out``
+GRAD_PREFIX = "grad_"
+#: torch's words when a gradient has no graph of its own (backward under no_grad, .detach(),
+#: @once_differentiable)
+_NOT_DIFFERENTIABLE = ("does not require grad", "does not have a grad_fn", "once_differentiable",
+                       "differentiate twice")
+
+
+def _label(fn: Any) -> str:
+    """``MyFunction`` for ``MyFunction.apply``; the function's name otherwise."""
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, type):
+        return owner.__name__
+    return str(getattr(fn, "__name__", None) or type(fn).__name__)
+
+
+def _input_names(torch, fn: Any, n: int) -> list[str]:
+    """The positional parameter names of ``fn`` (of ``forward`` for ``MyFunction.apply``, without
+    ``ctx``); ``input{i}`` where there is none (``*args``, builtins such as ``F.conv2d``)."""
+    target, skip = fn, 0
+    owner = getattr(fn, "__self__", None)
+    if isinstance(owner, type) and issubclass(owner, torch.autograd.Function):
+        function: Any = owner
+        target = function.forward
+        # old style forward(ctx, ...); with setup_context overridden, forward(...) has no ctx
+        skip = 1 if function.setup_context is torch.autograd.Function.setup_context else 0
+    try:
+        params = list(inspect.signature(target).parameters.values())[skip:]
+    except (TypeError, ValueError):
+        params = []
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = [params[i].name if i < len(params) and params[i].kind in positional else f"input{i}" for i in range(n)]
+    return names if len(set(names)) == n else [f"input{i}" for i in range(n)]
+
+
+class _Call:
+    """``fn(*inputs)`` with numpy in and out: tensors are rebuilt from numpy arrays (fresh copies in
+    their own dtype and device), every other argument is passed as it was given."""
+
+    def __init__(self, torch, fn: Any, inputs: Sequence[Any]) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable as fn(*inputs), got {type(fn).__name__}")
+        self.torch, self.fn, self.label = torch, fn, _label(fn)
+        names = _input_names(torch, fn, len(inputs))
+        self.slots: list[tuple[bool, Any]] = []   # (is a tensor, its name or the constant itself)
+        self.arrays: dict[str, Array] = {}
+        self.dtypes: dict[str, np.dtype] = {}
+        self.devices: dict[str, Any] = {}
+        self.wrt: list[str] = []
+        for name, value in zip(names, inputs):
+            if not isinstance(value, torch.Tensor):
+                self.slots.append((False, value))
+                continue
+            if value.is_complex():
+                raise TypeError(f"input {name!r} is a complex tensor ({value.dtype}): check_function checks real "
+                                "inputs only")
+            t = value.detach().cpu()
+            try:
+                a = np.array(t.numpy(), copy=True)
+            except TypeError:
+                raise ValueError(f"input {name!r} has dtype {value.dtype}, which numpy cannot hold; check it in "
+                                 "float32 or float64 (.float() / .double())") from None
+            self.slots.append((True, name))
+            self.arrays[name], self.dtypes[name], self.devices[name] = a, a.dtype, value.device
+            if value.is_floating_point() and value.requires_grad and a.size:
+                self.wrt.append(name)
+        if not self.wrt:
+            raise ValueError("no input is a floating tensor with requires_grad=True: nothing to differentiate "
+                             "(call .requires_grad_() on the inputs to check; the others are constants)")
+
+    def tensor(self, value: Any, dtype: np.dtype, device: Any, grad: bool = False) -> Any:
+        t = self.torch.from_numpy(np.array(value, dtype=dtype, copy=True))
+        t = t.to(device) if str(device) != "cpu" else t
+        return t.requires_grad_() if grad else t
+
+    def run(self, values: Mapping[str, Array], grad: Sequence[str] = ()) -> tuple[Any, dict[str, Any]]:
+        """``(fn's output, the leaf tensors by name)``; the inputs named in ``grad`` require grad."""
+        reject_complex({k: values[k] for k in self.arrays}, "torch")
+        leaves = {n: self.tensor(values[n], self.dtypes[n], self.devices[n], n in grad) for n in self.arrays}
+        args = [leaves[v] if is_tensor else v for is_tensor, v in self.slots]
+        return self.fn(*args), leaves
+
+    def outputs(self, out: Any) -> list[Any]:
+        """fn's outputs as a list (one tensor, or a tuple/list of them)."""
+        if isinstance(out, self.torch.Tensor):
+            return [out]
+        if isinstance(out, (tuple, list)):
+            return list(out)
+        raise TypeError(f"{self.label} must return a tensor or a tuple of tensors, got {type(out).__name__}")
+
+    def numpy(self, t: Any) -> Any:
+        if isinstance(t, self.torch.Tensor):
+            return t.detach().cpu().numpy().copy()
+        return t
+
+    def f(self, values: Mapping[str, Array]) -> Any:
+        """The plain forward (under no_grad), outputs as numpy: one array or a tuple."""
+        with self.torch.no_grad():
+            out, _ = self.run(values)
+        arrays = [self.numpy(o) for o in self.outputs(out)]
+        return arrays[0] if isinstance(out, self.torch.Tensor) else tuple(arrays)
+
+    def backward(self, values: Mapping[str, Array], cotangents: Sequence[Any], create_graph: bool = False,
+                 cot_grad: bool = False) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+        """``torch.autograd.grad`` of fn's outputs under ``cotangents`` (one per output, None for
+        none): ``(gradient tensors by input, None where unused; the leaves; the cotangent tensors)``."""
+        out, leaves = self.run(values, self.wrt)
+        outs = self.outputs(out)
+        pairs, cots = [], []
+        for o, c in zip(outs, cotangents):
+            ct = None
+            if c is not None and isinstance(o, self.torch.Tensor) and o.is_floating_point():
+                ct = self.tensor(c, np.dtype(str(o.dtype).replace("torch.", "")), o.device, cot_grad)
+                if o.requires_grad:  # an output without a graph passes no gradient (checked as 0)
+                    pairs.append((o, ct))
+            cots.append(ct)
+        if not pairs:
+            return {n: None for n in self.wrt}, leaves, cots
+        grads = self.torch.autograd.grad([o for o, _ in pairs], [leaves[n] for n in self.wrt],
+                                         grad_outputs=[c for _, c in pairs], allow_unused=True,
+                                         create_graph=create_graph)
+        return dict(zip(self.wrt, grads)), leaves, cots
+
+    def f_vjp(self, values: Mapping[str, Array], cotangents: Any) -> dict[str, Any]:
+        cots = list(cotangents) if isinstance(cotangents, tuple) else [cotangents]
+        with self.torch.enable_grad():
+            grads, _, _ = self.backward(values, cots)
+        return {n: None if g is None else self.numpy(g) for n, g in grads.items()}
+
+
+def check_function(fn: Callable[..., Any], *inputs: Any, gradgrad: bool = False, nondet_tol: float = 0.0,
+                   mode: str = "auto", seed: int = 0, name: str | None = None, **options: Any) -> Result:
+    """Check the backward of one tensor function, e.g. a custom ``autograd.Function``, as an operator.
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(*inputs) -> tensor or tuple of tensors``; ``MyFunction.apply`` for a custom Function.
+    *inputs
+        Its arguments. Floating tensors with ``requires_grad=True`` are differentiated; the others
+        (integer tensors, tensors not requiring grad, non-tensor arguments such as ``stride=2`` or
+        ``eps``) are constants. The caller's tensors are only read (copied to numpy once).
+    gradgrad : bool
+        Also check the double backward: the operator ``(inputs, cotangents) -> first-order grads``
+        (``torch.autograd.grad(..., create_graph=True)``) against finite differences of the
+        backward, through torch's second backward (as ``torch.autograd.gradgradcheck``). A backward
+        that is not differentiable (computed under ``no_grad``, from ``.detach()``-ed tensors, or
+        ``@once_differentiable``) fails with a problem of kind ``"not_differentiable"`` saying so.
+    nondet_tol, mode, seed, name, **options
+        As in :func:`gradcheck.check_vjp` (``cotangents``, ``max_rows``, ``scheme``, ``rtol``,
+        ``detect_kinks``).
+
+    Returns
+    -------
+    Result
+        :func:`gradcheck.check_vjp`'s: inputs are named after fn's parameters (``forward``'s for a
+        Function; ``input0, input1, ...`` where there are none), outputs ``out`` or ``out0, out1,
+        ...``; Jacobian blocks ``dout/dx``. With ``gradgrad`` one result for both orders: its name
+        says which order failed (``"<name>, second order (double backward)"``), the second order's
+        blocks are ``dgrad_x/dx`` and ``dgrad_x/dgrad_out`` (``grad_out``: the cotangent), and
+        ``result.operator["second_order"]`` describes that check.
+    """
+    torch = _torch()
+    if "wrt" in options:
+        raise TypeError("check_function differentiates the floating inputs with requires_grad=True: set "
+                        "requires_grad=False on the others instead of passing wrt=")
+    call = _Call(torch, fn, inputs)
+    common = dict(wrt=call.wrt, nondet_tol=nondet_tol, mode=mode, seed=seed, **options)
+    if not gradgrad:
+        return operators.check_vjp(call.f, call.f_vjp, call.arrays, name=name, **common)
+    first = unobserved(operators.check_vjp)(call.f, call.f_vjp, call.arrays, **common)
+    base = name if name is not None else call.label
+    second = second_order_result(first, lambda: _double_backward(torch, call, seed, common))
+    return tell_observers(combine_orders(first, second, base, ("backward", "double backward")))
+
+
+def _double_backward(torch, call: _Call, seed: int, common: dict) -> Result:
+    """The second-order check: ``(inputs, cotangents) -> grads`` and its VJP, torch's second backward."""
+    structure = operators.Structure.of(call.f(call.arrays))
+    floating = structure.floating()
+    grad_names = {n: GRAD_PREFIX + n for n in call.wrt}
+    cot_names: dict[int, str] = {}
+    for i in floating:
+        cot_names[i] = unique_name(GRAD_PREFIX + structure.names[i], [*call.arrays, *cot_names.values()])
+    rng = np.random.default_rng(seed)
+    inputs = dict(call.arrays)
+    for i, c in cot_names.items():
+        dtype = structure.dtypes[i] if structure.dtypes[i].kind == "f" else np.dtype(np.float64)
+        inputs[c] = rng.standard_normal(structure.shapes[i]).astype(dtype)
+
+    def cotangents(values: Mapping[str, Array]) -> list[Any]:
+        return [values[cot_names[i]] if i in cot_names else None for i in range(len(structure.names))]
+
+    def g(values: Mapping[str, Array]) -> dict[str, Array]:
+        with torch.enable_grad():
+            grads, _, _ = call.backward(values, cotangents(values))
+        return {grad_names[n]: (np.zeros(call.arrays[n].shape, call.dtypes[n]) if gr is None else call.numpy(gr))
+                for n, gr in grads.items()}
+
+    def g_vjp(values: Mapping[str, Array], v: Mapping[str, Array]) -> dict[str, Any]:
+        with torch.enable_grad():
+            grads, leaves, cots = call.backward(values, cotangents(values), create_graph=True, cot_grad=True)
+            pairs = [(gr, call.tensor(v[grad_names[n]], call.dtypes[n], gr.device)) for n, gr in grads.items()
+                     if gr is not None and gr.requires_grad]
+            wrt = [leaves[n] for n in call.wrt] + [cots[i] for i in cot_names]
+            names = list(call.wrt) + list(cot_names.values())
+            if not pairs:
+                return {n: None for n in names}
+            second = torch.autograd.grad([p for p, _ in pairs], wrt, grad_outputs=[c for _, c in pairs],
+                                         allow_unused=True)
+        return {n: None if s is None else call.numpy(s) for n, s in zip(names, second)}
+
+    problem = _not_differentiable(torch, call, inputs, cotangents, grad_names, g_vjp, rng)
+    if problem is not None:
+        return Result(passed=False, max_rel_error=float("inf"), worst_param=problem[0],
+                      dtype=str(min((a.dtype for a in call.arrays.values() if a.dtype.kind == "f"),
+                                    key=lambda d: d.itemsize, default=np.dtype(np.float64))),
+                      problems=[Problem("not_differentiable", problem[1], problem[0])])
+    wrt2 = [*call.wrt, *cot_names.values()]
+    return unobserved(operators.check_vjp)(g, g_vjp, inputs, **{**common, "wrt": wrt2})
+
+
+def _not_differentiable(torch, call: _Call, inputs: dict[str, Array], cotangents: Callable, grad_names: dict,
+                        g_vjp: Callable, rng: np.random.Generator) -> tuple[str | None, str] | None:
+    """``(input, explanation)`` when the first-order gradient has no graph to differentiate: a
+    nonzero gradient that does not require grad after ``create_graph=True`` (the backward ran under
+    ``no_grad`` or on ``.detach()``-ed tensors: a correct gradient is linear in the cotangent, so it
+    cannot be a constant), or torch refusing the second backward; None otherwise (faults of fn are
+    the check's to report)."""
+    try:
+        with torch.enable_grad():
+            grads, _, _ = call.backward(inputs, cotangents(inputs), create_graph=True, cot_grad=True)
+    except Exception:
+        return None
+    for n, gr in grads.items():
+        if gr is not None and not gr.requires_grad and bool(torch.any(gr != 0)):
+            return n, (f"the backward is not differentiable: the gradient of {n!r} does not require grad after "
+                       "torch.autograd.grad(..., create_graph=True), so the double backward sees a constant: it "
+                       "was computed under torch.no_grad() or from .detach()-ed tensors; compute the backward "
+                       "with differentiable torch operations (or make it a Function of its own)")
+        if gr is not None and _refuses_double_backward(gr.grad_fn):
+            return n, (f"the backward is not differentiable: the gradient of {n!r} comes from a backward marked "
+                       "@once_differentiable (torch's double backward raises \"trying to differentiate twice a "
+                       "function that was marked with @once_differentiable\"; with allow_unused it silently "
+                       "gives no gradient); drop the decorator and compute the backward with differentiable torch "
+                       "operations")
+    v = {grad_names[n]: rng.standard_normal(call.arrays[n].shape).astype(call.dtypes[n]) for n in call.wrt}
+    try:
+        g_vjp(inputs, v)
+    except RuntimeError as exc:
+        if any(words in str(exc) for words in _NOT_DIFFERENTIABLE):
+            return None, (f"the backward is not differentiable: torch's double backward raised RuntimeError: "
+                          f"{str(exc).splitlines()[0]} (a backward computed under torch.no_grad(), from "
+                          ".detach()-ed tensors, or marked @once_differentiable)")
+    except Exception:
+        return None
+    return None
+
+
+def _refuses_double_backward(node: Any, limit: int = 10_000) -> bool:
+    """Whether the graph of a gradient holds torch's ``Error`` node (what ``@once_differentiable``
+    leaves where the backward's own backward should be)."""
+    seen: set[int] = set()
+    todo = [node]
+    while todo and len(seen) < limit:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.name() == "torch::autograd::Error":
+            return True
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    return False
+
+
+def check_function_jvp(fn: Callable[..., Any], *inputs: Any, mode: str = "auto", seed: int = 0,
+                       name: str | None = None, **options: Any) -> Result:
+    """Check the forward-mode derivative of ``fn`` (``torch.autograd.forward_ad``: a custom
+    Function's ``jvp``) with :func:`gradcheck.check_jvp`; inputs, names and constants as in
+    :func:`check_function`. A Function without a ``jvp`` raises ``ValueError`` saying so."""
+    torch = _torch()
+    if "wrt" in options:
+        raise TypeError("check_function_jvp differentiates the floating inputs with requires_grad=True: set "
+                        "requires_grad=False on the others instead of passing wrt=")
+    call = _Call(torch, fn, inputs)
+    fwad = torch.autograd.forward_ad
+    with warnings.catch_warnings():  # the first make_dual loads torch's jvp decompositions, which
+        warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)  # script them
+        with fwad.dual_level():
+            fwad.make_dual(torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+
+    def f_jvp(values: Mapping[str, Array], tangents: Mapping[str, Array]) -> Any:
+        with fwad.dual_level():
+            reject_complex({k: values[k] for k in call.arrays}, "torch")
+            leaves = {}
+            for n in call.arrays:
+                t = call.tensor(values[n], call.dtypes[n], call.devices[n])
+                leaves[n] = fwad.make_dual(t, call.tensor(tangents[n], call.dtypes[n], call.devices[n])) \
+                    if n in tangents else t
+            out = call.fn(*[leaves[v] if is_tensor else v for is_tensor, v in call.slots])
+            result = []
+            for o in call.outputs(out):
+                if isinstance(o, torch.Tensor) and o.is_floating_point():
+                    tangent = fwad.unpack_dual(o).tangent
+                    result.append(np.zeros(tuple(o.shape), call.numpy(o).dtype) if tangent is None
+                                  else call.numpy(tangent))
+                else:
+                    result.append(call.numpy(o))
+        return result[0] if isinstance(out, torch.Tensor) else tuple(result)
+
+    try:
+        f_jvp(call.arrays, {n: np.zeros_like(call.arrays[n]) for n in call.wrt})
+    except (NotImplementedError, RuntimeError) as exc:
+        text = str(exc)
+        if "jvp" in text or "forward" in text.lower():
+            raise ValueError(f"{call.label} has no forward-mode derivative: torch raised {type(exc).__name__}: "
+                             f"{text.splitlines()[0]} (check its backward with check_function instead)") from None
+    except Exception:
+        pass  # a fault of fn: the check reports it
+    return operators.check_jvp(call.f, f_jvp, call.arrays, wrt=call.wrt, mode=mode, seed=seed, name=name,
+                               **options)
+
+
+__all__ = ["as_fn", "from_function", "check_function", "check_function_jvp", "GRAD_PREFIX"]

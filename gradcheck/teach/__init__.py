@@ -1,12 +1,24 @@
 """Lessons on classic derivative bugs: a catalog of mutants of a textbook network, each with its fix,
-the reason it is wrong and what gradcheck should say about it (``gradcheck teach``).
+the reason it is wrong and what gradcheck should say about it, and of bugs in single operators'
+backward passes checked with ``check_vjp`` (``gradcheck teach``).
 
 >>> from gradcheck.teach import LESSONS, get_lesson, run_lesson
 >>> outcome = run_lesson(get_lesson("tanh-one-minus-a"))   # doctest: +SKIP
 >>> outcome.caught, outcome.result.worst_param, outcome.pattern   # doctest: +SKIP
 (True, 'W1', 'hidden_layer_derivative')
 """
-from gradcheck.teach.catalog import LESSONS, PASSES, Case, Lesson, get_lesson
+from gradcheck.teach.catalog import (
+    LESSONS,
+    NETWORK_LESSONS,
+    OPERATOR_LESSONS,
+    PASSES,
+    AnyLesson,
+    Case,
+    Lesson,
+    OperatorLesson,
+    get_lesson,
+)
 from gradcheck.teach.run import Outcome, run_lesson
 
-__all__ = ["LESSONS", "PASSES", "Case", "Lesson", "get_lesson", "Outcome", "run_lesson"]
+__all__ = ["LESSONS", "NETWORK_LESSONS", "OPERATOR_LESSONS", "PASSES", "AnyLesson", "Case", "Lesson", "OperatorLesson",
+           "get_lesson", "Outcome", "run_lesson"]

@@ -8,7 +8,10 @@ one (a kink). ``tensors`` are where the worst error must be (for a passing lesso
 are); empty means anywhere.
 
 Adding a lesson: write the mutant (and, if the base class is not already the fix, the fix) as a
-subclass in :mod:`gradcheck.teach.mutants`, then append a ``Lesson(...)`` to :data:`LESSONS`.
+subclass in :mod:`gradcheck.teach.mutants`, then append a ``Lesson(...)`` to :data:`NETWORK_LESSONS`.
+
+:data:`LESSONS` also holds the operator lessons (:mod:`gradcheck.teach.operator_lessons`): one
+operator's backward checked with ``check_vjp``, the bug a branch of its vjp.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import numpy as np
 
 from gradcheck.spec import Layer, NetworkSpec
 from gradcheck.teach import mutants as m
+from gradcheck.teach.operator_lessons import OPERATOR_LESSONS, OperatorLesson
 from gradcheck.teach.textbook import MLP, batch
 
 #: the expected outcome of a lesson whose code is correct (a kink, float32 rounding)
@@ -260,7 +264,7 @@ HIDDEN = ("W1", "b1", "W2", "b2")
 ALL_SQUARE = ("W1", "b1", "W2", "b2", "W3", "b3")
 ONE_HIDDEN = ("W1", "b1", "W2", "b2")
 
-LESSONS: tuple[Lesson, ...] = (
+NETWORK_LESSONS: tuple[Lesson, ...] = (
     # activation derivatives
     Lesson("sigmoid-prime-of-z", "sigmoid' computed from the pre-activation with the x(1 - x) formula",
            "activation", m.SigmoidPrimeOfZ, m.SigmoidFromOutput, "derivative", hidden_net("sigmoid"),
@@ -437,10 +441,17 @@ LESSONS: tuple[Lesson, ...] = (
            "accumulating", (), "zero the stored gradients at the start of every step"),
 )
 
+#: a lesson of either kind: a whole network's ``check`` or one operator's ``check_vjp``
+AnyLesson = Lesson | OperatorLesson
+
+#: every lesson: the network lessons, then the operator lessons
+LESSONS: tuple[AnyLesson, ...] = NETWORK_LESSONS + OPERATOR_LESSONS
+
 _BY_NAME = {lesson.name: lesson for lesson in LESSONS}
+assert len(_BY_NAME) == len(LESSONS), "two lessons share a name"
 
 
-def get_lesson(name: str) -> Lesson:
+def get_lesson(name: str) -> AnyLesson:
     """The lesson ``name``, or number ``name`` as ``gradcheck teach --list`` numbers them (from 1);
     a ValueError suggests lessons whose name or topic contains the word, or close spellings."""
     if name.isdigit():
@@ -459,4 +470,5 @@ def get_lesson(name: str) -> Lesson:
         raise ValueError(f"unknown lesson {name!r}{hint}; `gradcheck teach --list` shows all {len(LESSONS)}") from None
 
 
-__all__ = ["Lesson", "Case", "LESSONS", "PASSES", "get_lesson", "code_diff"]
+__all__ = ["Lesson", "OperatorLesson", "AnyLesson", "Case", "LESSONS", "NETWORK_LESSONS", "OPERATOR_LESSONS",
+           "PASSES", "get_lesson", "code_diff"]

@@ -1,4 +1,5 @@
-"""``gradcheck teach``: run lessons on classic derivative bugs.
+"""``gradcheck teach``: run lessons on classic derivative bugs (of whole networks, checked with
+``check``, and of single operators' backward passes, checked with ``check_vjp``).
 
     gradcheck teach --list                    the lessons, as a table
     gradcheck teach NAME [--report DIR]       one lesson: wrong vs right code, verdict, diagnosis, fix
@@ -19,7 +20,7 @@ import textwrap
 import time
 from collections.abc import Sequence
 
-from gradcheck.teach.catalog import LESSONS, Lesson, get_lesson
+from gradcheck.teach.catalog import LESSONS, AnyLesson, OperatorLesson, get_lesson
 from gradcheck.teach.run import Outcome, run_lesson
 
 N_CHOICES = 4
@@ -112,31 +113,42 @@ def _indent(text: str, indent: str = "  ") -> str:
     return textwrap.indent(text, indent)
 
 
-def _expected(lesson: Lesson) -> str:
+def _expected(lesson: AnyLesson) -> str:
+    if isinstance(lesson, OperatorLesson):
+        return lesson.expected or "no pattern"
     return "passes (not a bug)" if lesson.passes else lesson.expected
+
+
+def _says(lesson: AnyLesson) -> str:
+    return lesson.expects() if isinstance(lesson, OperatorLesson) else _expected(lesson)
 
 
 # -- --list ----------------------------------------------------------------------------------------
 def list_lessons() -> int:
-    rows = [(str(k), l.name, l.topic, l.title, _expected(l)) for k, l in enumerate(LESSONS, 1)]
+    rows = [(str(k), l.name, l.topic, l.title, _says(l)) for k, l in enumerate(LESSONS, 1)]
     print_table(("#", "lesson", "topic", "title", "gradcheck says"), rows, title=f"{len(LESSONS)} lessons")
     return 0
 
 
 # -- one lesson ------------------------------------------------------------------------------------
-def show_code(lesson: Lesson) -> None:
+def show_code(lesson: AnyLesson) -> None:
     labels = ("one way", "the other") if lesson.passes else ("wrong", "right")
-    print(f"The code ({lesson.where()} vs {lesson.where(fixed=True)}):")
+    if isinstance(lesson, OperatorLesson):
+        print(f"The code ({lesson.where()} vs {lesson.where(fixed=True)}, gradcheck/teach/operators.py):")
+    else:
+        print(f"The code ({lesson.where()} vs {lesson.where(fixed=True)}):")
     for wrong, right in lesson.diff():
         for line in wrong or ["(missing)"]:
             print(f"  - {labels[0]:>9}:  {line}")
         for line in right or ["(missing)"]:
             print(f"  + {labels[1]:>9}:  {line}")
-    print(f"\n  the whole {'first version' if lesson.passes else 'wrong method'}:")
+    whole = "wrong backward" if isinstance(lesson, OperatorLesson) else \
+        "first version" if lesson.passes else "wrong method"
+    print(f"\n  the whole {whole}:")
     print(_indent(lesson.source().rstrip(), "    "))
 
 
-def _derivation(lesson: Lesson) -> str | None:
+def _derivation(lesson: AnyLesson) -> str | None:
     if lesson.derivation is None:
         return None
     try:
@@ -158,10 +170,19 @@ def verdict_lines(outcome: Outcome) -> list[str]:
     else:
         lines.append(f"verdict: {'FAILED' if not r.passed else 'passed'} ({'caught' if outcome.caught else 'MISSED'})")
         w = r.worst
-        where = f"worst element {w.label()}: claimed {w.claimed:.9g}, numerical {w.numerical:.9g}" if w else \
-            f"worst tensor {r.worst_param}"
-        want = f"expected in {', '.join(lesson.tensors)}" if lesson.tensors else "any tensor"
-        lines.append(f"{where} ({want}: {yes[outcome.localized]})")
+        if isinstance(lesson, OperatorLesson):
+            if w is None:
+                lines.append(f"no worst element (expected {lesson.pair}: {yes[outcome.localized]})")
+            else:
+                pair = f"output {w.output}, input {w.input}" if w.output is not None else f"input {w.input}"
+                lines.append(f"worst element {w.label()} ({pair}): claimed {w.claimed:.9g}, numerical "
+                             f"{w.numerical:.9g}; error {w.rel_error:.3g} vs tolerance {w.tolerance:.3g} "
+                             f"(expected {lesson.pair}: {yes[outcome.localized]})")
+        else:
+            where = f"worst element {w.label()}: claimed {w.claimed:.9g}, numerical {w.numerical:.9g}" if w else \
+                f"worst tensor {r.worst_param}"
+            want = f"expected in {', '.join(lesson.tensors)}" if lesson.tensors else "any tensor"
+            lines.append(f"{where} ({want}: {yes[outcome.localized]})")
     d = r.diagnosis
     if d is not None:
         lines.append(f"diagnosis: {d.pattern} (confidence {d.confidence}; expected {_expected(lesson)}: "
@@ -176,7 +197,9 @@ def verdict_lines(outcome: Outcome) -> list[str]:
     return lines
 
 
-def show_lesson(lesson: Lesson, *, report: str | None = None, symbolic: bool = False) -> int:
+def show_lesson(lesson: AnyLesson, *, report: str | None = None, symbolic: bool = False) -> int:
+    if isinstance(lesson, OperatorLesson):
+        return show_operator_lesson(lesson, report=report, symbolic=symbolic)
     k = LESSONS.index(lesson) + 1
     case = lesson.case()
     print(f"== lesson {k}/{len(LESSONS)}: {lesson.name} ==")
@@ -208,6 +231,52 @@ def show_lesson(lesson: Lesson, *, report: str | None = None, symbolic: bool = F
     return code
 
 
+def _brief(o: Outcome) -> str:
+    """One line: an operator lesson's verdict in one dtype."""
+    yes = {True: "as expected", False: "NOT as expected"}
+    r, w = o.result, o.result.worst
+    return (f"{'FAILED' if not r.passed else 'passed'} ({'caught' if o.caught else 'MISSED'}), worst element "
+            f"{w.label() if w else r.worst_param} ({yes[o.localized]}), diagnosis {o.pattern or 'none'} "
+            f"({yes[o.diagnosed]})")
+
+
+def _fix_line(o: Outcome) -> str:
+    r = o.result
+    return (f"{'passed' if r.passed else 'FAILED'} (max relative error {r.max_rel_error:.2e}, "
+            f"tolerance {r.tolerance:.2e})")
+
+
+def show_operator_lesson(lesson: OperatorLesson, *, report: str | None = None, symbolic: bool = False) -> int:
+    k = LESSONS.index(lesson) + 1
+    op = lesson.operator
+    print(f"== lesson {k}/{len(LESSONS)}: {lesson.name} ==")
+    print(lesson.title)
+    print(f"topic: {lesson.topic} | operator: {op.name}, {op.description}\n")
+    show_code(lesson)
+    print("\nWhy:")
+    print(_wrap(lesson.why))
+    if symbolic:
+        print("\n(--symbolic: the SymPy oracle is for network lessons; not run)")
+    outcome = run_lesson(lesson)
+    print(f"\ncheck_vjp(f, f_vjp, inputs) on the wrong backward ({outcome.dtype}):")
+    print(_indent(str(outcome.result)))
+    print()
+    for line in verdict_lines(outcome):
+        print(line)
+    others = [run_lesson(lesson, dtype=d) for d in lesson.dtypes[1:]]
+    for o in others:
+        print(f"in {o.dtype}: {_brief(o)}")
+    fixes = [run_lesson(lesson, fixed=True, dtype=d) for d in lesson.dtypes]
+    print(f"\nThe fix: {lesson.fix_note}")
+    for f in fixes:
+        print(f"gradcheck on the fixed code ({f.dtype}): {_fix_line(f)}")
+    ok = outcome.ok and all(o.ok for o in others) and all(f.result.passed for f in fixes)
+    code = 0 if ok else 1
+    if report:
+        code = max(code, _write_report([outcome.result, fixes[0].result], report, f"gradcheck lesson: {lesson.name}"))
+    return code
+
+
 def _write_report(results, out_dir: str, title: str) -> int:
     try:
         from gradcheck.report import write  # noqa: PLC0415 - imported when the command runs
@@ -220,36 +289,57 @@ def _write_report(results, out_dir: str, title: str) -> int:
 
 
 # -- --check-all -----------------------------------------------------------------------------------
+def _dtypes_failing(outcomes: list[Outcome], what: str) -> str:
+    """`` (float32)``: the dtypes in which ``what`` (caught, localized, ...) did not hold, if several ran."""
+    bad = [o.dtype or "" for o in outcomes if not getattr(o, what)]
+    return f" ({', '.join(bad)})" if bad and len(outcomes) > 1 else ""
+
+
 def check_all(report: str | None = None) -> int:
-    rows, outcomes = [], []
+    """Every lesson: the bug behaves as the lesson says (an operator lesson: in each of its dtypes,
+    float64 and float32) and the fix passes (likewise)."""
+    rows, results = [], []
+    counts = {"caught": 0, "localized": 0, "diagnosed": 0, "fixed": 0}
     t0 = time.perf_counter()
+    mark = {True: "yes", False: "NO"}
     for lesson in LESSONS:
-        o = run_lesson(lesson)
-        outcomes.append(o)
-        mark = {True: "yes", False: "NO"}
+        dtypes: list[str | None] = list(lesson.dtypes) if isinstance(lesson, OperatorLesson) else [None]
+        runs = [run_lesson(lesson, dtype=d) for d in dtypes]
+        fixes = [run_lesson(lesson, fixed=True, dtype=d) for d in dtypes]
+        o = runs[0]
+        results.append(o.result)
+        verdict = {what: all(getattr(r, what) for r in runs) for what in ("caught", "localized", "diagnosed")}
+        fixed = all(f.result.passed for f in fixes)
+        for what, value in (*verdict.items(), ("fixed", fixed)):
+            counts[what] += value
         if lesson.passes:
             where = "kinks in " + (",".join(sorted({e.param for e in o.result.kinks})) or "-")
         else:
             where = str(o.result.worst_param)
-        rows.append((lesson.name, "passes" if lesson.passes and o.caught else mark[o.caught],
-                     f"{where} {mark[o.localized]}", f"{o.pattern or '-'} {mark[o.diagnosed]}"))
-    print_table(("lesson", "caught", "worst tensor", "named"), rows)
-    n = len(outcomes)
-    caught = sum(o.caught for o in outcomes)
-    localized = sum(o.localized for o in outcomes)
-    diagnosed = sum(o.diagnosed for o in outcomes)
-    print(f"caught {caught}/{n}, localized {localized}/{n}, diagnosed {diagnosed}/{n} "
-          f"({time.perf_counter() - t0:.1f} s)")
-    code = 0 if caught == localized == diagnosed == n else 1
+        caught = "passes" if lesson.passes and verdict["caught"] else mark[verdict["caught"]]
+        rows.append((lesson.name, caught + _dtypes_failing(runs, "caught"),
+                     f"{where} {mark[verdict['localized']]}{_dtypes_failing(runs, 'localized')}",
+                     f"{o.pattern or '-'} {mark[verdict['diagnosed']]}{_dtypes_failing(runs, 'diagnosed')}",
+                     mark[fixed] + ("" if fixed or len(fixes) == 1 else
+                                    " (" + ", ".join(f.dtype or "" for f in fixes if not f.result.passed) + ")"),
+                     ", ".join(d or o.result.dtype for d in dtypes)))
+    print_table(("lesson", "caught", "worst tensor", "named", "fix passes", "dtype"), rows)
+    n = len(LESSONS)
+    n_op = sum(isinstance(lesson, OperatorLesson) for lesson in LESSONS)
+    print(f"caught {counts['caught']}/{n}, localized {counts['localized']}/{n}, diagnosed {counts['diagnosed']}/{n}, "
+          f"fixes pass {counts['fixed']}/{n} ({n - n_op} network lessons, {n_op} operator lessons checked in "
+          f"float64 and float32; {time.perf_counter() - t0:.1f} s)")
+    code = 0 if all(v == n for v in counts.values()) else 1
     if report:
-        code = max(code, _write_report([o.result for o in outcomes], report, "gradcheck lessons"))
+        code = max(code, _write_report(results, report, "gradcheck lessons"))
     return code
 
 
 # -- --quiz ----------------------------------------------------------------------------------------
-def quiz_choices(lesson: Lesson, rng: random.Random) -> list[Lesson]:
-    """The lesson and N_CHOICES - 1 distractors, preferring ones gradcheck names the same way."""
-    others = [l for l in LESSONS if l is not lesson and not l.passes]
+def quiz_choices(lesson: AnyLesson, rng: random.Random) -> list[AnyLesson]:
+    """The lesson and N_CHOICES - 1 distractors of the same kind (network or operator), preferring
+    ones gradcheck names the same way."""
+    others = [l for l in LESSONS if l is not lesson and not l.passes and type(l) is type(lesson)]
     same = [l for l in others if l.expected == lesson.expected]
     rest = [l for l in others if l.expected != lesson.expected]
     rng.shuffle(same)
@@ -259,7 +349,7 @@ def quiz_choices(lesson: Lesson, rng: random.Random) -> list[Lesson]:
     return choices
 
 
-def _parse_answer(answer: str, choices: list[Lesson]) -> Lesson | None:
+def _parse_answer(answer: str, choices: list[AnyLesson]) -> AnyLesson | None:
     a = answer.strip().lower()
     if a.isdigit() and 1 <= int(a) <= len(choices):
         return choices[int(a) - 1]
@@ -268,7 +358,7 @@ def _parse_answer(answer: str, choices: list[Lesson]) -> Lesson | None:
     return next((l for l in choices if l.name == a), None)
 
 
-def quiz(lesson: Lesson | None = None, *, answer: str | None = None, seed: int | None = None) -> int:
+def quiz(lesson: AnyLesson | None = None, *, answer: str | None = None, seed: int | None = None) -> int:
     seed = seed if seed is not None else random.SystemRandom().randrange(1 << 30)
     rng = random.Random(seed)
     if lesson is None:
@@ -277,11 +367,16 @@ def quiz(lesson: Lesson | None = None, *, answer: str | None = None, seed: int |
         return _usage(f"lesson {lesson.name!r} passes the check: nothing to quiz on")
     choices = quiz_choices(lesson, rng)
     outcome = run_lesson(lesson, name="the code under test")
-    spec = lesson.case().spec
-    shape = "-".join(str(w) for w in (spec.input_dim, *(layer.width for layer in spec.layers)))
-    # the layer sizes only: the activations (and the spec's label) would give the answer away
-    print(f"Quiz (seed {seed}): this backward pass of a {shape} network ({spec.dtype}, batch {spec.batch}) "
-          "fails gradcheck.\n")
+    if isinstance(lesson, OperatorLesson):
+        shapes = ", ".join(f"{k} {tuple(v)}" for k, v in (outcome.result.operator or {}).get("inputs", {}).items())
+        print(f"Quiz (seed {seed}): this backward pass (vjp) of an operator with inputs {shapes} "
+              f"({outcome.dtype}) fails check_vjp.\n")
+    else:
+        spec = lesson.case().spec
+        shape = "-".join(str(w) for w in (spec.input_dim, *(layer.width for layer in spec.layers)))
+        # the layer sizes only: the activations (and the spec's label) would give the answer away
+        print(f"Quiz (seed {seed}): this backward pass of a {shape} network ({spec.dtype}, batch {spec.batch}) "
+              "fails gradcheck.\n")
     print(_indent(str(outcome.result)))
     print("\nWhich bug is it?")
     for k, c in enumerate(choices, 1):

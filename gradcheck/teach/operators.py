@@ -56,6 +56,7 @@ class Bug:
     vjp: Callable  # the buggy vjp, same signature as the operator's
     wrong_inputs: tuple[str, ...]  # the inputs whose gradient the bug changes
     description: str
+    variant: str = ""  # the operator's vjp runs the bug with bug=variant (its `if bug == variant:` branch)
 
 
 def _randn(rng, shape, scale, dtype):
@@ -479,7 +480,7 @@ def embedding_f(inputs):
 def embedding_vjp(inputs, dout, *, bug=None):
     W, idx = inputs["W"], inputs["idx"]
     dW = np.zeros_like(W)
-    if bug == "assign":  # dW[idx] = dout: a repeated index keeps only its last gradient
+    if bug == "assign":  # assigned, not accumulated: a repeated index keeps only its last gradient
         dW[idx] = dout
     else:
         np.add.at(dW, idx, dout)
@@ -631,6 +632,55 @@ def relu_layer_inputs(rng, dtype=np.float64):
             "b": _randn(rng, (3,), 0.1, dtype)}
 
 
+# -- tanh_layer_grad: the first-order VJP of a tanh layer, as a function (double backward) -----------
+def _tanh_layer_cache(inputs):
+    x, W, v = inputs["x"], inputs["W"], inputs["v"]
+    h = np.tanh(x @ W)
+    s = 1 - h ** 2
+    return h, s, v * s
+
+
+def tanh_layer_grad_f(inputs):
+    """The backward of g(x, W) = tanh(x @ W) under the cotangent v: (dx, dW) = (u @ W.T, x.T @ u)
+    with u = v * (1 - h**2). Differentiating this is double backward (a gradient penalty, a Hessian-
+    vector product)."""
+    x, W = inputs["x"], inputs["W"]
+    _, _, u = _tanh_layer_cache(inputs)
+    return {"gx": u @ W.T, "gW": x.T @ u}
+
+
+def tanh_layer_grad_vjp(inputs, cotangents, *, bug=None):
+    """The second-order backward: cotangents (cgx, cgW) of the first-order gradients (gx, gW)."""
+    x, W, v = inputs["x"], inputs["W"], inputs["v"]
+    cgx, cgW = cotangents["gx"], cotangents["gW"]
+    h, s, u = _tanh_layer_cache(inputs)
+    du = cgx @ W + x @ cgW  # gx = u @ W.T and gW = x.T @ u both read u = v * (1 - h**2)
+    dv = du * s
+    dz = du * v * (-2 * h) * s  # through 1 - h**2: d(1 - h**2) = -2 h dh and dh = (1 - h**2) dz
+    dx = u @ cgW.T + dz @ W.T
+    dW = cgx.T @ u + x.T @ dz
+    if bug == "detached":  # h (so 1 - h**2) taken as a constant: .detach() or a backward run under no_grad
+        dx = u @ cgW.T
+        dW = cgx.T @ u
+    return {"x": dx, "W": dW, "v": dv}
+
+
+def tanh_layer_grad_jvp(inputs, tangents):
+    x, W, v = inputs["x"], inputs["W"], inputs["v"]
+    tx, tW, tv = tangents["x"], tangents["W"], tangents["v"]
+    h, s, u = _tanh_layer_cache(inputs)
+    tz = tx @ W + x @ tW
+    ts = -2 * h * s * tz
+    tu = tv * s + v * ts
+    return {"gx": tu @ W.T + u @ tW.T, "gW": tx.T @ u + x.T @ tu}
+
+
+def tanh_layer_grad_inputs(rng, dtype=np.float64):
+    N, D, H = 3, 4, 3
+    return {"x": _randn(rng, (N, D), 1.0, dtype), "W": _randn(rng, (D, H), 1 / math.sqrt(D), dtype),
+            "v": _randn(rng, (N, H), 1.0, dtype)}
+
+
 # -- the catalog ------------------------------------------------------------------------------------
 def _operator(name, description):
     g = globals()
@@ -657,6 +707,9 @@ OPERATORS: dict[str, Operator] = {op.name: op for op in [
     _operator("rnn", "vanilla tanh RNN over T=3 steps: x (3,2,3), h0 (2,4), Wx (3,4), Wh (4,4), b (4,) -> "
                      "dict {'h': (3,2,4)}"),
     _operator("relu_layer", "relu(x (4,5) @ W (5,3) + b (3,)) -> (4,3); kinks at ordinary init"),
+    _operator("tanh_layer_grad", "the first-order VJP of tanh(x @ W) under the cotangent v, as a function: "
+                                 "x (3,4), W (4,3), v (3,3) -> dict {'gx': (3,4), 'gW': (4,3)}; its vjp is "
+                                 "double backward"),
 ]}
 
 
@@ -669,7 +722,8 @@ def _buggy(vjp, bug):
 
 
 def _bug(operator, bug, wrong_inputs, description):
-    return Bug(f"{operator}_{bug}", operator, _buggy(OPERATORS[operator].vjp, bug), tuple(wrong_inputs), description)
+    return Bug(f"{operator}_{bug}", operator, _buggy(OPERATORS[operator].vjp, bug), tuple(wrong_inputs), description,
+               bug)
 
 
 BUGS: dict[str, Bug] = {b.name: b for b in [
@@ -688,4 +742,6 @@ BUGS: dict[str, Bug] = {b.name: b for b in [
     _bug("rnn", "no_carry", ["x", "h0", "Wx", "Wh", "b"], "dh at step t is only dout[t]: the gradient carried "
                                                          "from step t+1 forgotten"),
     _bug("embedding", "assign", ["W"], "dW[idx] = dout instead of np.add.at: a repeated index keeps one gradient"),
+    _bug("tanh_layer_grad", "detached", ["x", "W"], "double backward through a detached h: 1 - h**2 treated as a "
+                                                    "constant, so the path through h is missing from dx and dW"),
 ]}

@@ -1,19 +1,25 @@
-"""Running lessons: the check of a lesson's mutant (or fix) and whether gradcheck said what it should."""
+"""Running lessons: the check of a lesson's mutant (or fix) and whether gradcheck said what it should.
+
+A network lesson runs :func:`gradcheck.check` on its network; an operator lesson runs
+:func:`gradcheck.check_vjp` on its operator's buggy (or correct) vjp, in one of its dtypes.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from gradcheck.checker import check
+from gradcheck.operators import check_vjp
 from gradcheck.result import Result
-from gradcheck.teach.catalog import Lesson
+from gradcheck.teach.catalog import AnyLesson, OperatorLesson
 
 
 @dataclass
 class Outcome:
     """A lesson's check result judged against the lesson's expectations."""
 
-    lesson: Lesson
+    lesson: AnyLesson
     result: Result
+    dtype: str | None = None  # an operator lesson's dtype (a network lesson's is its spec's)
 
     @property
     def pattern(self) -> str | None:
@@ -31,7 +37,12 @@ class Outcome:
 
     @property
     def localized(self) -> bool:
-        """The worst tensor is one the bug corrupts (for a passing lesson: the kinks are where expected)."""
+        """The worst tensor is one the bug corrupts (for a passing lesson: the kinks are where expected);
+        for an operator lesson, the worst Jacobian entry relates an expected output to an expected input."""
+        if isinstance(self.lesson, OperatorLesson):
+            w = self.result.worst
+            return (w is not None and w.input in self.lesson.inputs
+                    and (not self.lesson.outputs or w.output in self.lesson.outputs))
         want = set(self.lesson.tensors)
         if not want:
             return True
@@ -41,7 +52,8 @@ class Outcome:
 
     @property
     def diagnosed(self) -> bool:
-        """gradcheck named the expected pattern (for a passing lesson: it passed, naming nothing)."""
+        """gradcheck named the expected pattern (for a passing lesson: it passed, naming nothing; for an
+        operator lesson that expects no pattern: it named none)."""
         if self.lesson.passes:
             return self.result.passed and self.result.diagnosis is None
         return self.pattern == self.lesson.expected
@@ -51,16 +63,26 @@ class Outcome:
         return self.caught and self.localized and self.diagnosed
 
 
-def run_lesson(lesson: Lesson, *, fixed: bool = False, symbolic: bool = False, name: str | None = None) -> Outcome:
+def run_lesson(lesson: AnyLesson, *, fixed: bool = False, symbolic: bool = False, name: str | None = None,
+               dtype: str | None = None) -> Outcome:
     """Check the lesson's mutant (or, ``fixed=True``, its fix) on the lesson's network and batch.
 
     The spec is given to the check (its batch size helps the diagnosis) when it describes the function
-    exactly; ``symbolic=True`` then also runs the SymPy oracle.
+    exactly; ``symbolic=True`` then also runs the SymPy oracle. An operator lesson runs ``check_vjp``
+    on its operator's inputs in ``dtype`` (default: its first dtype, float64); ``symbolic`` does not
+    apply to it.
     """
+    label = name if name is not None else f"{lesson.name} ({'fix' if fixed else 'bug'})"
+    if isinstance(lesson, OperatorLesson):
+        dtype = dtype or lesson.dtypes[0]
+        op = lesson.operator
+        result = check_vjp(op.f, lesson.vjp(fixed), lesson.make_inputs(dtype), name=label)
+        return Outcome(lesson, result, dtype)
+    if dtype is not None and dtype != lesson.case().spec.dtype:
+        raise ValueError(f"lesson {lesson.name!r} runs in {lesson.case().spec.dtype} only (its network's dtype)")
     case = lesson.case()
     fn = (lesson.fix if fixed else lesson.mutant)(case.spec)
     spec = case.spec if case.faithful else None
-    label = name if name is not None else f"{lesson.name} ({'fix' if fixed else 'bug'})"
     result = check(fn, case.params, case.X, case.y, spec=spec, symbolic=bool(symbolic and spec is not None),
                    name=label)
     return Outcome(lesson, result)
