@@ -407,7 +407,7 @@ def check_properties(records: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         problems = d.get("problems") or []
         from gradcheck.result import element_label  # noqa: PLC0415 - numpy: a check has run by now
         if worst:
-            where = element_label(worst.get("param"), worst.get("index"))
+            where = worst.get("display") or element_label(worst.get("param"), worst.get("index"))
         elif problems and problems[0].get("param"):
             where = element_label(problems[0]["param"], problems[0].get("index"))
         else:

@@ -295,3 +295,12 @@ def test_failing_float32_check_reports_float32():
     r = gradcheck.check_vjp(tanh_layer, vjp_wrong, layer_inputs(np.float32))
     assert not r.passed and r.dtype == "float32"
     assert "ulp of float32" in str(r)
+
+
+def test_report_shows_operator_entries_by_their_labels(tmp_path):
+    """The HTML report and gradcheck.json of operator checks name entries as output/input pairs."""
+    from gradcheck import report
+    r = gradcheck.check_vjp(rnn2, lambda i, c: rnn2_vjp(i, c, carry=False), rnn_inputs(), name="rnn2")
+    html = report.write([r], tmp_path).read_text()
+    assert r.worst.label() in html
+    assert f"{r.worst.param}[" not in html     # never the block name with the raw concatenated index

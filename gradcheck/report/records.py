@@ -302,9 +302,11 @@ def _num_or_none(value: Any) -> float | None:
 
 
 def element_label(e: Mapping[str, Any] | None) -> str:
-    """``W1[2, 0]`` for an element dict."""
+    """``W1[2, 0]`` for an element dict (an operator check's entry reads ``d out[1] / d x[0, 2]``)."""
     if not e:
         return ""
+    if e.get("display"):
+        return str(e["display"])
     index = e.get("index")
     return f"{e.get('param')}" + ("[" + ", ".join(str(i) for i in index) + "]" if index else "")
 
