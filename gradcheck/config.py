@@ -60,7 +60,7 @@ KEYS = ("scheme", "rtol", "report_dir", "sweep")
 #: the keys of ``[tool.gradcheck.sweep]``: the ``gradcheck sweep`` options of the same names
 #: (``dtypes`` is ``--dtype``)
 SWEEP_KEYS = ("examples", "seed", "activations", "losses", "dtypes", "max_params", "jobs",
-              "symbolic_max_size", "out")
+              "symbolic_max_size", "out", "layers")
 
 
 class ConfigError(ValueError):
@@ -253,6 +253,9 @@ def _sweep(table: Any, path: Path) -> dict[str, Any]:
                 out[key] = _names(where, key, table[key], tuple(known), what)
     if "dtypes" in table:
         out["dtypes"] = _names(where, "dtypes", table["dtypes"], DTYPES, "dtype")
+    if "layers" in table:
+        from gradcheck.layerspec import LAYER_KINDS  # noqa: PLC0415
+        out["layers"] = _names(where, "layers", table["layers"], LAYER_KINDS, "layer kind")
     if "out" in table:
         out["out"] = str(_path(where, "out", table["out"], path.parent))
     return out

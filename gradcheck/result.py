@@ -204,6 +204,8 @@ class Result:
                 d[f.name] = [[_num(a), _num(b)] for a, b in v]
             elif f.name in ("spec", "operator"):  # already plain JSON (spec's "loss" is a name, not a float)
                 d[f.name] = json.loads(json.dumps(v)) if v is not None else None
+                if f.name == "spec" and isinstance(v, dict) and isinstance(v.get("layers"), list):
+                    d["layers"] = layer_kinds(v)
             else:
                 d[f.name] = _clean(v)
         return d
@@ -213,6 +215,7 @@ class Result:
         """Inverse of :meth:`to_dict` (arrays restored when present)."""
         d = dict(d)
         spec = d.pop("spec", None)
+        d.pop("layers", None)  # derived from the spec
         operator = d.pop("operator", None)
         tensors = {}
         for k, t in d.pop("tensors", {}).items():
@@ -271,6 +274,12 @@ def _unclean(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: (_unnum(x) if k in _FLOAT_FIELDS else x) for k, x in v.items()}
     return _unnum(v)
+
+
+def layer_kinds(spec: dict[str, Any]) -> list[str]:
+    """The layer kinds of a spec dict, in first-seen order (a layer without ``kind`` is dense)."""
+    kinds = [str(layer.get("kind", "dense")) if isinstance(layer, dict) else "dense" for layer in spec.get("layers", [])]
+    return list(dict.fromkeys(kinds))
 
 
 def _tensor_dict(t: TensorReport, arrays: bool) -> dict[str, Any]:

@@ -54,7 +54,8 @@ from gradcheck.spec import DTYPES, INITS, Layer, NetworkSpec
 
 __all__ = ["activations", "losses", "specs", "inputs", "targets", "cases", "Case", "MODES",
            "REALISTIC_INIT", "REALISTIC_INPUTS", "REALISTIC_BIASES", "OUTPUT_ACTIVATION",
-           "INPUT_BOUND", "MAIN_CAP", "PROBABILITY_CAP", "Z_MAX", "ALIVE"]
+           "INPUT_BOUND", "MAIN_CAP", "PROBABILITY_CAP", "Z_MAX", "ALIVE", "layer_specs", "layer_cases",
+           "LAYER_KINDS"]
 
 #: the last activation forced by a loss's output kind (any activation may end other losses)
 OUTPUT_ACTIVATION = {"probability": "sigmoid", "distribution": "softmax"}
@@ -418,7 +419,7 @@ def _floats(dtype: str, lo: float, hi: float) -> SearchStrategy[float]:
 
 
 def _raw_inputs(spec: NetworkSpec) -> SearchStrategy[np.ndarray]:
-    return hnp.arrays(np.dtype(spec.dtype), (spec.batch, spec.input_dim),
+    return hnp.arrays(np.dtype(spec.dtype), (spec.batch, *spec.input_shape),
                       elements=_floats(spec.dtype, -INPUT_BOUND, INPUT_BOUND))
 
 
@@ -741,7 +742,7 @@ def _draw_realistic_case(draw, spec_strategy) -> Case:
         params = {k: (np.zeros_like(v) if k.startswith("b") else v) for k, v in params.items()}
     kind = draw(st.sampled_from(REALISTIC_INPUTS))
     rng = np.random.default_rng([spec.seed, 0xDA7A])
-    X = rng.standard_normal((spec.batch, spec.input_dim))
+    X = rng.standard_normal((spec.batch, *spec.input_shape))
     if kind == "offset":
         X = X * rng.uniform(0.5, 2.0, spec.input_dim) + rng.uniform(-3.0, 3.0, spec.input_dim)
     elif kind == "sparse":
@@ -893,7 +894,7 @@ def _construct(spec: NetworkSpec, params: dict, X: np.ndarray, acts, loss, aim: 
                 if b is not None:
                     b *= shrink
             kinks = acts[t - 1].kinks
-            alive = (ALIVE if acts[t - 1].name == "relu" and t < L and not spec.layers[t].bias
+            alive = (ALIVE if acts[t - 1].name == "relu" and t < L and not getattr(spec.layers[t], "bias", True)
                      and acts[t].kinks else None)
             if aim is not None and (kinks or alive is not None):
                 ok = (_fix_rows(X, W, b, kinks, aim, rng, alive) if t == 1 else
@@ -951,3 +952,8 @@ def _verify(net, params, X, y, out, cache, acts, loss, margin: float | None) -> 
                 return False
         value, grads = net.loss_and_grads(params, X, y)
     return math.isfinite(value) and all(np.all(np.isfinite(g)) for g in grads.values())
+
+
+# networks with other layer kinds (conv, pooling, normalization, ...): their own module, re-exported
+from gradcheck.layer_strategies import KINDS as LAYER_KINDS  # noqa: E402
+from gradcheck.layer_strategies import layer_cases, layer_specs  # noqa: E402

@@ -285,6 +285,9 @@ def validate(spec: Any, params: Mapping[str, Array], scheme: str = "central") ->
         raise ValueError("oracle='structured' needs spec=NetworkSpec(...) describing fn's network")
     if not hasattr(spec, "param_shapes") or not hasattr(spec, "layers"):
         raise TypeError(f"spec must be a gradcheck.NetworkSpec for oracle='structured', got {type(spec).__name__}")
+    if not getattr(spec, "is_dense", True):
+        raise ValueError(f"oracle='structured' knows dense networks; this spec has {', '.join(spec.layer_kinds)} "
+                         "layers: use oracle='numerical' (the default)")
     if scheme == "complex":
         raise ValueError("scheme='complex' is not available with oracle='structured' (the spec's network is "
                          "evaluated in real arithmetic); use 'auto', 'central', 'central4', 'richardson' or 'forward'")

@@ -57,6 +57,12 @@ class SweepConfig:
     #: 2: every case whose gradient passes also gets its Hessian-vector products checked
     #: (:func:`gradcheck.check_hvp` on the reference's R-operator, SymPy where small enough)
     order: int = 1
+    #: layer kinds: ``dense`` is the activation x loss grid of dense networks; every other kind
+    #: (:data:`gradcheck.layer_strategies.KINDS`) gets layer cells (:func:`layer_cells`). None: all
+    layers: tuple[str, ...] | None = None
+    #: ``rotate``: each kind meets every activation once, the loss and dtype rotating with it;
+    #: ``full``: kind x activation x loss x dtype
+    layer_grid: str = "rotate"
 
 
 @dataclass
@@ -138,7 +144,8 @@ def generate(activation: str, loss: str, dtype: str, examples: int, seed: int, m
 
 
 def check_case(case: Any, activation: str, loss: str, symbolic_max_size: int,
-               overrides: Mapping[str, Any] | None = None, mode: str = "margin", order: int = 1) -> Any:
+               overrides: Mapping[str, Any] | None = None, mode: str = "margin", order: int = 1,
+               prefix: str = "") -> Any:
     """Check one case of the reference network; the result carries its name (ending with the
     input ``mode``) and spec. An oracle disagreement fails it even if the checker passed it. With
     ``order=2`` the second-order check joins (:func:`add_second_order`)."""
@@ -148,7 +155,7 @@ def check_case(case: Any, activation: str, loss: str, symbolic_max_size: int,
     spec = case.spec
     net = Network(spec, activations=overrides)
     use_symbolic = spec.dtype == "float64" and spec.n_params * spec.batch <= symbolic_max_size
-    name = f"{activation} x {loss} [{spec.label()}] ({mode})"
+    name = f"{prefix}{activation} x {loss} [{spec.label()}] ({mode})"
     result = gradcheck.check(net, case.params, case.X, case.y, spec=spec, symbolic=use_symbolic,
                              name=name)
     if result.spec is None:
@@ -186,6 +193,8 @@ def add_second_order(result: Any, net: Any, case: Any, use_symbolic: bool) -> No
 
 
 def _check_cell(args: tuple) -> tuple[list, list[str]]:
+    if args[0] == "layer":
+        return _check_layer_cell(args[1:])
     activation, loss, dtype, cfg, overrides = args
     from hypothesis.errors import InvalidArgument  # noqa: PLC0415
 
@@ -200,16 +209,73 @@ def _check_cell(args: tuple) -> tuple[list, list[str]]:
     return results, []
 
 
+def generate_layer_case(kind: str, activation: str, loss: str, dtype: str, seed: int) -> Any:
+    """One case of a layer cell (:func:`gradcheck.layer_strategies.layer_cases`), deterministic
+    for ``seed`` (Hypothesis, generate phase only; the first draw is skipped: it is the same
+    smallest network for every seed)."""
+    from hypothesis import HealthCheck, Phase, given, settings  # noqa: PLC0415
+    from hypothesis import seed as hseed  # noqa: PLC0415
+
+    from gradcheck.layer_strategies import layer_cases  # noqa: PLC0415
+
+    found: list = []
+
+    @hseed(zlib.crc32(f"{seed}:layer:{kind}:{activation}:{loss}:{dtype}".encode()))
+    @settings(max_examples=3, database=None, phases=[Phase.generate], deadline=None,
+              suppress_health_check=list(HealthCheck), derandomize=False)
+    @given(layer_cases(kind=kind, activation=activation, loss=loss, dtypes=(dtype,)))
+    def collect(case):
+        found.append(case)
+
+    collect()
+    return found[1] if len(found) > 1 else found[0]
+
+
+def _check_layer_cell(args: tuple) -> tuple[list, list[str]]:
+    kind, activation, loss, dtype, cfg = args
+    case = generate_layer_case(kind, activation, loss, dtype, cfg.seed)
+    result = check_case(case, activation, loss, cfg.symbolic_max_size, None, "realistic", 1,
+                        prefix=f"{kind}: ")
+    return [result], []
+
+
+def layer_cells(cfg: SweepConfig) -> list[tuple[str, str, str, str]]:
+    """``(kind, activation, loss, dtype)`` per layer cell. ``rotate`` (default): every kind meets
+    every activation once, with the loss and the dtype rotating (each kind sees every loss and
+    both dtypes several times); ``full``: the whole product."""
+    from gradcheck.layer_strategies import KINDS  # noqa: PLC0415
+    from gradcheck_reference.activations import ACTIVATIONS  # noqa: PLC0415
+    from gradcheck_reference.losses import LOSSES  # noqa: PLC0415
+
+    kinds = [k for k in (cfg.layers or ("dense",) + KINDS) if k != "dense"]
+    acts = cfg.activations or tuple(ACTIVATIONS)
+    losses = cfg.losses or tuple(LOSSES)
+    if cfg.layer_grid == "full":
+        return [(k, a, l, d) for k in kinds for a in acts for l in losses for d in cfg.dtypes]
+    out = []
+    for i, k in enumerate(kinds):
+        for j, a in enumerate(acts):
+            out.append((k, a, losses[(i + j) % len(losses)], cfg.dtypes[(i + j) % len(cfg.dtypes)]))
+    return out
+
+
 def cells(cfg: SweepConfig) -> list[tuple[str, str, str]]:
+    """The dense grid: ``(activation, loss, dtype)`` (none when ``layers`` leaves ``dense`` out)."""
+    from gradcheck.layer_strategies import KINDS  # noqa: PLC0415
     from gradcheck_reference.activations import ACTIVATIONS  # noqa: PLC0415
     from gradcheck_reference.losses import LOSSES  # noqa: PLC0415
 
     acts = cfg.activations or tuple(ACTIVATIONS)
     losses = cfg.losses or tuple(LOSSES)
-    for name, known, what in ((acts, ACTIVATIONS, "activation"), (losses, LOSSES, "loss")):
+    for name, known, what in ((acts, ACTIVATIONS, "activation"), (losses, LOSSES, "loss"),
+                              (cfg.layers or (), ("dense",) + KINDS, "layer kind")):
         unknown = [n for n in name if n not in known]
         if unknown:
             raise ValueError(f"unknown {what}(s) {unknown}; known: {', '.join(known)}")
+    if cfg.layer_grid not in ("rotate", "full"):
+        raise ValueError(f"layer grid {cfg.layer_grid!r}: expected rotate or full")
+    if cfg.layers is not None and "dense" not in cfg.layers:
+        return []
     return [(a, l, d) for a in acts for l in losses for d in cfg.dtypes]
 
 
@@ -217,7 +283,9 @@ def run_sweep(cfg: SweepConfig, *, overrides: Mapping[str, Any] | None = None,
               progress: bool | None = None) -> SweepOutcome:
     """Run the sweep; ``overrides`` replaces activation registry entries (planted-bug tests)."""
     t0 = time.perf_counter()
-    todo = [(a, l, d, cfg, overrides) for a, l, d in cells(cfg)]
+    todo: list[tuple] = [(a, l, d, cfg, overrides) for a, l, d in cells(cfg)]
+    if cfg.order == 1:  # second order is implemented for dense networks
+        todo += [("layer", k, a, l, d, cfg) for k, a, l, d in layer_cells(cfg)]
     outcome = SweepOutcome()
     show = (not cfg.quiet) if progress is None else progress
     bar = _progress(len(todo), show)
@@ -293,6 +361,12 @@ def _pairs_named(message: str, result: Any) -> str:
     return ", ".join(measured) or "oracle pair not stated"
 
 
+def _unprefixed(name: str) -> str:
+    """A check's name without its layer-kind prefix (``conv2d: relu x mse [...]`` -> ``relu x mse [...]``)."""
+    head, sep, rest = name.partition(": ")
+    return rest if sep and " " not in head and " x " in rest else name
+
+
 def summarize(outcome: SweepOutcome, cfg: SweepConfig) -> str:
     """The summary (plain text)."""
     import numpy as np  # noqa: PLC0415
@@ -300,10 +374,14 @@ def summarize(outcome: SweepOutcome, cfg: SweepConfig) -> str:
     from gradcheck.result import ORACLE_PAIRS, SECOND_ORDER_PAIRS  # noqa: PLC0415
 
     res = outcome.results
-    pairs = {(r.name.split(" [")[0]) for r in res}
+    pairs = {_unprefixed(r.name).split(" [")[0] for r in res}
+    kinds = sorted({r.name.split(": ")[0] for r in res if _unprefixed(r.name) != r.name})
+    layered = sum(_unprefixed(r.name) != r.name for r in res)
     lines = [f"gradcheck sweep: {len(res)} checks over {len(pairs)} activation x loss pairs "
              f"({', '.join(cfg.dtypes)}), seed {cfg.seed}, {outcome.seconds:.1f} s",
              f"  passed {len(res) - len(outcome.failed)}, failed {len(outcome.failed)}",
+             *([f"  layer kinds: {layered} checks over {len(kinds)} kinds ({', '.join(kinds)}), "
+                f"{sum(_unprefixed(r.name) != r.name for r in outcome.failed)} failed"] if kinds else []),
              "  per input mode: " + "; ".join(
                  f"{mode} {sum(mode_of(r) == mode for r in res)} checks, "
                  f"{sum(mode_of(r) == mode for r in outcome.failed)} failed" for mode in MODES),
@@ -338,7 +416,7 @@ def summarize(outcome: SweepOutcome, cfg: SweepConfig) -> str:
         if r.spec:
             from gradcheck.spec import NetworkSpec  # noqa: PLC0415
             lines.append(f"         rebuild: {NetworkSpec.from_dict(r.spec)!r}")
-    failing_acts = sorted({r.name.split(" x ")[0] for r in outcome.failed})
+    failing_acts = sorted({_unprefixed(r.name).split(" x ")[0] for r in outcome.failed})
     if failing_acts:
         lines.append(f"  failing activations: {', '.join(failing_acts)}")
     for s in outcome.skipped:
@@ -391,6 +469,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--order", type=int, choices=(1, 2), default=None,
                         help="2: also check second order (Hessian-vector products of every case whose "
                              "gradient passes, against differences of the gradient and SymPy); default 1")
+    parser.add_argument("--layers", type=_names, default=None,
+                        help="comma-separated layer kinds: dense (the activation x loss grid of dense networks) "
+                             "and any of conv1d, conv2d, maxpool2d, avgpool2d, batchnorm, layernorm, embedding, "
+                             "attention, rnn, lstm, dropout, flatten (default: all)")
+    parser.add_argument("--layer-grid", choices=("rotate", "full"), default=None,
+                        help="rotate (default): each layer kind meets every activation once, loss and dtype "
+                             "rotating; full: kind x activation x loss x dtype")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.epilog = ("Options left out take their value from [tool.gradcheck.sweep] in the nearest "
                      "pyproject.toml, then the defaults above.")
@@ -412,7 +497,8 @@ def config_from_args(args: argparse.Namespace, settings: Any = None) -> SweepCon
         raise UsageError(f"--dtype {bad[0]!r} must be float64 or float32")
     try:
         cells(SweepConfig(activations=getattr(args, "activations", None) or None,
-                          losses=getattr(args, "losses", None) or None))
+                          losses=getattr(args, "losses", None) or None,
+                          layers=getattr(args, "layers", None) or None))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if settings is None:
@@ -436,7 +522,9 @@ def config_from_args(args: argparse.Namespace, settings: Any = None) -> SweepCon
                        symbolic_max_size=pick("symbolic_max_size", "symbolic_max_size", DEFAULT_SYMBOLIC_MAX_SIZE),
                        jobs=pick("jobs", "jobs", min(2, os.cpu_count() or 1)),
                        quiet=bool(getattr(args, "quiet", False)),
-                       order=pick("order", "order", 1))
+                       order=pick("order", "order", 1),
+                       layers=pick("layers", "layers", None) or None,
+                       layer_grid=pick("layer_grid", "layer_grid", "rotate"))
 
 
 def run(args: argparse.Namespace) -> int:

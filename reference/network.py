@@ -4,6 +4,12 @@
 function of its arguments (nothing is written into ``params``, ``X`` or ``y``). Parameters are
 ``W1, b1, W2, b2, ...``; ``W_i`` is ``(fan_in, fan_out)`` as in the origin document's ``X @ W + b``.
 
+Other layer kinds (conv, pooling, normalization, embedding, attention, RNN/LSTM, dropout,
+flatten; :mod:`gradcheck.layerspec`): each layer's op comes from the registry
+:data:`reference.layers.LAYERS` (forward with a cache, hand-written backward), then the layer's
+activation; residual edges add a layer's output to a later layer's result before its activation.
+Such networks name their parameters ``conv1.W``, ``bn2.gamma``, ... (dense layers keep ``W{i}``).
+
 Second order: :meth:`Network.hvp` is the exact Hessian-vector product of the loss by Pearlmutter's
 R-operator, ``R{.} = d/dt (.)(theta + t v)`` at ``t = 0``, applied to every line of forward and
 backward (one forward, one R-forward, one backward with its R-twin: about twice a gradient).
@@ -18,6 +24,7 @@ import numpy as np
 from gradcheck.spec import NetworkSpec
 
 from .activations import Activation, get_activation
+from .layers import Context, LayerKind, get_layer
 from .losses import Loss, get_loss
 
 Array = np.ndarray
@@ -34,6 +41,7 @@ class Cache:
     inputs: list[Array]   # a_0 .. a_{L-1}
     pre: list[Array]      # z_1 .. z_L
     out: Array            # a_L
+    ops: list | None = None  # other layer kinds: each layer's own cache
 
 
 class Network:
@@ -41,8 +49,10 @@ class Network:
 
     def __init__(self, spec: NetworkSpec,
                  activations: Mapping[str, Activation] | None = None,
-                 losses: Mapping[str, Loss] | None = None) -> None:
-        """``activations``/``losses`` replace registry entries by name (e.g. a planted bug)."""
+                 losses: Mapping[str, Loss] | None = None,
+                 layers: Mapping[str, LayerKind] | None = None) -> None:
+        """``activations``/``losses``/``layers`` replace registry entries by name (e.g. a planted
+        bug in one activation, loss or layer kind's backward)."""
         self.spec = spec
         acts = dict(activations or {})
         self.activations: list[Activation] = []
@@ -69,13 +79,23 @@ class Network:
         self._skips_into: dict[int, list[int]] = {}
         for s, t in spec.skips:
             self._skips_into.setdefault(t, []).append(s)
+        kinds = dict(layers or {})
+        self._kinds = None if spec.is_dense and not kinds else [
+            kinds.get(layer.kind) or get_layer(layer.kind) for layer in spec.layers]
 
     # -- parameters -------------------------------------------------------------------------
     def init_params(self) -> Params:
         """Fresh parameters, deterministic from ``spec.seed`` (see NetworkSpec for the schemes)."""
         spec, shapes = self.spec, self.spec.param_shapes()
         params: Params = {}
-        if spec.init == "uniform":  # the origin document: legacy RNG, weights first, then biases
+        if self._kinds is not None:  # each kind draws its own, layer by layer, from one generator
+            rng = np.random.default_rng(spec.seed)
+            in_shapes = spec.shapes
+            for i, (layer, kind) in enumerate(zip(spec.layers, self._kinds), start=1):
+                local = kind.init(layer, in_shapes[i - 1], rng, spec.init, self.dtype)
+                names = spec.param_names(i)
+                params.update({names[k]: v for k, v in local.items()})
+        elif spec.init == "uniform":  # the origin document: legacy RNG, weights first, then biases
             rs = np.random.RandomState(spec.seed)
             for name in [n for n in shapes if n.startswith("W")] + [n for n in shapes if n.startswith("b")]:
                 params[name] = rs.rand(*shapes[name])
@@ -93,6 +113,8 @@ class Network:
     # -- forward and backward ---------------------------------------------------------------
     def forward(self, params: Mapping[str, Array], X) -> tuple[Array, Cache]:
         """The output ``a_L`` and the cache for :meth:`backward`."""
+        if self._kinds is not None:
+            return self._forward_graph(params, X)
         a = np.asarray(X, dtype=self.dtype)
         if a.ndim == 1:
             a = a.reshape(1, -1)
@@ -111,6 +133,8 @@ class Network:
 
     def backward(self, params: Mapping[str, Array], cache: Cache, y) -> Params:
         """Gradient of the loss with respect to every parameter, by the chain rule, last layer first."""
+        if self._kinds is not None:
+            return self._backward_graph(params, cache, y)
         L = len(self.activations)
         grads: Params = {}
         # dL/da_i for every layer output; skips add contributions to earlier outputs
@@ -138,6 +162,9 @@ class Network:
         Pure (nothing is written into the arguments); the network's dtype; kinks take the
         activations' and loss's conventions (their ``convention`` and ``kinks``).
         """
+        if self._kinds is not None:
+            raise ValueError(f"Network.hvp: second order is implemented for dense networks; this one has "
+                             f"{', '.join(self.spec.layer_kinds)} layers")
         if set(v) != set(params):
             raise ValueError(f"v: keys {sorted(v)} do not match params' {sorted(params)}")
         for name in params:
@@ -176,6 +203,58 @@ class Network:
                 d_out[i - 1] = d_out.get(i - 1, 0) + dz @ params[f"W{i}"].T
                 R_d_out[i - 1] = R_d_out.get(i - 1, 0) + Rdz @ params[f"W{i}"].T + dz @ V[f"W{i}"].T
         return {name: hv[name].astype(dt, copy=False) for name in params}
+
+    # -- other layer kinds -------------------------------------------------------------------
+    def _input(self, X) -> Array:
+        spec = self.spec
+        if spec.input_is_integer:
+            x = np.asarray(X)
+            if x.dtype.kind not in "iu":
+                raise ValueError(f"X has dtype {x.dtype}; an Embedding first layer takes integer indices")
+        else:
+            x = np.asarray(X, dtype=self.dtype)
+        if x.shape[1:] != spec.input_shape:
+            if x.shape == spec.input_shape:  # one example
+                return x[None]
+            raise ValueError(f"X has shape {x.shape}; expected (batch,) + {spec.input_shape}")
+        return x
+
+    def _forward_graph(self, params: Mapping[str, Array], X) -> tuple[Array, Cache]:
+        spec, assert_kinds = self.spec, self._kinds
+        assert assert_kinds is not None
+        a = self._input(X)
+        outputs, inputs, pre, ops = [a], [], [], []
+        for i, (layer, kind, act) in enumerate(zip(spec.layers, assert_kinds, self.activations), start=1):
+            local = {k: params[n] for k, n in spec.param_names(i).items()}
+            z, op_cache = kind.forward(layer, local, a, Context(spec.seed, i))
+            for s in self._skips_into.get(i, ()):
+                z = z + outputs[s]
+            inputs.append(a)
+            pre.append(z)
+            ops.append(op_cache)
+            a = z if act.name == "identity" else act.f(z)
+            outputs.append(a)
+        return a, Cache(inputs, pre, a, ops)
+
+    def _backward_graph(self, params: Mapping[str, Array], cache: Cache, y) -> Params:
+        spec, kinds = self.spec, self._kinds
+        assert kinds is not None and cache.ops is not None
+        L = len(kinds)
+        grads: Params = {}
+        d_out: dict[int, Array] = {L: self.loss_fn.grad(cache.out, y)}
+        for i in range(L, 0, -1):
+            layer, act = spec.layers[i - 1], self.activations[i - 1]
+            g = d_out.pop(i)
+            dz = g if act.name == "identity" else act.vjp(cache.pre[i - 1], g)
+            for s in self._skips_into.get(i, ()):
+                d_out[s] = d_out.get(s, 0) + dz
+            local = {k: params[n] for k, n in spec.param_names(i).items()}
+            dx, local_grads = kinds[i - 1].backward(layer, local, cache.ops[i - 1], dz)
+            for k, n in spec.param_names(i).items():
+                grads[n] = local_grads[k]
+            if i > 1 and dx is not None:
+                d_out[i - 1] = d_out.get(i - 1, 0) + dx
+        return {name: np.asarray(grads[name]).astype(self.dtype, copy=False) for name in params}
 
     def loss(self, params: Mapping[str, Array], X, y) -> float:
         """The loss only (no backward): what finite differences need."""

@@ -99,7 +99,7 @@ def test_the_schemes_are_the_checkers():
     ("[tool.gradcheck]\nsweep = 3\n", "[tool.gradcheck] sweep = 3: expected a table ([tool.gradcheck.sweep])"),
     ("[tool.gradcheck.sweep]\ndtype = ['float64']\n",
      "[tool.gradcheck.sweep] unknown key 'dtype' (did you mean 'dtypes'?); expected one of: examples, seed, "
-     "activations, losses, dtypes, max_params, jobs, symbolic_max_size, out"),
+     "activations, losses, dtypes, max_params, jobs, symbolic_max_size, out, layers"),
     ("[tool.gradcheck.sweep]\nexamples = 0\n", "[tool.gradcheck.sweep] examples = 0: expected an integer >= 1"),
     ("[tool.gradcheck.sweep]\njobs = 1.5\n", "[tool.gradcheck.sweep] jobs = 1.5: expected an integer >= 1"),
     ("[tool.gradcheck.sweep]\nmax_params = 0\n", "[tool.gradcheck.sweep] max_params = 0: expected an integer >= 1"),
@@ -179,11 +179,12 @@ def test_sweep_flags_win_over_the_table_which_wins_over_the_defaults(tmp_path, m
 
 def test_sweep_runs_with_the_tables_defaults(tmp_path, monkeypatch, capsys):
     project(tmp_path, "[tool.gradcheck.sweep]\nactivations = ['tanh']\nlosses = ['mse']\ndtypes = ['float64']\n"
-                      "examples = 1\njobs = 1\nseed = 4\nout = 'swept'\n")
+                      "examples = 1\njobs = 1\nseed = 4\nout = 'swept'\nlayers = ['dense', 'rnn']\n")
     monkeypatch.chdir(tmp_path)
     assert cli.main(["sweep", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "2 checks over 1 activation x loss pairs (float64), seed 4" in out
+    assert "3 checks over 1 activation x loss pairs (float64), seed 4" in out
+    assert "layer kinds: 1 checks over 1 kinds (rnn), 0 failed" in out
     doc = json.loads((tmp_path / "swept" / "gradcheck.json").read_text())
     assert doc["meta"]["seed"] == 4 and (tmp_path / "swept" / "junit.xml").is_file()
 

@@ -304,3 +304,34 @@ def test_report_shows_operator_entries_by_their_labels(tmp_path):
     html = report.write([r], tmp_path).read_text()
     assert r.worst.label() in html
     assert f"{r.worst.param}[" not in html     # never the block name with the raw concatenated index
+
+
+# -- random-mode JVPs: the combined direction ----------------------------------------------------------
+def _bilinear_f(inputs):
+    return inputs["x"] @ inputs["W"]
+
+
+def _bilinear_jvp(inputs, tangents):
+    return tangents["x"] @ inputs["W"] + inputs["x"] @ tangents["W"]
+
+
+def _interaction_bug_jvp(inputs, tangents):
+    """Right for each input alone; when both move it keeps only the x term (an `if/else` instead of a sum)."""
+    if np.any(tangents["x"]):
+        return tangents["x"] @ inputs["W"]
+    return inputs["x"] @ tangents["W"]
+
+
+def test_random_jvp_skips_the_combined_direction_when_linear_and_checks_it_when_not():
+    """A linear JVP: the per-input random checks pass and the combined direction, which linearity
+    implies, adds no sub-check. An interaction bug (each input right alone, wrong together) is not
+    linear: the combined direction is then checked against differences of f and fails there."""
+    rng = np.random.default_rng(0)
+    inputs = {"x": rng.standard_normal((3, 4)), "W": rng.standard_normal((4, 2))}
+    ok = gradcheck.check_jvp(_bilinear_f, _bilinear_jvp, inputs, mode="random")
+    assert ok.passed
+    assert not any("all inputs" in name for name in ok.tensors)
+    bad = gradcheck.check_jvp(_bilinear_f, _interaction_bug_jvp, inputs, mode="random")
+    assert not bad.passed
+    assert bad.worst.display.endswith("(tangent on all inputs)")
+    assert all(t.passed for name, t in bad.tensors.items() if "all inputs" not in name)

@@ -14,7 +14,7 @@ from gradcheck.result import Problem, Result
 from gradcheck.sweep import SweepConfig, SweepOutcome, mode_examples, mode_of, run_sweep, summarize
 
 SMALL = ["--activations", "tanh,relu", "--losses", "mse,softmax_cross_entropy", "--examples", "1", "--jobs", "1",
-         "--quiet"]
+         "--layers", "dense", "--quiet"]
 
 
 def test_sweep_end_to_end_writes_the_report(tmp_path, capsys):
@@ -36,7 +36,8 @@ def test_sweep_end_to_end_writes_the_report(tmp_path, capsys):
 
 
 def test_same_seed_same_records():
-    cfg = SweepConfig(activations=("sigmoid", "gelu"), losses=("bce", "huber"), out=None, quiet=True, examples=2)
+    cfg = SweepConfig(activations=("sigmoid", "gelu"), losses=("bce", "huber"), out=None, quiet=True, examples=2,
+                      layers=("dense", "conv2d", "lstm"))
     a, b = run_sweep(cfg), run_sweep(cfg)
     key = [(r.name, r.spec, r.max_rel_error) for r in a.results]
     assert key == [(r.name, r.spec, r.max_rel_error) for r in b.results]
@@ -63,7 +64,7 @@ def test_examples_are_split_between_the_modes(examples, margin, realistic):
 
 def test_every_cell_runs_both_modes():
     cfg = SweepConfig(activations=("relu", "tanh"), losses=("mae",), dtypes=("float32",), examples=3,
-                      out=None, quiet=True)
+                      out=None, quiet=True, layers=("dense",))
     results = run_sweep(cfg).results
     for act in ("relu", "tanh"):
         cell = [r for r in results if r.name.startswith(f"{act} x mae [")]
@@ -93,7 +94,7 @@ def test_an_oracle_disagreement_fails_the_sweep_and_names_the_pair(monkeypatch, 
 
     monkeypatch.setattr(gradcheck, "check", check)
     code = cli.main(["sweep", "--activations", "sigmoid,tanh", "--losses", "mse", "--dtype", "float64",
-                     "--jobs", "1", "--quiet", "--no-report"])
+                     "--jobs", "1", "--quiet", "--no-report", "--layers", "dense"])
     out = capsys.readouterr().out
     assert code == 1, out
     assert "failed 1" in out and "realistic 2 checks, 1 failed" in out

@@ -148,7 +148,12 @@ def _short(value: float) -> str:
     return f"{mant}e{int(exp)}".replace("-", "\u2212")
 
 
-def heatmap(cells: Sequence[Cell], pair: str, dtype: str = "") -> str:
+def _plural(word: str) -> str:
+    return word + ("es" if word.endswith("s") else "s")
+
+
+def heatmap(cells: Sequence[Cell], pair: str, dtype: str = "", *, rows: str = "activation",
+            columns: str = "loss") -> str:
     """Activation (rows) x loss (columns) for one oracle pair, coloured by the worst margin (error /
     tolerance) of the cell's checks on a scale split at 1, annotated with the max relative error over
     resolved elements; failing cells outlined in red and marked with a cross; nan cells grey."""
@@ -158,7 +163,7 @@ def heatmap(cells: Sequence[Cell], pair: str, dtype: str = "") -> str:
 
     acts = sorted({c.activation for c in cells})
     losses = sorted({c.loss for c in cells})
-    key = f"heat-{pair}-{dtype}"
+    key = f"heat-{pair}-{dtype}" + ("" if rows == "activation" else f"-{rows}")
     longest = max(len(_tick(a)) for a in acts)
     width = min(1.9 + 0.07 * longest + 0.85 * len(losses), 13.0)
     height = min(max(2.6, 1.7 + 0.36 * len(acts)), 11.0)
@@ -202,8 +207,8 @@ def heatmap(cells: Sequence[Cell], pair: str, dtype: str = "") -> str:
         ax.tick_params(length=0)
         for side in ax.spines:
             ax.spines[side].set_visible(False)
-        ax.set_xlabel("loss")
-        ax.set_ylabel("activation")
+        ax.set_xlabel(columns)
+        ax.set_ylabel(rows)
         ticks = list(range(int(MARGIN_LOG_MIN), int(MARGIN_LOG_MAX) + 1, 2))
         bar = fig.colorbar(mesh, ax=ax, shrink=0.85, aspect=22, pad=0.02, ticks=ticks)
         bar.ax.set_yticklabels(["1" if t == 0 else pow10_label(10.0 ** t) for t in ticks])
@@ -212,7 +217,7 @@ def heatmap(cells: Sequence[Cell], pair: str, dtype: str = "") -> str:
         bar.outline.set_visible(False)
         bar.ax.tick_params(length=2)
         return _render(fig, key, f"heatmap of the worst margin (error / tolerance), {PAIR_TITLES.get(pair, pair)} "
-                                 f"{dtype}, {len(acts)} activations x {len(losses)} losses, annotated with the "
+                                 f"{dtype}, {len(acts)} {_plural(rows)} x {len(losses)} {_plural(columns)}, annotated with the "
                                  "max relative error over resolved elements")
 
 

@@ -20,9 +20,11 @@ from gradcheck.report.records import (
     Row,
     element_label,
     heatmap_cells,
+    layer_cells,
     pairs_present,
     rerun_command,
 )
+from gradcheck.result import ORACLE_PAIRS
 from gradcheck.result import fmt_error as result_fmt_error
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -182,6 +184,16 @@ def render(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any], env: Map
             if len({c.activation for c in cells}) * len({c.loss for c in cells}) > 1:
                 heatmaps.append({"pair": pair, "dtype": dtype, "title": f"{PAIR_TITLES[pair]} · {dtype}",
                                  "cells": cells, "svg": charts.heatmap(cells, pair, dtype) if have_charts else None})
+    layer_maps = []
+    if any(r.layers not in (None, "dense") for r in rows):  # the layer-kind view, first-order pairs
+        for pair in [p for p in pairs if p in ORACLE_PAIRS]:
+            for dtype in sorted({r.dtype for r in rows}, key=_dtype_order):
+                cells = layer_cells(rows, pair, dtype)
+                if len(cells) > 1:
+                    layer_maps.append({"pair": pair, "dtype": dtype, "title": f"{PAIR_TITLES[pair]} · {dtype}",
+                                       "cells": cells, "svg": charts.heatmap(cells, pair, dtype, rows="layer kind",
+                                                                             columns="activation")
+                                       if have_charts else None})
     histogram = charts.histogram(rows, pairs) if have_charts and pairs and rows else None
     failed = [r for r in rows if not r.passed]
     curved = [r for r in failed[:MAX_DETAILED] if r.data.get("step_curve")]
@@ -196,7 +208,7 @@ def render(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any], env: Map
     script_hash = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
     return jenv.get_template("report.html.j2").render(
         title=title, rows=rows, summary=summary, env=env, meta_items=_meta_items(meta), pairs=pairs,
-        pair_titles=PAIR_TITLES, heatmaps=heatmaps, histogram=histogram, failures=failures,
+        pair_titles=PAIR_TITLES, heatmaps=heatmaps, layer_maps=layer_maps, histogram=histogram, failures=failures,
         n_failed=len(failed), detailed={f["row"].anchor for f in failures},
         has_duration=any(str(k).startswith("duration") for k in meta), have_charts=have_charts, ungrouped=ungrouped,
         activations=sorted({r.activation for r in rows if r.activation is not None}),

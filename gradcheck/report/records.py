@@ -93,8 +93,20 @@ def activation_label(spec: Mapping[str, Any] | None) -> str | None:
     layers = list((spec or {}).get("layers") or [])
     if not layers:
         return None
-    acts = [str(_layer_activation(l)) for l in (layers[:-1] or layers)]
-    return "+".join(dict.fromkeys(acts))
+    hidden = layers[:-1] or layers
+    # other layer kinds (a "kind" key): only an activation of their own counts (a conv's relu)
+    acts = [str(_layer_activation(l)) for l in hidden
+            if not (isinstance(l, Mapping) and "kind" in l and l.get("activation", "identity") == "identity")]
+    return "+".join(dict.fromkeys(acts or ["identity"]))
+
+
+def layers_label(spec: Mapping[str, Any] | None) -> str:
+    """The layer kinds of a check other than dense and flatten, joined by ``+`` (``conv2d+batchnorm``),
+    or ``dense`` for a dense network: the row of the report's layer-kind view."""
+    kinds = [str(l.get("kind")) for l in (spec or {}).get("layers") or []
+             if isinstance(l, Mapping) and l.get("kind") not in (None, "dense", "flatten")]
+    return "+".join(dict.fromkeys(kinds)) or ("flatten" if any(
+        isinstance(l, Mapping) and l.get("kind") == "flatten" for l in (spec or {}).get("layers") or []) else "dense")
 
 
 def _layer_activation(layer: Any) -> Any:
@@ -217,6 +229,8 @@ class Row:
     n_unsettled: int = 0
     #: the element with the largest margin (a dict as in the JSON), or None
     closest: dict[str, Any] | None = None
+    #: the layer kinds of the network (:func:`layers_label`), ``dense`` for dense ones, None without a spec
+    layers: str | None = None
 
     @property
     def status(self) -> str:
@@ -260,6 +274,7 @@ def make_rows(results: Iterable[Mapping[str, Any]]) -> list[Row]:
             index=i, anchor=f"check-{i + 1}",
             name=str(d.get("name") or label or f"check {i + 1}"), label=label,
             activation=activation_label(spec), loss=loss_label(spec), n_params=_n_params(d),
+            layers=layers_label(spec) if spec else None,
             dtype=str(d.get("dtype") or (spec or {}).get("dtype") or "?"), passed=bool(d["passed"]),
             errors=errors, max_rel_error=number(d.get("max_rel_error")),
             tolerance=_or_nan(d.get("tolerance")), worst_param=d.get("worst_param"),
@@ -350,6 +365,20 @@ def heatmap_cells(rows: Iterable[Row], pair: str, dtype: str | None = None) -> l
     return [Cell(a, l, cell_max([e for _, e in g]), len(g), sum(not r.passed for r, _ in g),
                  cell_max([r.margin for r, _ in g]))
             for (a, l), g in sorted(groups.items())]
+
+
+def layer_cells(rows: Iterable[Row], pair: str, dtype: str | None = None) -> list[Cell]:
+    """The layer-kind view: cells of layer kinds (``Cell.activation``) x activation (``Cell.loss``)
+    for one oracle pair and dtype, like :func:`heatmap_cells`."""
+    groups: dict[tuple[str, str], list[tuple[Row, float]]] = {}
+    for r in rows:
+        error = r.errors.get(pair)
+        if r.layers is None or r.activation is None or error is None or (dtype is not None and r.dtype != dtype):
+            continue
+        groups.setdefault((r.layers, r.activation), []).append((r, error))
+    return [Cell(k, a, cell_max([e for _, e in g]), len(g), sum(not r.passed for r, _ in g),
+                 cell_max([r.margin for r, _ in g]))
+            for (k, a), g in sorted(groups.items())]
 
 
 def pairs_present(rows: Sequence[Row]) -> list[str]:

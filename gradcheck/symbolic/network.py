@@ -45,6 +45,24 @@ price: asking again for a structure that is too slow pays the extrapolated build
 stops early, not the full ``timeout``). :func:`cache_info` reports hits and builds;
 :func:`clear_cache` empties both caches.
 
+Other layer kinds (conv1d/conv2d, max/avg pooling, batch/layer normalization, embedding,
+attention, RNN, LSTM, dropout, flatten; :mod:`gradcheck.layerspec`). :func:`sample_loss`
+dispatches a spec that is not ``is_dense`` to :func:`gradcheck.symbolic.layers.network_loss`,
+which builds each layer's op anew in SymPy from the maths of the layerspec docstrings (one
+function per kind), then the skips and the activation as above; every layer's pre-activation
+element is named (``L{i}_z_...``) like the dense ``z{i}_{c}``, as are the intermediates used many
+times inside a layer. Differentiation, CSE, lambdify, caches and bounds are the same. Per example
+the input symbols ``x_0..`` are the flattened example (``X`` is ``(batch,) + input_shape``;
+embedding indices are passed as numbers and selected by ``Piecewise``/``Eq`` in the compiled
+code); each dropout layer adds 0/1 mask symbols ``m{i}_..``, passed as data like ``X`` (the mask
+is computed from the documented rule of :class:`~gradcheck.layerspec.Dropout`, seed and batch
+shape included, by this package's own code). Batch normalization couples the samples: for a spec
+with a ``BatchNorm`` the unit of the expression is the whole batch of ``spec.batch`` samples
+(``x_0..`` run over the flattened batch; the structure key then includes the batch size, and
+:func:`network_gradient` compiles for the batch size of the ``X`` it is given). Before building,
+a spec whose estimated expression (:func:`gradcheck.symbolic.layers.estimate_terms`) exceeds
+``max_terms`` is refused for size at once.
+
 Numbers: float64 throughout (whatever the spec's dtype); only the clip level of ``bce`` and
 ``categorical_cross_entropy`` follows the spec's dtype (its machine epsilon, as the registry).
 """
@@ -65,6 +83,7 @@ import sympy as sp
 from sympy.logic.boolalg import ITE
 
 from gradcheck.spec import NetworkSpec
+from gradcheck.symbolic import layers as _layers
 from gradcheck.symbolic.primitives import (
     EPS,
     WEIGHT,
@@ -116,24 +135,33 @@ def _as_spec(spec: Any) -> NetworkSpec:
 
 def structure_key(spec: NetworkSpec) -> str:
     """What the compiled gradient depends on: layers, skips, loss, input size (not batch, dtype,
-    seed, init: those are only numbers passed to the compiled function)."""
+    seed, init: those are only numbers passed to the compiled function; the batch size is kept
+    for a spec whose batch normalization couples the samples: its expression is the whole batch)."""
     d = spec.to_dict()
     for k in ("seed", "init", "batch", "dtype"):
+        if k == "batch" and _layers.couples_batch(spec):
+            continue
         d.pop(k, None)
     return json.dumps(d, sort_keys=True)
 
 
 def param_symbols(spec: NetworkSpec) -> dict[str, list[sp.Symbol]]:
-    """One real symbol per scalar parameter, per tensor in row-major order: ``W1_r_c``, ``b1_c``."""
+    """One real symbol per scalar parameter, per tensor in row-major order: ``W1_r_c``, ``b1_c``,
+    ``conv1_W_o_c_k_l`` (a ``.`` of the network name becomes ``_``: symbols are identifiers)."""
     out: dict[str, list[sp.Symbol]] = {}
     for name, shape in spec.param_shapes().items():
-        out[name] = [sp.Symbol(f"{name}_" + "_".join(map(str, idx)), real=True) for idx in np.ndindex(shape)]
+        stem = name.replace(".", "_")
+        out[name] = [sp.Symbol(f"{stem}_" + "_".join(map(str, idx)), real=True) for idx in np.ndindex(shape)]
     return out
 
 
 @dataclass
 class SampleLoss:
     """One sample's weighted loss as SymPy: ``loss`` in the parameter, input and target symbols.
+
+    For a spec with other layer kinds, ``xs`` also holds the dropout masks' symbols after the
+    inputs, and for a spec with batch normalization the "sample" is the whole batch (see the
+    module doc).
 
     With ``named`` pre-activations, ``definitions`` lists ``(z_i_c, expression)`` in order and
     ``loss`` refers to the symbols ``z_i_c``; substituting them back (last first) gives the
@@ -163,6 +191,10 @@ def sample_loss(spec: Any, deadline: _Deadline | None = None, *, named: bool = F
     ``Piecewise`` conditions (exponential in depth) and lets the graph method share them.
     """
     spec = _as_spec(spec)
+    if not spec.is_dense:
+        theta = param_symbols(spec)
+        loss, data, outs, named_defs = _layers.network_loss(spec, theta, named=named, deadline=deadline)
+        return SampleLoss(loss, theta, data, outs, named_defs)
     loss_def = get_loss_def(spec.loss)
     acts = []
     for i, layer in enumerate(spec.layers):
@@ -300,10 +332,17 @@ def _local_partials(e: sp.Basic, definitions: Mapping[sp.Basic, sp.Expr], cache:
 
 
 def _grad_graph(loss: sp.Expr, theta: list[sp.Symbol], deadline: _Deadline,
-                definitions: Mapping[sp.Basic, sp.Expr] | None = None) -> list[sp.Expr]:
+                definitions: Mapping[sp.Basic, sp.Expr] | None = None, *,
+                adjoints: list[tuple[sp.Symbol, sp.Expr]] | None = None) -> list[sp.Expr]:
     """Reverse accumulation over the expression DAG: adjoint(child) += adjoint(node) * d node/d
     child, the local partials from :func:`_local_partials` (``sympy.diff``); returns the
-    adjoints of the parameter symbols, i.e. dloss/dtheta_i."""
+    adjoints of the parameter symbols, i.e. dloss/dtheta_i.
+
+    With a list ``adjoints``, the adjoint of every named intermediate becomes a symbol
+    ``bar_{name}``, appended to ``adjoints`` with its value (parents first), and the returned
+    expressions refer to these symbols: the gradient as a program whose size grows like the
+    forward's, instead of expressions with the adjoints inlined into every use (what the other
+    layer kinds use; the dense path keeps them inlined)."""
     defs = dict(definitions or {})
     wanted = set(theta)
     # post-order: every node after its children; depends[e]: e involves a parameter
@@ -331,6 +370,10 @@ def _grad_graph(loss: sp.Expr, theta: list[sp.Symbol], deadline: _Deadline,
         if e in wanted or not depends[e] or e not in adjoint:
             continue
         bar = sp.Add(*adjoint.pop(e))
+        if adjoints is not None and e in defs and not bar.is_Atom:
+            sym = sp.Symbol(f"bar_{e}", real=True)
+            adjoints.append((sym, bar))
+            bar = sym
         for a, p in zip(_children(e, defs), _local_partials(e, defs, cache)):
             if depends[a]:
                 adjoint.setdefault(a, []).append(bar * p)
@@ -338,6 +381,34 @@ def _grad_graph(loss: sp.Expr, theta: list[sp.Symbol], deadline: _Deadline,
         if done % 64 == 0:  # a node costs ~0.1-1 ms: checks a few ms apart
             deadline.check("reverse accumulation")
     return [sp.Add(*adjoint.get(t, [sp.Integer(0)])) for t in theta]
+
+
+def _dependency_order(assignments: list[tuple[sp.Symbol, sp.Expr]]) -> list[tuple[sp.Symbol, sp.Expr]]:
+    """``assignments`` reordered so that each comes after those whose symbols it uses (a stable
+    depth-first topological order: the given order wherever it is already valid)."""
+    index = {sym: k for k, (sym, _) in enumerate(assignments)}
+    deps = [sorted(index[f] for f in value.free_symbols if f in index) for _, value in assignments]
+    state = [0] * len(assignments)  # 0 unseen, 1 on the stack, 2 placed
+    out = []
+    for root in range(len(assignments)):
+        if state[root]:
+            continue
+        state[root] = 1
+        stack = [(root, iter(deps[root]))]
+        while stack:
+            node, pending = stack[-1]
+            for d in pending:
+                if state[d] == 0:
+                    state[d] = 1
+                    stack.append((d, iter(deps[d])))
+                    break
+                if state[d] == 1:
+                    raise AssertionError(f"cyclic assignments at {assignments[d][0]}")
+            else:
+                stack.pop()
+                state[node] = 2
+                out.append(assignments[node])
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,6 +589,11 @@ def compile_gradient(spec: Any, *, max_params: int = DEFAULT_MAX_PARAMS, max_ter
 
 def _build(spec: NetworkSpec, key: str, max_terms: int, timeout: float, method: str) -> CompiledGradient:
     P = spec.n_params
+    if not spec.is_dense:
+        estimate = _layers.estimate_terms(spec)
+        if estimate > max_terms:
+            raise SymbolicSkipped(f"too large (P={P}, loss expression ~{estimate} nodes estimated, "
+                                  f"limit max_terms={max_terms})")
     deadline = _Deadline(timeout, f"P={P}")
     times: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -531,19 +607,28 @@ def _build(spec: NetworkSpec, key: str, max_terms: int, timeout: float, method: 
     deadline.check("building the expression")
 
     t0 = time.perf_counter()
+    # other layer kinds: the adjoints of the named intermediates are named too (their gradient
+    # sums run over whole feature maps and batches: inlined, CSE would spend seconds sorting them)
+    adjoints: list[tuple[sp.Symbol, sp.Expr]] | None = None if spec.is_dense else []
     if method == "diff":
         grads = _grad_diff(loss, theta, deadline)
     else:
-        grads = _grad_graph(loss, theta, deadline, dict(definitions))
+        grads = _grad_graph(loss, theta, deadline, dict(definitions), adjoints=adjoints)
+    adjoints = adjoints or []
     times["differentiate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    gsize = dag_size(grads, limit=4 * max_terms)
+    gsize = dag_size(grads + [v for _, v in adjoints], limit=4 * max_terms)
     if gsize > 4 * max_terms:
         raise SymbolicSkipped(f"too large (P={P}, gradient expressions > {4 * max_terms} nodes, "
                               f"limit 4 x max_terms={4 * max_terms})")
     deadline.check("differentiation", deadline.elapsed + gsize * 3e-5)  # cse ~ 30 us per node
-    repl, reduced = sp.cse(grads, order="none", postprocess=conditions_as_numbers)
+    if adjoints:  # one CSE over adjoints and gradients; then every assignment after what it uses
+        repl, reduced = sp.cse([v for _, v in adjoints] + grads, order="none", postprocess=conditions_as_numbers)
+        repl = _dependency_order(repl + [(sym, v) for (sym, _), v in zip(adjoints, reduced)])
+        reduced = reduced[len(adjoints):]
+    else:
+        repl, reduced = sp.cse(grads, order="none", postprocess=conditions_as_numbers)
     repl = list(definitions) + repl  # the named pre-activations are computed first
     times["cse"] = time.perf_counter() - t0
     if len(repl) > max_terms:
@@ -578,6 +663,8 @@ def _inputs(spec: NetworkSpec, params: Mapping[str, Any], X: Any, y: Any) -> tup
             raise ValueError(f"params[{name!r}] has shape {a.shape}; the spec says {shape}")
         flat.append(a.reshape(-1))
     theta = np.concatenate(flat) if flat else np.zeros(0)
+    if not spec.is_dense:
+        return _layered_inputs(spec, theta, X, y)
     Xa = np.asarray(X, dtype=np.float64)
     if Xa.ndim == 1:
         Xa = Xa.reshape(1, -1)
@@ -599,6 +686,52 @@ def _inputs(spec: NetworkSpec, params: Mapping[str, Any], X: Any, y: Any) -> tup
     return theta, Xa, Y, eps, w
 
 
+def _targets(spec: NetworkSpec, y: Any, B: int) -> Array:
+    """``y`` as float64 ``(B, k)`` (class indices shaped ``(B,)`` become one-hot rows), as in
+    :func:`_inputs`."""
+    k = spec.output_dim
+    ya = np.asarray(y)
+    loss_def = get_loss_def(spec.loss)
+    if loss_def.class_targets and ya.shape != (B, k) and ya.size == B:
+        idx = ya.reshape(-1).astype(np.int64)
+        if idx.min(initial=0) < 0 or idx.max(initial=0) >= k:
+            raise ValueError(f"y: class indices out of range [0, {k})")
+        ya = np.eye(k)[idx]
+    if ya.size != B * k:
+        raise ValueError(f"y has shape {np.shape(y)}; expected ({B}, {k})")
+    return ya.astype(np.float64).reshape(B, k)
+
+
+def _layered_inputs(spec: NetworkSpec, theta: Array, X: Any, y: Any) -> tuple[Array, Array, Array, float, float]:
+    """:func:`_inputs` for other layer kinds: ``X`` is ``(batch,) + input_shape`` (or one example);
+    the rows are those of :func:`gradcheck.symbolic.layers.data_rows` (inputs, then dropout masks;
+    one row for the whole batch of a coupled spec, whose ``spec.batch`` must be the batch of ``X``)."""
+    shape = spec.input_shape
+    Xr = np.asarray(X)
+    if Xr.shape == shape:
+        Xr = Xr[None]
+    if Xr.shape[1:] != shape:
+        raise ValueError(f"X has shape {np.shape(X)}; expected (batch,) + {shape}")
+    if Xr.dtype.kind not in "biuf":
+        raise TypeError(f"X: expected a real numeric array, got dtype {Xr.dtype}")
+    Xa = Xr.astype(np.float64)
+    if spec.input_is_integer:
+        vocab = spec.layers[0].vocab  # type: ignore[attr-defined]
+        if not (np.all(Xa == np.round(Xa)) and np.all((Xa >= 0) & (Xa < vocab))):
+            raise ValueError(f"X: an Embedding first layer takes integer indices in [0, {vocab})")
+    B = Xa.shape[0]
+    if _layers.couples_batch(spec) and B != spec.batch:
+        raise ValueError(f"X has batch {B}; this spec's batch normalization couples the samples and its "
+                         f"expression is built for spec.batch={spec.batch} (use spec.replace(batch={B}))")
+    Y = _targets(spec, y, B)
+    rows = _layers.data_rows(spec, Xa)
+    if rows.shape[0] != B:  # the whole batch is one unit
+        Y = Y.reshape(1, -1)
+    eps = float(np.finfo(np.dtype(spec.dtype)).eps)
+    w = 1.0 / B if get_loss_def(spec.loss).reduction == "mean" else 1.0
+    return theta, rows, Y, eps, w
+
+
 def _unflatten(spec: NetworkSpec, flat: Array) -> dict[str, Array]:
     out, i = {}, 0
     for name, shape in spec.param_shapes().items():
@@ -613,9 +746,12 @@ def network_gradient(spec: Any, params: Mapping[str, Any], X: Any, y: Any, *,
                      timeout: float = DEFAULT_TIMEOUT, method: str = "graph") -> dict[str, Array]:
     """Gradient of ``spec``'s loss at ``params`` for the batch ``(X, y)``, derived by SymPy.
 
-    Returns float64 arrays keyed and shaped like ``params`` (``W1, b1, ...``), computed in float64
-    whatever the spec's dtype. The compiled gradient is cached per structure (layers, skips,
-    loss, input size), so later calls with other numbers or batch sizes only evaluate it.
+    Returns float64 arrays keyed and shaped like ``params`` (``W1, b1, ...``; ``conv1.W``, ...),
+    computed in float64 whatever the spec's dtype. The compiled gradient is cached per structure
+    (layers, skips, loss, input size), so later calls with other numbers or batch sizes only
+    evaluate it (with batch normalization the batch size is part of the structure). ``X`` is
+    ``(batch, input_dim)``, or ``(batch,) + spec.input_shape`` for other layer kinds (integer
+    indices for an embedding); a single example may omit the batch axis.
 
     Raises :class:`SymbolicSkipped` (message ``"skipped: too large (P=..., limit ...)"`` or
     ``"skipped: too slow (...)"``) when the spec exceeds ``max_params`` scalar parameters,
@@ -623,6 +759,10 @@ def network_gradient(spec: Any, params: Mapping[str, Any], X: Any, y: Any, *,
     build. ``method``: ``"diff"`` (``sympy.diff`` per parameter) or ``"graph"`` (see module doc).
     """
     spec = _as_spec(spec)
+    if _layers.couples_batch(spec):  # the expression is the whole batch: compile for X's batch size
+        B = np.shape(X)[0] if np.ndim(X) > len(spec.input_shape) else 1
+        if B != spec.batch:
+            spec = spec.replace(batch=B)
     theta, Xa, Y, eps, w = _inputs(spec, params, X, y)
     compiled = compile_gradient(spec, max_params=max_params, max_terms=max_terms, timeout=timeout, method=method)
     per = compiled.per_sample(theta, Xa, Y, eps, w)

@@ -373,7 +373,7 @@ def quiz(lesson: AnyLesson | None = None, *, answer: str | None = None, seed: in
               f"({outcome.dtype}) fails check_vjp.\n")
     else:
         spec = lesson.case().spec
-        shape = "-".join(str(w) for w in (spec.input_dim, *(layer.width for layer in spec.layers)))
+        shape = "-".join(str(w) for w in spec.widths)
         # the layer sizes only: the activations (and the spec's label) would give the answer away
         print(f"Quiz (seed {seed}): this backward pass of a {shape} network ({spec.dtype}, batch {spec.batch}) "
               "fails gradcheck.\n")

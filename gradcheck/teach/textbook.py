@@ -48,8 +48,9 @@ class MLP:
     """The textbook network of ``spec``; call it as ``fn(params, X, y)``."""
 
     def __init__(self, spec: NetworkSpec) -> None:
-        if any(not layer.bias for layer in spec.layers) or spec.skips:
-            raise ValueError(f"spec={spec.label()!r}: the textbook network has a bias in every layer and no skips")
+        if not spec.is_dense or any(not getattr(layer, "bias", True) for layer in spec.layers) or spec.skips:
+            raise ValueError(f"spec={spec.label()!r}: the textbook network is dense, with a bias in every layer "
+                             "and no skips")
         self.spec = spec
         self.depth = spec.depth
         self.dtype = np.dtype(spec.dtype)
@@ -115,7 +116,7 @@ class MLP:
 def batch(spec: NetworkSpec, *, seed: int = 0, target: str = "real") -> tuple[Array, Array]:
     """A deterministic batch ``(X, y)`` for ``spec``: standard normal inputs; targets of the kind asked."""
     rng = np.random.default_rng(1000 + seed)
-    X = rng.standard_normal((spec.batch, spec.input_dim))
+    X = rng.standard_normal((spec.batch, *spec.input_shape))
     shape = (spec.batch, spec.output_dim)
     if target == "real":
         y = rng.standard_normal(shape)
