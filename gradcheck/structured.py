@@ -285,14 +285,25 @@ def validate(spec: Any, params: Mapping[str, Array], scheme: str = "central") ->
         raise ValueError("oracle='structured' needs spec=NetworkSpec(...) describing fn's network")
     if not hasattr(spec, "param_shapes") or not hasattr(spec, "layers"):
         raise TypeError(f"spec must be a gradcheck.NetworkSpec for oracle='structured', got {type(spec).__name__}")
-    if not getattr(spec, "is_dense", True):
-        raise ValueError(f"oracle='structured' knows dense networks; this spec has {', '.join(spec.layer_kinds)} "
-                         "layers: use oracle='numerical' (the default)")
+    dense = getattr(spec, "is_dense", True)
+    if not dense:  # layered specs: gradcheck.structured_layers (raises naming unsupported kinds)
+        from gradcheck import structured_layers  # noqa: PLC0415 - imports this module
+        structured_layers.validate(spec)
     if scheme == "complex":
         raise ValueError("scheme='complex' is not available with oracle='structured' (the spec's network is "
                          "evaluated in real arithmetic); use 'auto', 'central', 'central4', 'richardson' or 'forward'")
     _check_params(spec, params)
-    StructuredLoss(spec, np.zeros((1, spec.input_dim)), np.zeros((1, spec.output_dim)))  # known names
+    if dense:
+        StructuredLoss(spec, np.zeros((1, spec.input_dim)), np.zeros((1, spec.output_dim)))  # known names
+
+
+def _loss_class(spec: Any) -> Any:
+    """:class:`StructuredLoss` for dense specs; layered specs (conv, pooling, normalization...)
+    go to :class:`gradcheck.structured_layers.LayeredLoss`."""
+    if getattr(spec, "is_dense", True):
+        return StructuredLoss
+    from gradcheck import structured_layers  # noqa: PLC0415 - imports this module
+    return structured_layers.LayeredLoss
 
 
 def oracle_loss(spec: Any, params: Mapping[str, Array], X: Any, y: Any, *, expected: float,
@@ -305,7 +316,7 @@ def oracle_loss(spec: Any, params: Mapping[str, Array], X: Any, y: Any, *, expec
     magnitude of the loss, its outputs and targets): then it is not fn's network.
     """
     _check_params(spec, params)
-    oracle = StructuredLoss(spec, X, y, max_bytes=max_bytes)
+    oracle = _loss_class(spec)(spec, X, y, max_bytes=max_bytes)
     with np.errstate(all="ignore"):
         _, a = oracle.forward(params)
         out = a[-1]
@@ -334,5 +345,5 @@ def gradient(spec: Any, params: Mapping[str, Array], X: Any, y: Any, *, scheme: 
         raise ValueError("scheme='complex' is not available in the structured oracle; use central, "
                          "central4, richardson or forward")
     _check_params(spec, params)
-    oracle = StructuredLoss(spec, X, y, max_bytes=max_bytes)
+    oracle = _loss_class(spec)(spec, X, y, max_bytes=max_bytes)
     return estimate(oracle, params, scheme=scheme)

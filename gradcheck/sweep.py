@@ -284,8 +284,8 @@ def run_sweep(cfg: SweepConfig, *, overrides: Mapping[str, Any] | None = None,
     """Run the sweep; ``overrides`` replaces activation registry entries (planted-bug tests)."""
     t0 = time.perf_counter()
     todo: list[tuple] = [(a, l, d, cfg, overrides) for a, l, d in cells(cfg)]
-    if cfg.order == 1:  # second order is implemented for dense networks
-        todo += [("layer", k, a, l, d, cfg) for k, a, l, d in layer_cells(cfg)]
+    # layer cells are checked to first order (second order is implemented for dense networks)
+    todo += [("layer", k, a, l, d, cfg) for k, a, l, d in layer_cells(cfg)]
     outcome = SweepOutcome()
     show = (not cfg.quiet) if progress is None else progress
     bar = _progress(len(todo), show)
