@@ -21,7 +21,9 @@ Two kinds of pattern (``Diagnosis.pattern``):
 * **location** (:data:`LOCATION_PATTERNS`: *where* the error enters, read off which tensors
   fail, for networks whose parameters are named per layer: ``W1, b1, ...`` or ``0.weight, ...``):
   ``one_element``, ``bias_reduction``, ``weights_only``, ``hidden_layer_derivative``,
-  ``one_layer``, ``output_gradient``.
+  ``one_layer``, ``output_gradient``; and for networks with other layer kinds (``conv1.W``,
+  ``bn2.gamma``, ``W3``, ...) ``input_gradient``: every parameter below some layer fails, every
+  one from it on is right, so a layer in between passes a wrong gradient to its input.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from gradcheck.result import Diagnosis, Result, TensorReport
 
 #: patterns that say where the error enters the backward pass, not what it is
 LOCATION_PATTERNS = frozenset({"one_element", "bias_reduction", "weights_only", "hidden_layer_derivative",
-                               "one_layer", "output_gradient"})
+                               "one_layer", "output_gradient", "input_gradient"})
 #: patterns that name a cause, each confirmed by an exact numerical relation
 SPECIFIC_PATTERNS = frozenset({"sign_flip", "factor_two", "factor_half", "missing_mean", "extra_mean",
                                "constant_factor", "zero_gradient", "transposed", "weight_decay",
@@ -108,6 +110,52 @@ def _layer_of(name: str) -> tuple[int, str] | None:
     if m:
         return int(m.group(1)), "W" if m.group(2) == "weight" else "b"
     return None
+
+
+_LAYERED = re.compile(r"^(?:[A-Za-z]+?(\d+)\.\w+|[Wb](\d+))$")
+
+
+def _spec_layer(name: str) -> int | None:
+    """The 1-based layer of a layered network's parameter (``conv1.W -> 1``, ``W3 -> 3``), or None."""
+    m = _LAYERED.match(name)
+    if not m:
+        return None
+    return int(m.group(1) or m.group(2))
+
+
+def _input_gradient(failed: list[_View], views: list[_View], spec: Mapping[str, Any] | None) -> Diagnosis | None:
+    """Layered networks: the failing tensors are exactly every parameter of the layers below some
+    layer, and every parameter from that layer on is right. Their parameter gradients being right,
+    the layers in between compute their own backward right but pass a wrong gradient to their
+    input (dx), or the last failing layer's backward is wrong inside, before its parameters."""
+    index = {v.name: _spec_layer(v.name) for v in views}
+    if any(i is None for i in index.values()) or not any("." in v.name for v in views):
+        return None
+    order = sorted({i for i in index.values() if i is not None})
+    bad = sorted({index[v.name] for v in failed if index[v.name] is not None})
+    if not bad or bad != order[: len(bad)] or len(bad) == len(order):
+        return None
+    if not all(v.failed for v in views if index[v.name] in bad):
+        return None
+    last_bad, first_good = bad[-1], order[len(bad)]
+    layers = list((spec or {}).get("layers") or [])
+
+    def named(i: int) -> str:
+        """``layer 2 (conv2d)`` with a spec, ``layer 2`` without."""
+        layer = layers[i - 1] if 0 < i <= len(layers) and isinstance(layers[i - 1], Mapping) else None
+        return f"layer {i} ({layer.get('kind', 'dense')})" if layer is not None else f"layer {i}"
+
+    between = [named(i) for i in range(last_bad + 1, first_good + 1)]
+    wrong = [v.name for v in views if v.failed]
+    right = [v.name for v in views if not v.failed]
+    return Diagnosis(
+        "input_gradient",
+        f"{', '.join(wrong)} wrong, {', '.join(right)} right: the gradient reaching the output of {named(last_bad)} "
+        f"is wrong while every parameter from layer {first_good} on is right, so the input "
+        f"gradient (dx) that {' or '.join(between)} passes down is wrong (a window written with = instead of +=, "
+        f"a stride or scale missing, a term of the chain rule dropped), or layer {last_bad}'s own backward is "
+        "wrong before its parameter gradients",
+        "medium", wrong, {"last_wrong_layer": int(last_bad), "first_right_layer": int(first_good)})
 
 
 def _batch_size(spec: Mapping[str, Any] | None, X: Any) -> int | None:
@@ -774,7 +822,7 @@ def diagnose(result: Result, spec: Mapping[str, Any] | None = None, *, params: M
             return d
     layers = _by_layer(views)
     if layers is None:
-        return None
+        return _input_gradient(failed, views, spec)
     for layer_rule in (_weights_only, _hidden_prefix, _one_layer, _output):
         d = layer_rule(failed, layers)
         if d is not None:

@@ -229,15 +229,20 @@ class AvgPool2d(_Pool2d):
 class BatchNorm(Node):
     """Training-mode batch normalization: per feature (axis 0 of the example: the channel of a
     ``(C, ...)`` input, the feature of a ``(D,)`` one) over the batch and every other axis, biased
-    variance, then ``gamma * xhat + beta``. Running statistics are not part of the loss."""
+    variance, then ``gamma * xhat + beta``. Running statistics (``momentum``: torch's rule,
+    ``running = (1 - momentum) * running + momentum * batch``, unbiased variance) are state of the
+    reference network, updated by training steps only: never by a gradient check, never in the loss."""
 
     kind: ClassVar[str] = "batchnorm"
     prefix: ClassVar[str] = "bn"
     eps: float = 1e-5
+    momentum: float = 0.1
 
     def validate(self) -> None:
         if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) or not self.eps > 0:
             raise ValueError(f"BatchNorm.eps={self.eps!r}: expected a number > 0")
+        if not isinstance(self.momentum, (int, float)) or isinstance(self.momentum, bool) or not 0 < self.momentum <= 1:
+            raise ValueError(f"BatchNorm.momentum={self.momentum!r}: expected a number in (0, 1]")
 
     def out_shape(self, in_shape: Shape) -> Shape:
         if not in_shape:
@@ -257,7 +262,8 @@ class LayerNorm(Node):
     eps: float = 1e-5
 
     def validate(self) -> None:
-        BatchNorm.validate(self)  # type: ignore[arg-type]
+        if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool) or not self.eps > 0:
+            raise ValueError(f"LayerNorm.eps={self.eps!r}: expected a number > 0")
 
     def out_shape(self, in_shape: Shape) -> Shape:
         if not in_shape:

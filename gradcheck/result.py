@@ -500,7 +500,7 @@ HINTS = {
     "per_tensor": "a different factor per tensor?", "one_element": "one element wrong?",
     "bias_reduction": "bias reduction?", "weights_only": "weights wrong, biases right?",
     "hidden_layer_derivative": "activation derivative?", "one_layer": "one layer wrong?",
-    "output_gradient": "output gradient?",
+    "output_gradient": "output gradient?", "input_gradient": "a layer's input gradient (dx)?",
 }
 
 

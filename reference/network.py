@@ -25,6 +25,7 @@ from gradcheck.spec import NetworkSpec
 
 from .activations import Activation, get_activation
 from .layers import Context, LayerKind, get_layer
+from .layers.norm import batch_statistics, batchnorm_inference
 from .losses import Loss, get_loss
 
 Array = np.ndarray
@@ -82,6 +83,14 @@ class Network:
         kinds = dict(layers or {})
         self._kinds = None if spec.is_dense and not kinds else [
             kinds.get(layer.kind) or get_layer(layer.kind) for layer in spec.layers]
+        #: batch normalization's running statistics, ``bn{i}.running_mean`` / ``.running_var``:
+        #: state of this network object, changed only by :meth:`update_running_stats` (training)
+        self.running: Params = {}
+        for i, layer in enumerate(spec.layers, start=1):
+            if layer.kind == "batchnorm":
+                channels = spec.shapes[i - 1][0]
+                self.running[f"bn{i}.running_mean"] = np.zeros(channels, self.dtype)
+                self.running[f"bn{i}.running_var"] = np.ones(channels, self.dtype)
 
     # -- parameters -------------------------------------------------------------------------
     def init_params(self) -> Params:
@@ -219,14 +228,18 @@ class Network:
             raise ValueError(f"X has shape {x.shape}; expected (batch,) + {spec.input_shape}")
         return x
 
-    def _forward_graph(self, params: Mapping[str, Array], X) -> tuple[Array, Cache]:
+    def _forward_graph(self, params: Mapping[str, Array], X, training: bool = True) -> tuple[Array, Cache]:
         spec, assert_kinds = self.spec, self._kinds
         assert assert_kinds is not None
         a = self._input(X)
         outputs, inputs, pre, ops = [a], [], [], []
         for i, (layer, kind, act) in enumerate(zip(spec.layers, assert_kinds, self.activations), start=1):
             local = {k: params[n] for k, n in spec.param_names(i).items()}
-            z, op_cache = kind.forward(layer, local, a, Context(spec.seed, i))
+            if not training and layer.kind == "batchnorm":
+                z, op_cache = batchnorm_inference(layer, local, a, self.running[f"bn{i}.running_mean"],
+                                                  self.running[f"bn{i}.running_var"]), None
+            else:
+                z, op_cache = kind.forward(layer, local, a, Context(spec.seed, i))
             for s in self._skips_into.get(i, ()):
                 z = z + outputs[s]
             inputs.append(a)
@@ -268,8 +281,25 @@ class Network:
 
     __call__ = loss_and_grads
 
-    def predict(self, params: Mapping[str, Array], X) -> Array:
+    def predict(self, params: Mapping[str, Array], X, *, training: bool = True) -> Array:
+        """The network's output; ``training=False`` is evaluation mode (batch normalization with its
+        running statistics instead of the batch's)."""
+        if not training and self._kinds is not None:
+            return self._forward_graph(params, X, training=False)[0]
         return self.forward(params, X)[0]
+
+    def update_running_stats(self, cache: Cache) -> None:
+        """One training step's update of the running statistics from a training forward's cache
+        (torch's rule: ``(1 - momentum) * running + momentum * batch``, unbiased variance). The
+        checker's contract (:meth:`loss_and_grads`) never calls it: a check leaves them as they are."""
+        for i, layer in enumerate(self.spec.layers, start=1):
+            if layer.kind != "batchnorm":
+                continue
+            mean, var = batch_statistics(cache.inputs[i - 1])
+            m = layer.momentum  # type: ignore[attr-defined]
+            for key, batch in (("running_mean", mean), ("running_var", var)):
+                name = f"bn{i}.{key}"
+                self.running[name] = ((1 - m) * self.running[name] + m * batch).astype(self.dtype)
 
 
 def build(spec: NetworkSpec) -> Network:

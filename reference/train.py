@@ -48,6 +48,7 @@ def train(network: Network, params: Mapping[str, Array], X, y, *, lr: float = 0.
     result = TrainResult(current)
     for _ in range(epochs):
         out, cache = network.forward(current, X)
+        network.update_running_stats(cache)  # batch normalization's running statistics, if any
         result.losses.append(network.loss_fn.value(out, y))
         result.last_output = out
         current = sgd_step(current, network.backward(current, cache, y), lr)

@@ -168,7 +168,57 @@ def test_checker_passes_a_correct_cnn_and_catches_a_planted_layer_bug():
         return dy * p["gamma"].reshape(inv_std.shape[:2] + (1,) * (dy.ndim - 2)) * inv_std, grads
 
     buggy = LayerKind("batchnorm", right.init, right.forward, backward)
-    result = gradcheck.check(Network(CNN, layers={"batchnorm": buggy}), params, X, y)
+    result = gradcheck.check(Network(CNN, layers={"batchnorm": buggy}), params, X, y, spec=CNN)
     assert not result.passed
     failing = {t.name for t in result.tensors.values() if not t.passed}
     assert failing and failing <= {"conv1.W", "conv1.b"}
+    if failing == {"conv1.W", "conv1.b"}:  # every parameter below the batchnorm, none from it on
+        assert result.diagnosis is not None and result.diagnosis.pattern == "input_gradient"
+        assert result.diagnosis.evidence == {"last_wrong_layer": 1, "first_right_layer": 3}
+        assert "layer 2 (maxpool2d) or layer 3 (batchnorm)" in result.diagnosis.message
+
+
+def test_input_gradient_is_not_claimed_when_the_wrong_layer_is_not_below_the_right_ones():
+    """A conv backward whose own dW is 1.5x off (its dx right): conv1.W fails while conv1.b and
+    every later layer pass, which is not "everything below a layer": no input_gradient."""
+    from reference.layers import get_layer
+    from reference.layers.base import LayerKind
+
+    right = get_layer("conv2d")
+
+    def backward(node, p, cache, dy):
+        dx, grads = right.backward(node, p, cache, dy)
+        return dx, {**grads, "W": 1.5 * grads["W"]}
+
+    net = Network(CNN, layers={"conv2d": LayerKind("conv2d", right.init, right.forward, backward)})
+    params = net.init_params()
+    X = np.random.default_rng(2).standard_normal((3, 1, 6, 6))
+    result = gradcheck.check(net, params, X, np.array([0, 2, 1]))
+    assert not result.passed and result.worst_param == "conv1.W"
+    assert result.diagnosis is None or result.diagnosis.pattern != "input_gradient"
+
+
+def test_batchnorm_running_statistics_are_left_alone_by_checks_and_follow_torch_in_training():
+    """A gradient check (``loss_and_grads``) never moves the running statistics; a training step
+    updates them with torch's rule (momentum 0.1, unbiased variance), and evaluation mode uses them.
+    Compared with ``torch.nn.functional.batch_norm`` in float64 to 1e-12 (the same few operations)."""
+    torch = pytest.importorskip("torch")
+    from reference.train import train
+
+    spec = NetworkSpec((2, 3, 3), (BatchNorm(momentum=0.25), Flatten(), Layer(2, "identity")), "mse", batch=4)
+    net = Network(spec)
+    params = net.init_params()
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((4, 2, 3, 3)) * 2 + 1, rng.standard_normal((4, 2))
+    before = {k: v.copy() for k, v in net.running.items()}
+    assert gradcheck.check(net, params, X, y).passed
+    assert all(np.array_equal(before[k], net.running[k]) for k in before)  # untouched by the check
+    train(net, params, X, y, lr=0.0, epochs=1)  # lr 0: only the statistics move
+    rm, rv = torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    torch.nn.functional.batch_norm(torch.from_numpy(X), rm, rv, training=True, momentum=0.25)
+    np.testing.assert_allclose(net.running["bn1.running_mean"], rm.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(net.running["bn1.running_var"], rv.numpy(), rtol=1e-12)
+    expected = torch.nn.functional.batch_norm(torch.from_numpy(X), rm, rv, torch.from_numpy(params["bn1.gamma"]),
+                                              torch.from_numpy(params["bn1.beta"]), training=False)
+    flat = expected.numpy().reshape(4, -1) @ params["W3"] + params["b3"]
+    np.testing.assert_allclose(net.predict(params, X, training=False), flat, rtol=1e-12)

@@ -19,7 +19,7 @@ import pytest
 
 from gradcheck.cli import main
 from gradcheck.diagnose import PATTERNS
-from gradcheck.teach import LESSONS, NETWORK_LESSONS, OPERATOR_LESSONS, PASSES, get_lesson, run_lesson
+from gradcheck.teach import LAYER_LESSONS, LESSONS, NETWORK_LESSONS, OPERATOR_LESSONS, PASSES, get_lesson, run_lesson
 from gradcheck.teach import cli as teach_cli
 from gradcheck.teach.catalog import code_diff, naive_float32_check
 from gradcheck.teach.textbook import MLP
@@ -46,7 +46,7 @@ REQUIRED = {
 
 def test_catalog_has_every_required_lesson():
     assert len(NETWORK_LESSONS) >= 25
-    assert LESSONS == NETWORK_LESSONS + OPERATOR_LESSONS
+    assert LESSONS == NETWORK_LESSONS + OPERATOR_LESSONS + LAYER_LESSONS
     all_names = [lesson.name for lesson in LESSONS]
     assert len(set(all_names)) == len(all_names)
     missing = {bug: name for bug, name in REQUIRED.items() if name not in NAMES}

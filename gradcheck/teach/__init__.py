@@ -1,6 +1,8 @@
 """Lessons on classic derivative bugs: a catalog of mutants of a textbook network, each with its fix,
-the reason it is wrong and what gradcheck should say about it, and of bugs in single operators'
-backward passes checked with ``check_vjp`` (``gradcheck teach``).
+the reason it is wrong and what gradcheck should say about it; of bugs in single operators'
+backward passes checked with ``check_vjp``; and of bugs in layer kinds' backward passes (conv,
+pooling, normalization, attention, RNN/LSTM, embedding) checked on a whole network
+(``gradcheck teach``).
 
 >>> from gradcheck.teach import LESSONS, get_lesson, run_lesson
 >>> outcome = run_lesson(get_lesson("tanh-one-minus-a"))   # doctest: +SKIP
@@ -8,17 +10,19 @@ backward passes checked with ``check_vjp`` (``gradcheck teach``).
 (True, 'W1', 'hidden_layer_derivative')
 """
 from gradcheck.teach.catalog import (
+    LAYER_LESSONS,
     LESSONS,
     NETWORK_LESSONS,
     OPERATOR_LESSONS,
     PASSES,
     AnyLesson,
     Case,
+    LayerLesson,
     Lesson,
     OperatorLesson,
     get_lesson,
 )
 from gradcheck.teach.run import Outcome, run_lesson
 
-__all__ = ["LESSONS", "NETWORK_LESSONS", "OPERATOR_LESSONS", "PASSES", "AnyLesson", "Case", "Lesson", "OperatorLesson",
-           "get_lesson", "Outcome", "run_lesson"]
+__all__ = ["LESSONS", "NETWORK_LESSONS", "OPERATOR_LESSONS", "LAYER_LESSONS", "PASSES", "AnyLesson", "Case", "Lesson",
+           "OperatorLesson", "LayerLesson", "get_lesson", "Outcome", "run_lesson"]

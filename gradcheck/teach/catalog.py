@@ -11,7 +11,9 @@ Adding a lesson: write the mutant (and, if the base class is not already the fix
 subclass in :mod:`gradcheck.teach.mutants`, then append a ``Lesson(...)`` to :data:`NETWORK_LESSONS`.
 
 :data:`LESSONS` also holds the operator lessons (:mod:`gradcheck.teach.operator_lessons`): one
-operator's backward checked with ``check_vjp``, the bug a branch of its vjp.
+operator's backward checked with ``check_vjp``, the bug a branch of its vjp; and the layer lessons
+(:mod:`gradcheck.teach.layer_lessons`): one layer kind's wrong backward swapped into the reference
+network, checked with ``check`` on the whole network.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import numpy as np
 from gradcheck.spec import Layer, NetworkSpec
 from gradcheck.teach import mutants as m
 from gradcheck.teach.base import Case, code_diff
+from gradcheck.teach.layer_lessons import LAYER_LESSONS, LayerLesson
 from gradcheck.teach.operator_lessons import OPERATOR_LESSONS, OperatorLesson
 from gradcheck.teach.textbook import MLP, batch
 
@@ -401,11 +404,12 @@ NETWORK_LESSONS: tuple[Lesson, ...] = (
            "accumulating", (), "zero the stored gradients at the start of every step"),
 )
 
-#: a lesson of either kind: a whole network's ``check`` or one operator's ``check_vjp``
-AnyLesson = Lesson | OperatorLesson
+#: a lesson of any kind: a textbook network's ``check``, one operator's ``check_vjp``, or the
+#: ``check`` of a reference network with one layer kind's backward replaced
+AnyLesson = Lesson | OperatorLesson | LayerLesson
 
-#: every lesson: the network lessons, then the operator lessons
-LESSONS: tuple[AnyLesson, ...] = NETWORK_LESSONS + OPERATOR_LESSONS
+#: every lesson: the network lessons, then the operator lessons, then the layer lessons
+LESSONS: tuple[AnyLesson, ...] = NETWORK_LESSONS + OPERATOR_LESSONS + LAYER_LESSONS
 
 _BY_NAME = {lesson.name: lesson for lesson in LESSONS}
 assert len(_BY_NAME) == len(LESSONS), "two lessons share a name"
@@ -430,5 +434,5 @@ def get_lesson(name: str) -> AnyLesson:
         raise ValueError(f"unknown lesson {name!r}{hint}; `gradcheck teach --list` shows all {len(LESSONS)}") from None
 
 
-__all__ = ["Lesson", "OperatorLesson", "AnyLesson", "Case", "LESSONS", "NETWORK_LESSONS", "OPERATOR_LESSONS",
-           "PASSES", "get_lesson", "code_diff"]
+__all__ = ["Lesson", "OperatorLesson", "LayerLesson", "AnyLesson", "Case", "LESSONS", "NETWORK_LESSONS",
+           "OPERATOR_LESSONS", "LAYER_LESSONS", "PASSES", "get_lesson", "code_diff"]

@@ -1,5 +1,6 @@
 """``gradcheck teach``: run lessons on classic derivative bugs (of whole networks, checked with
-``check``, and of single operators' backward passes, checked with ``check_vjp``).
+``check``; of single operators' backward passes, checked with ``check_vjp``; and of layer kinds'
+backward passes, checked with ``check`` on a network that contains the layer).
 
     gradcheck teach --list                    the lessons, as a table
     gradcheck teach NAME [--report DIR]       one lesson: wrong vs right code, verdict, diagnosis, fix
@@ -20,7 +21,7 @@ import textwrap
 import time
 from collections.abc import Sequence
 
-from gradcheck.teach.catalog import LESSONS, AnyLesson, OperatorLesson, get_lesson
+from gradcheck.teach.catalog import LESSONS, AnyLesson, LayerLesson, OperatorLesson, get_lesson
 from gradcheck.teach.run import Outcome, run_lesson
 
 N_CHOICES = 4
@@ -114,13 +115,13 @@ def _indent(text: str, indent: str = "  ") -> str:
 
 
 def _expected(lesson: AnyLesson) -> str:
-    if isinstance(lesson, OperatorLesson):
+    if isinstance(lesson, (OperatorLesson, LayerLesson)):
         return lesson.expected or "no pattern"
     return "passes (not a bug)" if lesson.passes else lesson.expected
 
 
 def _says(lesson: AnyLesson) -> str:
-    return lesson.expects() if isinstance(lesson, OperatorLesson) else _expected(lesson)
+    return lesson.expects() if isinstance(lesson, (OperatorLesson, LayerLesson)) else _expected(lesson)
 
 
 # -- --list ----------------------------------------------------------------------------------------
@@ -135,6 +136,8 @@ def show_code(lesson: AnyLesson) -> None:
     labels = ("one way", "the other") if lesson.passes else ("wrong", "right")
     if isinstance(lesson, OperatorLesson):
         print(f"The code ({lesson.where()} vs {lesson.where(fixed=True)}, gradcheck/teach/operators.py):")
+    elif isinstance(lesson, LayerLesson):
+        print(f"The code ({lesson.where()} vs {lesson.where(fixed=True)}, gradcheck/teach/layer_bugs.py):")
     else:
         print(f"The code ({lesson.where()} vs {lesson.where(fixed=True)}):")
     for wrong, right in lesson.diff():
@@ -142,7 +145,7 @@ def show_code(lesson: AnyLesson) -> None:
             print(f"  - {labels[0]:>9}:  {line}")
         for line in right or ["(missing)"]:
             print(f"  + {labels[1]:>9}:  {line}")
-    whole = "wrong backward" if isinstance(lesson, OperatorLesson) else \
+    whole = "wrong backward" if isinstance(lesson, (OperatorLesson, LayerLesson)) else \
         "first version" if lesson.passes else "wrong method"
     print(f"\n  the whole {whole}:")
     print(_indent(lesson.source().rstrip(), "    "))
@@ -181,8 +184,14 @@ def verdict_lines(outcome: Outcome) -> list[str]:
         else:
             where = f"worst element {w.label()}: claimed {w.claimed:.9g}, numerical {w.numerical:.9g}" if w else \
                 f"worst tensor {r.worst_param}"
-            want = f"expected in {', '.join(lesson.tensors)}" if lesson.tensors else "any tensor"
-            lines.append(f"{where} ({want}: {yes[outcome.localized]})")
+            if isinstance(lesson, LayerLesson):
+                failing = [name for name, t in r.tensors.items() if not t.passed]
+                lines.append(f"{where}")
+                lines.append(f"failing tensors: {', '.join(failing) or 'none'} (expected among "
+                             f"{', '.join(lesson.tensors)}: {yes[outcome.localized]})")
+            else:
+                want = f"expected in {', '.join(lesson.tensors)}" if lesson.tensors else "any tensor"
+                lines.append(f"{where} ({want}: {yes[outcome.localized]})")
     d = r.diagnosis
     if d is not None:
         lines.append(f"diagnosis: {d.pattern} (confidence {d.confidence}; expected {_expected(lesson)}: "
@@ -204,7 +213,11 @@ def show_lesson(lesson: AnyLesson, *, report: str | None = None, symbolic: bool 
     case = lesson.case()
     print(f"== lesson {k}/{len(LESSONS)}: {lesson.name} ==")
     print(lesson.title)
-    print(f"topic: {lesson.topic} | network: {case.spec.label()}\n")
+    print(f"topic: {lesson.topic} | network: {case.spec.label()}")
+    if isinstance(lesson, LayerLesson):
+        print(f"the reference network with the {lesson.kind} layer's backward replaced: "
+              f"Network(spec, layers={{{lesson.kind!r}: LayerKind(..., backward={lesson.where()})}})")
+    print()
     show_code(lesson)
     print("\nWhy:")
     print(_wrap(lesson.why))
@@ -225,6 +238,8 @@ def show_lesson(lesson: AnyLesson, *, report: str | None = None, symbolic: bool 
     print(f"gradcheck on the {'other version' if lesson.passes else 'fixed code'}: "
           f"{'passed' if fixed.result.passed else 'FAILED'} (max relative error {fixed.result.max_rel_error:.2e}, "
           f"tolerance {fixed.result.tolerance:.2e})")
+    if isinstance(lesson, LayerLesson) and lesson.twin:
+        print(f"The same bug in the operator alone, checked with check_vjp: gradcheck teach {lesson.twin}")
     code = 0 if outcome.ok and fixed.result.passed else 1
     if report:
         code = max(code, _write_report([outcome.result, fixed.result], report, f"gradcheck lesson: {lesson.name}"))
@@ -326,9 +341,10 @@ def check_all(report: str | None = None) -> int:
     print_table(("lesson", "caught", "worst tensor", "named", "fix passes", "dtype"), rows)
     n = len(LESSONS)
     n_op = sum(isinstance(lesson, OperatorLesson) for lesson in LESSONS)
+    n_layer = sum(isinstance(lesson, LayerLesson) for lesson in LESSONS)
     print(f"caught {counts['caught']}/{n}, localized {counts['localized']}/{n}, diagnosed {counts['diagnosed']}/{n}, "
-          f"fixes pass {counts['fixed']}/{n} ({n - n_op} network lessons, {n_op} operator lessons checked in "
-          f"float64 and float32; {time.perf_counter() - t0:.1f} s)")
+          f"fixes pass {counts['fixed']}/{n} ({n - n_op - n_layer} network lessons, {n_layer} layer lessons, "
+          f"{n_op} operator lessons checked in float64 and float32; {time.perf_counter() - t0:.1f} s)")
     code = 0 if all(v == n for v in counts.values()) else 1
     if report:
         code = max(code, _write_report(results, report, "gradcheck lessons"))
@@ -337,9 +353,21 @@ def check_all(report: str | None = None) -> int:
 
 # -- --quiz ----------------------------------------------------------------------------------------
 def quiz_choices(lesson: AnyLesson, rng: random.Random) -> list[AnyLesson]:
-    """The lesson and N_CHOICES - 1 distractors of the same kind (network or operator), preferring
-    ones gradcheck names the same way."""
+    """The lesson and N_CHOICES - 1 distractors of the same kind (network, operator or layer),
+    preferring ones gradcheck names the same way; for a layer lesson, first those whose networks
+    share the most parameter names with its own (the names are in the result the quiz shows)."""
     others = [l for l in LESSONS if l is not lesson and not l.passes and type(l) is type(lesson)]
+    if isinstance(lesson, LayerLesson):
+        mine = set(lesson.case().spec.param_shapes())
+
+        def key(other: AnyLesson) -> tuple[int, bool]:
+            assert isinstance(other, LayerLesson)
+            return -len(mine & set(other.case().spec.param_shapes())), other.expected != lesson.expected
+        rng.shuffle(others)
+        others.sort(key=key)
+        alike: list[AnyLesson] = [lesson, *others[: N_CHOICES - 1]]
+        rng.shuffle(alike)
+        return alike
     same = [l for l in others if l.expected == lesson.expected]
     rest = [l for l in others if l.expected != lesson.expected]
     rng.shuffle(same)
@@ -371,6 +399,11 @@ def quiz(lesson: AnyLesson | None = None, *, answer: str | None = None, seed: in
         shapes = ", ".join(f"{k} {tuple(v)}" for k, v in (outcome.result.operator or {}).get("inputs", {}).items())
         print(f"Quiz (seed {seed}): this backward pass (vjp) of an operator with inputs {shapes} "
               f"({outcome.dtype}) fails check_vjp.\n")
+    elif isinstance(lesson, LayerLesson):
+        spec = lesson.case().spec
+        # the shapes only: the parameter names in the result say which kinds the network has
+        print(f"Quiz (seed {seed}): this backward pass of a network with input {spec.input_shape} per example and "
+              f"{len(spec.layers)} layers ({spec.dtype}, batch {spec.batch}) fails gradcheck.\n")
     else:
         spec = lesson.case().spec
         shape = "-".join(str(w) for w in spec.widths)

@@ -70,6 +70,23 @@ def batchnorm_forward(node, params, x, ctx: Context):
     return y, (xhat, inv_std, axes)
 
 
+def batch_statistics(x):
+    """Per-channel mean and *unbiased* variance of a batch (what the running statistics average,
+    as in torch); the loss uses the biased one."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    n = x.size // x.shape[1]
+    mean = x.mean(axis=axes)
+    var = ((x - mean.reshape(_channel_shape(x))) ** 2).sum(axis=axes) / max(n - 1, 1)
+    return mean, var
+
+
+def batchnorm_inference(node, params, x, running_mean, running_var):
+    """Evaluation mode: the running statistics in place of the batch's (a forward only)."""
+    shape = _channel_shape(x)
+    inv_std = 1.0 / np.sqrt(running_var.reshape(shape) + np.asarray(node.eps, dtype=x.dtype))
+    return params["gamma"].reshape(shape) * (x - running_mean.reshape(shape)) * inv_std + params["beta"].reshape(shape)
+
+
 def batchnorm_backward(node, params, cache, dy):
     xhat, inv_std, axes = cache
     dxhat = dy * params["gamma"].reshape(_channel_shape(dy))
