@@ -128,11 +128,12 @@ def _input_gradient(failed: list[_View], views: list[_View], spec: Mapping[str, 
     layer, and every parameter from that layer on is right. Their parameter gradients being right,
     the layers in between compute their own backward right but pass a wrong gradient to their
     input (dx), or the last failing layer's backward is wrong inside, before its parameters."""
-    index = {v.name: _spec_layer(v.name) for v in views}
-    if any(i is None for i in index.values()) or not any("." in v.name for v in views):
+    parsed = {v.name: _spec_layer(v.name) for v in views}
+    if any(i is None for i in parsed.values()) or not any("." in v.name for v in views):
         return None
-    order = sorted({i for i in index.values() if i is not None})
-    bad = sorted({index[v.name] for v in failed if index[v.name] is not None})
+    index: dict[str, int] = {name: i for name, i in parsed.items() if i is not None}
+    order = sorted(set(index.values()))
+    bad = sorted({index[v.name] for v in failed})
     if not bad or bad != order[: len(bad)] or len(bad) == len(order):
         return None
     if not all(v.failed for v in views if index[v.name] in bad):
