@@ -8,6 +8,9 @@ the layers after that need a full (batched) recomputation. :class:`StructuredLos
 loss at many perturbed parameter vectors at once, stacked along a leading axis, in chunks bounded
 by ``max_bytes``; it plugs into :func:`gradcheck.numerical.estimate` (which then gets every
 scheme's formula and error bound unchanged) and so into ``check(..., oracle="structured")``.
+Specs with other layer kinds (conv, pooling, batch/layer norm, dropout, flatten) are evaluated by
+:class:`gradcheck.structured_layers.LayeredLoss`: :func:`validate`, :func:`oracle_loss` and
+:func:`gradient` dispatch them there; dense specs take this module's path.
 
 What guards it. This is a finite-difference oracle: it computes loss *values* only, never a
 derivative. The activation values are the reference registry's own forward functions
