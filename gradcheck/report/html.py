@@ -104,6 +104,13 @@ def fmt_index(index: Any) -> str:
     return "[" + ", ".join(str(i) for i in index) + "]"
 
 
+def prefixed(names: Any, prefix: str = "") -> str:
+    """The ``pfx`` filter: every class name in ``names`` with ``prefix`` in front (``"n mono"`` with
+    ``"gck-"`` is ``"gck-n gck-mono"``): the shared templates' classes, as the report (no prefix) and the
+    notebook card (its own prefix) spell them."""
+    return " ".join(prefix + n for n in str(names).split())
+
+
 def _environment(autoescape: bool = True):
     import jinja2  # noqa: PLC0415
 
@@ -111,11 +118,16 @@ def _environment(autoescape: bool = True):
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
     env.filters.update(err=fmt_error, err0=fmt_error0, val=fmt_value, sortkey=sort_key, index=fmt_index, margin=fmt_margin,
-                       natural=natural_key)
+                       natural=natural_key, pfx=prefixed)
+    env.globals["element_label"] = element_label  # for the shared macros (_card.html.j2)
     return env
 
 
-def _failure(row: Row, with_chart: bool, meta: Mapping[str, Any], title: str) -> dict[str, Any]:
+def check_context(row: Row, with_chart: bool, meta: Mapping[str, Any], title: str,
+                  chart_key: str | None = None) -> dict[str, Any]:
+    """What the shared detail macros (``_card.html.j2``) show of one check: its worst element, per-tensor
+    rows, step-size curve (and chart, ``with_chart``; its SVG ids prefixed with ``chart_key``, by default
+    ``step-<anchor>``), diagnosis, problems and notes."""
     d = row.data
     worst = d.get("worst") or None
     tensors = list((d.get("tensors") or {}).values())
@@ -123,7 +135,7 @@ def _failure(row: Row, with_chart: bool, meta: Mapping[str, Any], title: str) ->
     chart = None
     if curve and with_chart:
         tol = worst.get("tolerance") if worst else row.tolerance
-        chart = charts.step_curve([[_num(h), _num(e)] for h, e in curve], _num(tol), key=f"step-{row.anchor}")
+        chart = charts.step_curve([[_num(h), _num(e)] for h, e in curve], _num(tol), key=chart_key or f"step-{row.anchor}")
     diag = d.get("diagnosis") or None
     return {
         "row": row, "worst": worst, "tensors": tensors,
@@ -133,7 +145,7 @@ def _failure(row: Row, with_chart: bool, meta: Mapping[str, Any], title: str) ->
         "diagnosis": diag, "curve": [[_num(h), _num(e)] for h, e in curve], "chart": chart,
         "explanation": row.explanation, "reproduction": row.reproduction,
         "rerun": rerun_command(d, meta, title), "closest": row.closest,
-        "symbolic_status": d.get("symbolic_status"),
+        "symbolic_status": d.get("symbolic_status"), "fast": d.get("mode") == "fast",
     }
 
 
@@ -199,7 +211,7 @@ def render(rows: Sequence[Row], *, title: str, meta: Mapping[str, Any], env: Map
     curved = [r for r in failed[:MAX_DETAILED] if r.data.get("step_curve")]
     by_error = sorted(curved, key=_error_key, reverse=True)
     charted = {r.anchor for r in by_error[:MAX_STEP_CHARTS]} if have_charts else set()
-    failures = [_failure(r, r.anchor in charted, meta, title) for r in failed[:MAX_DETAILED]]
+    failures = [check_context(r, r.anchor in charted, meta, title) for r in failed[:MAX_DETAILED]]
     ungrouped = sum(r.activation is None for r in rows)
 
     jenv = _environment()

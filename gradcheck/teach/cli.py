@@ -8,6 +8,13 @@ backward passes, checked with ``check`` on a network that contains the layer).
                                               a failing result; which bug is it? (exit 0 right, 1 wrong)
     gradcheck teach --check-all [--report DIR]
                                               every lesson; exit 1 unless all behave as expected
+    gradcheck teach --exercises               the exercises, as a table
+    gradcheck teach --exercise NAME [--out DIR] [--force]
+                                              write NAME's student file (the bug in place) into DIR
+    gradcheck teach --grade FILE [--hint 1..3] grade a student's file (exit 0 fixed, 1 wrong, 2 cannot grade)
+    gradcheck teach --course DIR [--force]    every exercise and a README for students
+    gradcheck teach --grade DIR --report OUT  grade a class (one subfolder per student): OUT/index.html,
+                                              OUT/gradebook.csv
 
 Exit codes: 0 as expected / right answer, 1 not as expected / wrong answer, 2 usage error or no
 answer available (``--quiz`` never waits on a stdin that is not a terminal).
@@ -15,6 +22,7 @@ answer available (``--quiz`` never waits on a stdin that is not a terminal).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import textwrap
@@ -36,12 +44,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
                       help="run every lesson; print 'caught X/N, localized Y/N, diagnosed Z/N'")
     parser.add_argument("--answer", metavar="X", help="--quiz answer: a choice number or a lesson name (no prompt)")
     parser.add_argument("--seed", type=int, default=None, help="--quiz: which lesson and choices (default: random)")
-    parser.add_argument("--report", metavar="DIR", help="also write the HTML report (bug and fix) into DIR")
+    parser.add_argument("--report", metavar="DIR", help="also write the HTML report (bug and fix) into DIR; "
+                        "with --grade DIR: the class's index.html and gradebook.csv")
     parser.add_argument("--symbolic", action="store_true",
                         help="also run the SymPy oracle where the lesson's network is the spec's network")
+    ex = parser.add_argument_group("exercises")
+    ex.add_argument("--exercises", action="store_true", help="list the exercises")
+    ex.add_argument("--exercise", metavar="NAME", help="write exercise NAME's student file (see --exercises)")
+    ex.add_argument("--out", metavar="DIR", default=None, help="--exercise: where to write it (default: .)")
+    ex.add_argument("--force", action="store_true", help="--exercise, --course: overwrite existing files")
+    ex.add_argument("--grade", metavar="PATH",
+                    help="grade a student's exercise file; a folder (one subfolder per student) with --report OUT")
+    ex.add_argument("--hint", type=int, metavar="N", default=None,
+                    help="--grade FILE: hint N (1 where, 2 what kind, 3 the relation that holds)")
+    ex.add_argument("--course", metavar="DIR", help="write every exercise and a README for students into DIR")
+    ex.add_argument("--timeout", type=float, default=None, metavar="S",
+                    help="--grade: seconds allowed per file (default 60)")
+    ex.add_argument("--jobs", type=int, default=None, metavar="N",
+                    help="--grade DIR: files graded at the same time (default 1)")
 
 
 def run(args: argparse.Namespace) -> int:
+    exercise_modes = [m for m in ("exercises", "exercise", "grade", "course") if getattr(args, m, None)]
+    if exercise_modes:
+        return _exercise_command(args, exercise_modes)
+    for flag in ("out", "hint", "timeout", "jobs"):
+        if getattr(args, flag, None) is not None:
+            return _usage(f"--{flag} goes with --exercise, --grade or --course")
     if args.answer is not None and not args.quiz:
         return _usage("--answer is only for --quiz")
     if args.seed is not None and not args.quiz:
@@ -442,3 +471,94 @@ def quiz(lesson: AnyLesson | None = None, *, answer: str | None = None, seed: in
             print(f"  + right:  {line}")
     print(_wrap(lesson.why))
     return 0 if right else 1
+
+
+# -- exercises and grading ------------------------------------------------------------------------------
+def _exercise_command(args: argparse.Namespace, modes: list[str]) -> int:
+    if len(modes) > 1:
+        return _usage(f"--{modes[0]} and --{modes[1]} do not go together")
+    if args.name is not None or args.list or args.quiz or args.check_all or args.symbolic:
+        return _usage(f"--{modes[0]} goes with no lesson NAME, --list, --quiz, --check-all or --symbolic")
+    mode = modes[0]
+    if args.hint is not None and (mode != "grade" or not 1 <= args.hint <= 3):
+        return _usage("--hint N (N = 1, 2 or 3) goes with --grade FILE")
+    if args.out is not None and mode != "exercise":
+        return _usage("--out goes with --exercise (for a class report: --grade DIR --report OUT)")
+    if args.report is not None and mode != "grade":
+        return _usage(f"--report does not go with --{mode}")
+    if args.timeout is not None and (mode != "grade" or not args.timeout > 0):
+        return _usage("--timeout S (S > 0) goes with --grade")
+    if args.jobs is not None and (mode != "grade" or args.jobs < 1):
+        return _usage("--jobs N (N >= 1) goes with --grade DIR")
+    if args.force and mode not in ("exercise", "course"):
+        return _usage("--force goes with --exercise or --course")
+    from gradcheck.teach import course, exercises  # noqa: PLC0415
+
+    if mode == "exercises":
+        return list_exercises()
+    if mode == "exercise":
+        try:
+            ex = exercises.get_exercise(args.exercise)
+            path = exercises.write_exercise(ex, args.out or ".", force=args.force)
+        except (ValueError, FileExistsError) as exc:
+            return _usage(str(exc))
+        print(f"wrote {path}: fix {ex.function}() between the banner lines, then: gradcheck teach --grade {path}")
+        return 0
+    if mode == "course":
+        try:
+            paths = course.write_course(args.course, force=args.force)
+        except FileExistsError as exc:
+            return _usage(str(exc))
+        print(f"wrote {len(paths) - 1} exercises and README.md into {args.course}")
+        return 0
+    timeout = args.timeout if args.timeout is not None else 60.0
+    if os.path.isdir(args.grade):
+        if args.report is None:
+            return _usage("--grade DIR needs --report OUT (the HTML report and gradebook.csv go there)")
+        if args.hint is not None:
+            return _usage("--hint goes with --grade FILE, not a folder")
+        return grade_class(args.grade, args.report, timeout, jobs=args.jobs or 1)
+    if args.jobs is not None:
+        return _usage("--jobs goes with --grade DIR")
+    if args.report is not None:
+        return _usage("--report OUT goes with --grade DIR (a folder with one subfolder per student)")
+    return grade_one(args.grade, hint_level=args.hint, timeout=timeout)
+
+
+def list_exercises() -> int:
+    from gradcheck.teach.exercises import EXERCISES  # noqa: PLC0415
+
+    rows = [(str(k), e.name, e.family, e.title, e.dtype, e.lesson or "-") for k, e in enumerate(EXERCISES, 1)]
+    print_table(("#", "exercise", "kind", "what to fix", "dtype", "lesson"), rows, title=f"{len(EXERCISES)} exercises")
+    print("\nwrite one with `gradcheck teach --exercise NAME`, all with `--course DIR`; grade with `--grade FILE`")
+    return 0
+
+
+def grade_one(path: str, *, hint_level: int | None = None, timeout: float = 60.0) -> int:
+    from gradcheck.teach.grading import HINT_LEVELS, WRONG, grade_file, hint  # noqa: PLC0415
+
+    grade = grade_file(path, timeout=timeout)
+    print(grade)
+    if grade.status == WRONG and grade.exercise:
+        if hint_level is not None:
+            print(f"\nhint {hint_level}/3 ({HINT_LEVELS[hint_level - 1]}):")
+            print(_wrap(hint(grade.exercise, hint_level)))
+        else:
+            print("\nstuck? --hint 1 (where), --hint 2 (what kind), --hint 3 (the relation that holds)")
+    print(f"({grade.seconds:.2f} s)")
+    return grade.exit_code
+
+
+def grade_class(folder: str, out_dir: str, timeout: float = 60.0, *, jobs: int = 1) -> int:
+    from gradcheck.teach import course  # noqa: PLC0415
+
+    def progress(student: str, path: str, g) -> None:
+        print(f"  {g.status:<7} {g.seconds:5.2f} s  {student!r}: {path}", flush=True)
+
+    rows, html, seconds = course.grade_class_report(folder, out_dir, timeout=timeout, jobs=jobs, progress=progress)
+    counts = {s: sum(r.status == s for r in rows) for s in ("fixed", "wrong", "error", "missing")}
+    n_files = len(rows) - counts["missing"]
+    print(f"graded {n_files} files of {len({r.student for r in rows})} students in {seconds:.1f} s "
+          f"({seconds / max(1, n_files):.2f} s per file): " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    print(f"report: {html}\ngradebook: {os.path.join(out_dir, 'gradebook.csv')}")
+    return 0

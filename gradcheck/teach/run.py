@@ -69,6 +69,13 @@ class Outcome:
     def ok(self) -> bool:
         return self.caught and self.localized and self.diagnosed
 
+    def _repr_html_(self) -> str:
+        """Jupyter's display: the lesson, its code and its check's card
+        (:func:`gradcheck.report.card.render_lesson`)."""
+        from gradcheck.report.card import render_lesson  # noqa: PLC0415 - Jinja2 only when displayed
+
+        return render_lesson(self)
+
 
 def run_lesson(lesson: AnyLesson, *, fixed: bool = False, symbolic: bool = False, name: str | None = None,
                dtype: str | None = None) -> Outcome:
