@@ -60,7 +60,7 @@ KEYS = ("scheme", "rtol", "report_dir", "sweep")
 #: the keys of ``[tool.gradcheck.sweep]``: the ``gradcheck sweep`` options of the same names
 #: (``dtypes`` is ``--dtype``)
 SWEEP_KEYS = ("examples", "seed", "activations", "losses", "dtypes", "max_params", "jobs",
-              "symbolic_max_size", "out", "layers")
+              "symbolic_max_size", "out", "layers", "scheduler")
 
 
 class ConfigError(ValueError):
@@ -258,7 +258,23 @@ def _sweep(table: Any, path: Path) -> dict[str, Any]:
         out["layers"] = _names(where, "layers", table["layers"], LAYER_KINDS, "layer kind")
     if "out" in table:
         out["out"] = str(_path(where, "out", table["out"], path.parent))
+    if "scheduler" in table:
+        out["scheduler"] = _scheduler(where, table["scheduler"])
     return out
+
+
+def _scheduler(where: _Where, value: Any) -> str:
+    """``local:N`` (N >= 1) or a Dask scheduler address (:func:`gradcheck.executors.parse_scheduler`)."""
+    from gradcheck.executors import parse_scheduler  # noqa: PLC0415 - no Dask import: a string check
+
+    expected = "local:N (N >= 1) or a Dask scheduler address such as tcp://host:8786"
+    if not isinstance(value, str):
+        raise where.bad("scheduler", value, expected)
+    try:
+        parse_scheduler(value)
+    except ValueError:
+        raise where.bad("scheduler", value, expected) from None
+    return value
 
 
 __all__ = ["Settings", "ConfigError", "find_pyproject", "load", "from_text", "for_directory", "parse_table",

@@ -99,7 +99,13 @@ def test_the_schemes_are_the_checkers():
     ("[tool.gradcheck]\nsweep = 3\n", "[tool.gradcheck] sweep = 3: expected a table ([tool.gradcheck.sweep])"),
     ("[tool.gradcheck.sweep]\ndtype = ['float64']\n",
      "[tool.gradcheck.sweep] unknown key 'dtype' (did you mean 'dtypes'?); expected one of: examples, seed, "
-     "activations, losses, dtypes, max_params, jobs, symbolic_max_size, out, layers"),
+     "activations, losses, dtypes, max_params, jobs, symbolic_max_size, out, layers, scheduler"),
+    ("[tool.gradcheck.sweep]\nscheduler = 'local:0'\n",
+     '[tool.gradcheck.sweep] scheduler = "local:0": expected local:N (N >= 1) or a Dask scheduler address '
+     "such as tcp://host:8786"),
+    ("[tool.gradcheck.sweep]\nscheduler = 4\n",
+     "[tool.gradcheck.sweep] scheduler = 4: expected local:N (N >= 1) or a Dask scheduler address "
+     "such as tcp://host:8786"),
     ("[tool.gradcheck.sweep]\nexamples = 0\n", "[tool.gradcheck.sweep] examples = 0: expected an integer >= 1"),
     ("[tool.gradcheck.sweep]\njobs = 1.5\n", "[tool.gradcheck.sweep] jobs = 1.5: expected an integer >= 1"),
     ("[tool.gradcheck.sweep]\nmax_params = 0\n", "[tool.gradcheck.sweep] max_params = 0: expected an integer >= 1"),
@@ -175,6 +181,16 @@ def test_sweep_flags_win_over_the_table_which_wins_over_the_defaults(tmp_path, m
         DEFAULT_EXAMPLES, 3, None, ("float64", "float32"), DEFAULT_MAX_PARAMS, DEFAULT_SYMBOLIC_MAX_SIZE, "reports")
     (tmp_path / "pyproject.toml").unlink()
     assert sweep_config([]).seed == DEFAULT_SEED
+
+
+def test_the_tables_scheduler_and_layers_reach_the_sweep_below_the_flags(tmp_path, monkeypatch):
+    """Parsing only: no cluster is started (that is tests/test_sweep_distributed.py)."""
+    monkeypatch.chdir(tmp_path)
+    project(tmp_path, "[tool.gradcheck.sweep]\nscheduler = 'local:2'\nlayers = ['dense', 'conv2d']\n")
+    cfg = sweep_config([])
+    assert (cfg.scheduler, cfg.layers) == ("local:2", ("dense", "conv2d"))
+    cfg = sweep_config(["--scheduler", "tcp://10.0.0.1:8786", "--layers", "lstm"])
+    assert (cfg.scheduler, cfg.layers) == ("tcp://10.0.0.1:8786", ("lstm",))
 
 
 def test_sweep_runs_with_the_tables_defaults(tmp_path, monkeypatch, capsys):
