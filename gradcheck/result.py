@@ -172,6 +172,10 @@ class Result:
     closest: Element | None = None
     #: operator checks only (:func:`gradcheck.check_vjp`, ...): what was checked and how
     operator: dict | None = None
+    #: a check under ``budget=``/``max_calls=`` only (:mod:`gradcheck.budget`): what was covered
+    #: (``complete``, ``checked`` of ``total`` elements in ``tensors``, ``per_tensor``
+    #: ``[checked, size]``, random ``directions`` over all, ``budget``, ``max_calls``, ``text``, ...)
+    coverage: dict | None = None
 
     # -- explanation --------------------------------------------------------------------------
     def __str__(self) -> str:
@@ -181,6 +185,12 @@ class Result:
         """``passed``: ``assert gradcheck.check(fn, ...)`` fails on a wrong gradient, as it does with
         ``torch.autograd.gradcheck`` (which returns a bool); the message is ``str(result)``."""
         return bool(self.passed)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's display: the result card (:func:`gradcheck.report.card.render_card`)."""
+        from gradcheck.report.card import render_card  # noqa: PLC0415 - Jinja2 only when displayed
+
+        return render_card(self)
 
     @property
     def n_elements(self) -> int:
@@ -411,6 +421,8 @@ def explain(r: Result) -> str:
             lines.append(f"gradcheck FAILED{title}: max relative error {_e(r.max_rel_error)}{where}")
     if r.operator:
         lines.append(f"  {operator_text(r.operator)}")
+    if r.coverage:
+        lines.extend(f"  {line}" for line in coverage_lines(r.coverage))
     shown_first = not r.passed and bool(r.problems) and not (r.worst is not None and r.failures)
     for p in r.problems[1 if shown_first else 0:]:
         lines.append(f"  problem: {p.message}")
@@ -463,6 +475,37 @@ def explain(r: Result) -> str:
     for note in r.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines)
+
+
+def coverage_text(c: dict[str, Any]) -> str:
+    """What a check under a budget covered, in one line: ``checked 2,048 of 1,000,000 elements in
+    8 tensors, plus 16 directions over all (budget 30 s)``."""
+    total, n = int(c.get("total") or 0), int(c.get("tensors") or 0)
+    limits = ", ".join(([f"budget {float(c['budget']):g} s"] if c.get("budget") is not None else [])
+                       + ([f"max_calls {int(c['max_calls']):,}"] if c.get("max_calls") is not None else []))
+    tensors = f"{n} tensor{'' if n == 1 else 's'}"
+    if c.get("complete") and not c.get("directions"):
+        return f"checked all {total:,} elements in {tensors}" + (f" ({limits}: the full check fit)" if limits else "")
+    dirs = int(c.get("directions") or 0)
+    return (f"checked {int(c.get('checked') or 0):,} of {total:,} elements in {tensors}"
+            + (f", plus {dirs} direction{'' if dirs == 1 else 's'} over all" if dirs else "")
+            + (f" ({limits})" if limits else ""))
+
+
+def coverage_lines(c: dict[str, Any]) -> list[str]:
+    """The coverage line, and for a sample the chance it had of holding a single wrong element."""
+    lines = [f"coverage: {coverage_text(c)}"]
+    per = {k: v for k, v in (c.get("per_tensor") or {}).items() if isinstance(v, (list, tuple)) and v[1]}
+    if not c.get("complete") and per:
+        low = min(per, key=lambda k: per[k][0] / per[k][1])
+        high = max(per, key=lambda k: per[k][0] / per[k][1])
+        chance = f"{100 * per[low][0] / per[low][1]:.3g}% ({low})"
+        if per[high][0] / per[high][1] > per[low][0] / per[low][1]:
+            chance += f" to {100 * per[high][0] / per[high][1]:.3g}% ({high})"
+        lines.append(f"sampled: a single wrong element at a random place was in the sample with probability "
+                     f"{chance}; the random directions catch one only if it is large enough "
+                     "(docs/checker.md, \"Checking within a budget\")")
+    return lines
 
 
 def operator_text(op: dict[str, Any]) -> str:
