@@ -21,6 +21,7 @@ import importlib
 import importlib.util
 import inspect
 import json
+import math
 import os
 import sys
 import traceback
@@ -192,6 +193,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=MODES, default="full",
                         help="full: every element (default); fast: random directions, then localization")
     parser.add_argument("--seed", type=int, default=0, help="seed of the checker's random probes (default 0)")
+    parser.add_argument("--budget", type=_positive_float, default=None, metavar="SECONDS",
+                        help="wall-clock budget: the full check when it fits, else a stratified sample of "
+                             "elements plus random directions, with the coverage stated")
+    parser.add_argument("--max-calls", type=_positive_int, default=None, metavar="N",
+                        help="like --budget, in calls of the loss (reproducible for a seed)")
     parser.add_argument("--no-kinks", dest="detect_kinks", action="store_false",
                         help="judge elements at non-differentiable points too")
     parser.add_argument("--report", metavar="DIR", default=None,
@@ -208,6 +214,23 @@ def _nonneg_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _nonneg_float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
 
 
@@ -251,7 +274,8 @@ def run(args: argparse.Namespace) -> int:
             try:
                 results.append(check(case.fn, case.params, case.X, case.y, scheme=args.scheme, rtol=args.rtol,
                                      name=case.name, spec=case.spec, loss_fn=case.loss_fn, mode=args.mode,
-                                     seed=args.seed, detect_kinks=args.detect_kinks))
+                                     seed=args.seed, detect_kinks=args.detect_kinks,
+                                     budget=args.budget, max_calls=args.max_calls))
             except (TypeError, ValueError) as exc:  # misuse of the harness: the factory's arguments
                 return _usage_error(f"{case.name}: {exc}")
     finally:
@@ -281,6 +305,10 @@ def _flags(args: argparse.Namespace) -> list[str]:
         out += ["--seed", str(args.seed)]
     if not args.detect_kinks:
         out.append("--no-kinks")
+    if args.budget is not None:
+        out += ["--budget", f"{args.budget:g}"]
+    if args.max_calls is not None:
+        out += ["--max-calls", str(args.max_calls)]
     return out
 
 

@@ -171,3 +171,37 @@ def test_missing_framework_says_which_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(FrameworkMissing, match=r"pip install 'gradcheck\[torch\]'"):
         torch_adapter.as_fn(object(), None)
+
+
+def test_max_calls_samples_and_states_the_coverage(tmp_path, capsys):
+    """--max-calls below a full check's cost: a sample plus directions, and the result says so."""
+    big = _write(tmp_path, """
+        import numpy as np
+
+        def make():
+            rng = np.random.default_rng(0)
+            X, y = rng.normal(size=(8, 30)), rng.normal(size=(8, 20))
+
+            def fn(p, X, y):
+                r = X @ p["W"] - y
+                return 0.5 * float(np.sum(r ** 2)), {"W": X.T @ r}
+            return {"fn": fn, "params": {"W": rng.normal(size=(30, 20))}, "X": X, "y": y, "name": "600 weights"}
+    """)
+    assert main(["check", f"{big}:make", "--max-calls", "300", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["passed"] and not doc["coverage"]["complete"]
+    assert 0 < doc["coverage"]["checked"] < doc["coverage"]["total"] == 600
+    assert main(["check", f"{big}:make", "--budget", "600"]) == 0
+    assert "the full check fit" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--budget", "0", "expected a finite number of seconds > 0, got '0'"),
+    ("--budget", "inf", "expected a finite number of seconds > 0, got 'inf'"),
+    ("--max-calls", "0", "expected a whole number >= 1, got '0'"),
+    ("--max-calls", "1.5", "expected a whole number, got '1.5'"),
+])
+def test_bad_budgets_are_usage_errors(flag, value, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["check", f"{XOR}:factory", flag, value])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
