@@ -88,7 +88,8 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
           rtol: float | None = None, name: str | None = None, spec: Any = None,
           loss_fn: Callable[[dict, Any, Any], Any] | None = None, mode: str = "full",
           symbolic: bool | None = None, detect_kinks: bool = True, seed: int = 0,
-          oracle: str = "numerical", quiet: bool | None = None) -> Result:
+          oracle: str = "numerical", quiet: bool | None = None, budget: float | None = None,
+          max_calls: int | None = None) -> Result:
     """Compare ``fn``'s claimed gradient with a numerical (and, given a spec, symbolic) oracle.
 
     Parameters
@@ -117,7 +118,9 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
         ``"full"`` (every element) or ``"fast"`` (random directions, then localization).
     symbolic : bool, optional
         Force the symbolic oracle on (True, needs ``spec``) or off (False); default: on when
-        ``spec`` is given. Not with ``mode="fast"``.
+        ``spec`` is given with ``oracle="numerical"`` (off with ``oracle="structured"``, the fast
+        path); a spec over 2000 parameters is skipped without importing SymPy. Not with
+        ``mode="fast"``.
     detect_kinks : bool
         Leave non-differentiable points out of the verdict (default True; ``mode="fast"`` always
         does).
@@ -132,6 +135,14 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
         True: never show progress. Default: a check estimated to take more than a few seconds
         shows a progress bar on a terminal (a log line every 10 s otherwise) and names the faster
         paths; silent inside the pytest plugin unless pytest runs with ``-v``.
+    budget : float, optional
+        Wall-clock seconds the check may take (positive, finite). When the full check's estimated
+        cost (calls x the time per call measured at the start) fits, it runs unchanged; else a
+        stratified sample of elements in every tensor (each tensor's largest entries always) is
+        checked with the same error model, plus random directions over all elements
+        (:mod:`gradcheck.budget`). ``result.coverage`` says exactly what was covered.
+    max_calls : int, optional
+        The same bound in calls of fn (or ``loss_fn``): deterministic for a given seed.
 
     Returns
     -------
@@ -140,7 +151,7 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
     """
     options = Options(scheme=scheme, rtol=rtol, name=name, spec=spec, loss_fn=loss_fn, mode=mode,
                       symbolic=symbolic, detect_kinks=detect_kinks, seed=seed, oracle=oracle,
-                      quiet=quiet).validated(fn, params, X)
+                      quiet=quiet, budget=budget, max_calls=max_calls).validated(fn, params, X)
     frozen = Frozen.of(params, X, y)          # the caller's objects, frozen: fn only ever gets copies
     labels = _labels(options, params)
     tally = Tally()
@@ -156,6 +167,8 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
             loss_of = _structured_loss(options, frozen, loss)
         if options.mode == "fast":
             result = _fast(loss_of, frozen, claimed, loss, options, labels, tally)
+        elif options.budget is not None or options.max_calls is not None:
+            result = _budgeted(fn, loss_of, frozen, claimed, loss, options, labels, tally, per_call)
         else:
             result = _full(fn, loss_of, frozen, claimed, loss, options, labels, tally, per_call)
     except Fault as fault:
@@ -190,6 +203,24 @@ def _full(fn: Fn, loss_of: Callable[[dict], Any], frozen: Frozen, claimed: dict[
         add_symbolic(result, options.spec, frozen.params, frozen.X, frozen.y, claimed, judge)
     if not all(t.passed for t in result.tensors.values()):
         explain_failure(result, loss_of, work, labels.spec, frozen.X)
+    return result
+
+
+def _budgeted(fn: Fn, loss_of: Callable[[dict], Any], frozen: Frozen, claimed: dict[str, Array], loss: float,
+              options: Options, labels: Labels, tally: Tally, per_call: float) -> Result:
+    """Under ``budget=``/``max_calls=``: the full check when its estimated cost fits, else a
+    stratified sample plus random directions (:mod:`gradcheck.budget`); either way a coverage."""
+    from gradcheck import budget  # noqa: PLC0415 - optional path, imported on use
+
+    allowance = budget.Allowance(options.budget, options.max_calls, labels.t0)
+    size = sum(int(v.size) for v in frozen.params.values())
+    cost = budget.full_cost(options.scheme, size, tally.calls, per_call, allowance)
+    if not cost.fits:
+        return budget.sampled(fn, loss_of, frozen, claimed, loss, options, labels, tally, per_call, cost,
+                              allowance, claimed_rounding=_claimed_rounding)
+    result = _full(fn, loss_of, frozen, claimed, loss, options, labels, tally, per_call)
+    result.coverage = budget.complete(frozen.params, cost, allowance)
+    budget.finish(result, allowance)
     return result
 
 
@@ -247,6 +278,8 @@ class _Watcher:
         self.shown: progress.Progress | None = None
 
     def watch(self, scheme: str, loss_of: Callable[[dict], Any]) -> Callable[[dict], Any]:
+        if hasattr(loss_of, "evaluate_points"):  # the structured oracle: batched passes, not one call
+            return loss_of                       # per element, so fn's per-call time says nothing
         size = sum(v.size for v in self.frozen.params.values())
         total = expected_calls(scheme, size)
         self.shown = progress.start(total, self.per_call, quiet=self.options.quiet,

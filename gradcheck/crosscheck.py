@@ -20,11 +20,30 @@ from gradcheck.tolerance import MODEL
 Array = np.ndarray
 
 
+#: the symbolic oracle's parameter limit (``gradcheck.symbolic.network.DEFAULT_MAX_PARAMS``; a test
+#: keeps the two equal): known from the spec, so a larger network is refused without SymPy
+SYMBOLIC_MAX_PARAMS = 2000
+
+
+def size_refusal(spec: Any) -> str | None:
+    """The symbolic oracle's refusal of ``spec`` for its parameter count, worded as its own
+    ``SymbolicSkipped`` message, or None when the count is within the limit (the oracle may still
+    refuse later for expression size or time)."""
+    P = getattr(spec, "n_params", None)
+    if isinstance(P, int) and P > SYMBOLIC_MAX_PARAMS:
+        return f"skipped: too large (P={P}, limit max_params={SYMBOLIC_MAX_PARAMS})"
+    return None
+
+
 def add_symbolic(result: Result, spec: Any, params: Mapping[str, Array], X: Any, y: Any,
                  claimed: Mapping[str, Array], judge: Judge | None) -> None:
     """Add the SymPy oracle: analytic vs symbolic and numerical vs symbolic errors, then the
     cross-check of the two oracles (:func:`_oracle_disagreement`)."""
     tensors = result.tensors
+    too_large = size_refusal(spec)
+    if too_large is not None:  # decided from the spec alone: SymPy (~1 s to import) is not loaded
+        result.symbolic_status = too_large
+        return
     try:
         from gradcheck import symbolic as sym  # noqa: PLC0415 - SymPy is slow to import; only on use
         exact = sym.network_gradient(spec, params, X, y)

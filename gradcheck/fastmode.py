@@ -22,6 +22,14 @@ with a 4-call second look; the ladder's third step, which tells a kink crossed b
 smooth point, costs 2 more). It is **not a per-element verdict**: errors
 below the directional resolution (spread over many elements or hidden in one small one) can pass.
 Never the default; ``mode="full"`` is.
+
+Memory: besides the private copy of the parameters that the loss is evaluated at, a direction
+holds one byte per element (its signs) and the parameters two (the exponents of ``|v_i|``); the
+perturbed points and displacements are computed in blocks of :data:`BLOCK` elements whenever a
+range is measured (elementwise, so the values are the same as if they were stored; a projection
+``c . u`` over more than one block is the ``math.fsum`` of the blocks' dot products), and the
+originals are read from the checker's frozen parameters. Peak: about 4 parameter vectors, in the
+noise probe (it was ~18 with stored points); the time is what it was.
 """
 from __future__ import annotations
 
@@ -46,18 +54,33 @@ DIRECTIONS = 2
 NOISE_POINTS = 6
 #: kinks (non-differentiable elements) set aside before fast mode gives up and says so
 MAX_KINK_ROUNDS = 3
+#: elements per block when points, displacements and projections are computed (bounds the memory)
+BLOCK = 1 << 16
+#: random signs are drawn in blocks of this many (the same stream as one draw of the whole tensor)
+SIGN_BLOCK = 1 << 16
 NOT_PER_ELEMENT = ("fast mode: random directional derivatives, not a per-element verdict (an error "
                    "spread thinly or in one tiny element can pass); use mode='full' for the verdict")
 
 
 class _Params:
-    """The parameters as one concatenated vector of elements, perturbed in place on private copies."""
+    """The parameters as one concatenated vector of elements, perturbed in place on private copies.
+    ``x0``: the original values, flat views of ``params`` (the checker's frozen copies, which no
+    one writes to) where they are contiguous, so no second copy is held."""
 
     def __init__(self, params: Mapping[str, Array]) -> None:
         self.work = {k: np.array(v, copy=True, order="C") for k, v in params.items()}
         self.names = list(self.work)
         self.flat = [self.work[k].reshape(-1) for k in self.names]
-        self.x0 = [f.copy() for f in self.flat]
+        self.x0 = [np.ascontiguousarray(params[k]).reshape(-1) for k in self.names]
+        # log2 of each element's scale max(1, |x|), rounded: |v_i| = 2**e_i in every direction
+        # (0..1024, two bytes per element; computed once instead of per block and direction)
+        self.exponent = []
+        for x0 in self.x0:
+            e = np.empty(x0.size, np.int16)
+            for lo in range(0, x0.size, BLOCK):
+                x = x0[lo:lo + BLOCK].astype(np.float64)
+                e[lo:lo + BLOCK] = np.round(np.log2(np.maximum(1.0, np.abs(x))))
+            self.exponent.append(e)
         sizes = [f.size for f in self.flat]
         self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
         self.size = int(self.starts[-1])
@@ -75,22 +98,36 @@ class _Params:
                 yield t, int(a - self.starts[t]), int(b - self.starts[t])
 
 
-class _Direction:
-    """One random direction with its perturbed points at step ``h`` and ``h/2``."""
+def _signs(rng: np.random.Generator, n: int) -> Array:
+    """``n`` random signs as booleans (True: +1), drawn in blocks: the same values as
+    ``rng.integers(0, 2, size=n)`` in one draw, without its int64 array."""
+    out = np.empty(n, bool)
+    for a in range(0, n, SIGN_BLOCK):
+        b = min(n, a + SIGN_BLOCK)
+        out[a:b] = rng.integers(0, 2, size=b - a)
+    return out
 
-    def __init__(self, p: _Params, rng: np.random.Generator, h: float, keep: list[Array]) -> None:
-        self.h = h
-        self.v = []
-        for x, mask in zip(p.x0, keep):
-            sign = np.array([-1.0, 1.0])[rng.integers(0, 2, size=x.size)]
-            self.v.append(sign * numerical.pow2(np.maximum(1.0, np.abs(x.astype(np.float64)))) * mask)
-        self.points = {}
-        for step in (h, h / 2):
-            plus = [(x + step * v).astype(x.dtype) for x, v in zip(p.x0, self.v)]
-            minus = [(x - step * v).astype(x.dtype) for x, v in zip(p.x0, self.v)]
-            # the realized displacement per unit step (x +- step*v is rounded to the dtype)
-            u = [(a.astype(np.float64) - b.astype(np.float64)) / (2 * step) for a, b in zip(plus, minus)]
-            self.points[step] = (plus, minus, u)
+
+class _Direction:
+    """One random direction ``v_i = +-max(1, |x_i|)`` (rounded to a power of two; 0 where a kink is
+    set aside): its signs are stored, everything else is recomputed per block (:meth:`blocks`)."""
+
+    def __init__(self, p: _Params, rng: np.random.Generator, h: float, kinks: list[list[int]]) -> None:
+        self.h, self.p = h, p
+        self.signs = [_signs(rng, x.size) for x in p.x0]
+        self.kinks = [np.array(sorted(k), dtype=np.intp) for k in kinks]
+
+    def step_v(self, step: float, t: int, lo: int, hi: int) -> Array:
+        """``step * v`` for elements ``[lo, hi)`` of tensor ``t`` (``v = sign * 2**e``, the same
+        values as ``sign * pow2(max(1, |x|))``, times 0 at kinks set aside)."""
+        v = np.where(self.signs[t][lo:hi], 1.0, -1.0)
+        v *= np.exp2(self.p.exponent[t][lo:hi].astype(np.float64))
+        kinks = self.kinks[t]
+        if kinks.size:
+            inside = kinks[(kinks >= lo) & (kinks < hi)] - lo
+            v[inside] *= 0.0
+        v *= step
+        return v
 
 
 class _Probe:
@@ -98,18 +135,40 @@ class _Probe:
 
     def __init__(self, loss: Callable[[dict], Any], p: _Params, claimed: list[Array]) -> None:
         self.loss, self.p, self.claimed = loss, p, claimed
+        self.scales = [float(np.max(np.abs(c))) if c.size else 0.0 for c in claimed]  # max_tensor |c|
         self.calls = 0
 
-    def difference(self, d: _Direction, step: float, lo: int, hi: int) -> tuple[float, float]:
-        """``(D, C)``: the central difference of the loss along ``d`` restricted to ``[lo, hi)``,
-        and the claimed gradient's projection on the same realized displacement."""
-        plus, minus, u = d.points[step]
+    def difference(self, d: _Direction, step: float, lo: int, hi: int,
+                   allowance: bool = False) -> tuple[float, float, float]:
+        """``(D, C, A)``: the central difference of the loss along ``d`` restricted to ``[lo, hi)``,
+        the claimed gradient's projection on the same realized displacement, and (``allowance``)
+        ``sum_i |u_i| (|c_i| + max_tensor |c|)`` for :func:`_claimed_rounding`, else 0. Each block's
+        points are computed on the way out (plus, with the projection) and again on the way back
+        (minus): nothing of parameter size is stored."""
         segs = list(self.p.segments(lo, hi))
         values = []
+        dots: list[float] = []
+        total = 0.0
         try:
-            for side in (plus, minus):
+            for side in (1.0, -1.0):
                 for t, a, b in segs:
-                    self.p.flat[t][a:b] = side[t][a:b]
+                    x0, flat, c = self.p.x0[t], self.p.flat[t], self.claimed[t]
+                    for bl in range(a, b, BLOCK):
+                        bh = min(b, bl + BLOCK)
+                        x = x0[bl:bh]
+                        v = d.step_v(step, t, bl, bh)
+                        minus = (x - v).astype(x.dtype)
+                        if side > 0:
+                            plus = (x + v).astype(x.dtype)
+                            flat[bl:bh] = plus
+                            # the realized displacement per unit step (x +- step*v is rounded to the dtype)
+                            u = (plus.astype(np.float64) - minus.astype(np.float64)) / (2 * step)
+                            cb = c[bl:bh].astype(np.float64, copy=False)
+                            dots.append(float(np.dot(cb, u)))
+                            if allowance:
+                                total += float(np.dot(np.abs(u), np.abs(cb) + self.scales[t]))
+                        else:
+                            flat[bl:bh] = minus
                 self.calls += 1
                 try:
                     values.append(numerical._as_float(self.loss(self.p.work)))
@@ -121,17 +180,13 @@ class _Probe:
         finally:
             for t, a, b in segs:
                 self.p.flat[t][a:b] = self.p.x0[t][a:b]
-        projection = math.fsum(float(np.dot(self.claimed[t][a:b], u[t][a:b])) for t, a, b in segs)
-        return (values[0] - values[1]) / (2 * step), projection
+        return (values[0] - values[1]) / (2 * step), math.fsum(dots), total
 
 
-def _claimed_rounding(claimed: list[Array], d: _Direction, eps_c: float) -> float:
+def _claimed_rounding(total: float, eps_c: float) -> float:
     """The analytic allowance of :mod:`gradcheck.compare` summed along the direction:
-    ``ANALYTIC_ULPS * eps * sum_i |u_i| (|c_i| + max_tensor |c|)``."""
-    total = 0.0
-    for c, u in zip(claimed, d.points[d.h][2]):
-        scale = float(np.max(np.abs(c))) if c.size else 0.0
-        total += float(np.dot(np.abs(u), np.abs(c) + scale))
+    ``ANALYTIC_ULPS * eps * sum_i |u_i| (|c_i| + max_tensor |c|)`` (``total``, the sum, from
+    :meth:`_Probe.difference` at step ``h``)."""
     return ANALYTIC_ULPS * eps_c * total
 
 
@@ -148,7 +203,7 @@ def run(loss_of: Callable[[dict], Any], params: Mapping[str, Array], claimed: Ma
     if scheme not in ("auto", "central"):
         notes.append(f"scheme={scheme!r} not used: fast mode takes central directional differences")
     p = _Params(params)
-    c_list = [np.asarray(claimed[k], dtype=np.float64).reshape(-1) for k in p.names]
+    c_list = [np.ascontiguousarray(claimed[k]).reshape(-1) for k in p.names]  # float64 per block
     eps_c = max(claimed_eps(claimed[k], params[k]) for k in p.names)
     probe = _Probe(loss_of, p, c_list)
     base: dict[str, Any] = dict(name=name, scheme="fast", dtype=dtype, spec=spec, mode="fast", rtol=rtol, loss=loss, notes=notes)
@@ -168,13 +223,13 @@ def run(loss_of: Callable[[dict], Any], params: Mapping[str, Array], claimed: Ma
             eff = numerical.effective_eps(p_dtype, noise, loss)
             h = float(numerical.pow2(np.array([eff ** (1 / 3)]))[0])
             rng = np.random.default_rng(seed + 7)
-            keep = [np.ones(f.size) for f in p.flat]
+            set_aside: list[list[int]] = [[] for _ in p.flat]     # kinks, per tensor
             kinks: list[Element] = []
             worst_rel, worst_tol = 0.0, math.nan
             for _ in range(directions):
                 for _round in range(MAX_KINK_ROUNDS + 1):
-                    d = _Direction(p, rng, h, keep)
-                    verdict = _directional_verdict(probe, d, noise, c_list, eps_c, rtol)
+                    d = _Direction(p, rng, h, set_aside)
+                    verdict = _directional_verdict(probe, d, noise, eps_c, rtol)
                     if verdict["rel"] >= worst_rel or math.isnan(worst_tol):
                         worst_rel, worst_tol = verdict["rel"], verdict["tol"]
                     if verdict["passed"]:
@@ -183,7 +238,7 @@ def run(loss_of: Callable[[dict], Any], params: Mapping[str, Array], claimed: Ma
                     if outcome.kink:
                         kinks.append(outcome.element)
                         t, i = p.locate(outcome.index)
-                        keep[t][i] = 0.0
+                        set_aside[t].append(i)
                         continue
                     return _failure(finish, p, claimed, verdict, outcome, kinks, notes)
                 else:
@@ -202,19 +257,19 @@ def run(loss_of: Callable[[dict], Any], params: Mapping[str, Array], claimed: Ma
                   oracles={"analytic_vs_numerical": worst_rel})
 
 
-def _directional_verdict(probe: _Probe, d: _Direction, noise: float, c_list: list[Array], eps_c: float,
+def _directional_verdict(probe: _Probe, d: _Direction, noise: float, eps_c: float,
                          rtol: float | None) -> dict[str, Any]:
     """Compare ``c . v`` with the Richardson directional derivative (4 calls)."""
     P = probe.p.size
-    D1, C1 = probe.difference(d, d.h, 0, P)
-    D2, C2 = probe.difference(d, d.h / 2, 0, P)
+    D1, C1, along = probe.difference(d, d.h, 0, P, allowance=True)
+    D2, C2, _ = probe.difference(d, d.h / 2, 0, P)
     r1, r2 = D1 - C1, D2 - C2
     D = (4 * D2 - D1) / 3
     C = (4 * C2 - C1) / 3
     # Richardson's rounding (sd of (4 D(h/2) - D(h)) / 3) and the truncation seen between the steps
     rounding = numerical.NOISE_GAIN["central"] * noise / d.h * math.sqrt(65) / 3
     error = rounding + abs(r1 - r2) / 3
-    allowance = _claimed_rounding(c_list, d, eps_c)
+    allowance = _claimed_rounding(along, eps_c)
     cmp = compare(np.array([C]), np.array([D]), np.array([error + allowance / SAFETY]),
                   claimed_eps=eps_c, rtol=rtol)
     return {"passed": bool(cmp.passed[0]), "rel": float(cmp.rel[0]), "tol": float(cmp.tol[0]),
@@ -234,7 +289,7 @@ def _localize(probe: _Probe, d: _Direction, mismatch: float, noise: float, f0: f
     lo, hi = 0, p.size
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        D, C = probe.difference(d, d.h, lo, mid)
+        D, C, _ = probe.difference(d, d.h, lo, mid)
         left = D - C
         right = mismatch - left
         if abs(left) >= abs(right):

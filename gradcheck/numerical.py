@@ -132,6 +132,15 @@ def table_noise(f: Array) -> Array:
     return np.sqrt(np.mean(np.square(usable), axis=0))
 
 
+def _probe_direction(rng: np.random.Generator, v: Array) -> Array:
+    """``standard_normal * max(1, |v|)``, computed with one temporary (fast mode's memory bound)."""
+    d = rng.standard_normal(v.shape)
+    scale = np.abs(v)
+    np.maximum(scale, 1.0, out=scale)
+    d *= scale
+    return d
+
+
 def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: int = 8,
                 directions: int = 2, seed: int = 0) -> tuple[float, int]:
     """Rounding noise (sd) of ``loss`` near ``params``, from difference tables (More & Wild, 2011).
@@ -161,9 +170,11 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
     failed = False
     try:
         for _ in range(directions):
-            dirs = {k: rng.standard_normal(v.shape) * np.maximum(1.0, np.abs(v)) for k, v in params.items()}
+            dirs = {k: _probe_direction(rng, v) for k, v in params.items()}
             norm = math.sqrt(sum(float(np.sum(d * d)) for d in dirs.values())) or 1.0
-            unit = {k: (machine_eps(v.dtype) ** (1 / 3) / 4 / norm) * dirs[k] for k, v in params.items()}
+            unit = dirs  # scaled in place (the same values): one direction-sized array, not two
+            for k, v in params.items():
+                unit[k] *= machine_eps(v.dtype) ** (1 / 3) / 4 / norm
             values = [f0]
             for j in range(1, points + 1):
                 for k, v in params.items():
@@ -248,6 +259,29 @@ def _evaluate(loss: LossFn, work: dict[str, Array], name: str, points: list[Arra
     return np.stack(cols, axis=1)
 
 
+def _evaluate_at(loss: LossFn, work: dict[str, Array], name: str, points: list[Array], at: Array) -> Array:
+    """f at ``points[j][i]`` substituted for element ``at[i]`` (a flat index) of ``work[name]``, one
+    element at a time: :func:`_evaluate` for a sample of the elements (complex points allowed when
+    ``work[name]`` is complex). Returns an array (len(at), len(points)), complex when f is."""
+    flat = work[name].reshape(-1)
+    if not np.shares_memory(flat, work[name]):
+        raise RuntimeError("private parameter copies must be contiguous")  # pragma: no cover
+    out = np.empty((len(at), len(points)), dtype=np.complex128)
+    i = 0
+    try:
+        for i, j in enumerate(at.tolist()):
+            x0 = flat[j]
+            try:
+                for m, p in enumerate(points):
+                    flat[j] = p[i]
+                    out[i, m] = complex(np.asarray(loss(work)).reshape(()))
+            finally:
+                flat[j] = x0
+    except Exception as exc:
+        raise _fault(exc, name, int(at[i]), work[name].shape) from exc
+    return out
+
+
 def _complex_evaluate(loss: LossFn, work: dict[str, Array], name: str, h: Array) -> Array:
     flat = work[name].reshape(-1)
     x0 = flat.copy()
@@ -262,12 +296,14 @@ def _complex_evaluate(loss: LossFn, work: dict[str, Array], name: str, h: Array)
 
 def estimate(loss: LossFn, params: Mapping[str, Array], *, scheme: str = "central",
              noise: float | None = None, f0: float | None = None, eps: float | None = None,
-             names: list[str] | None = None) -> Estimate:
+             names: list[str] | None = None, index: Mapping[str, Array] | None = None) -> Estimate:
     """Numerical gradient of ``loss(params) -> scalar`` with an error bound for every element.
 
     ``params`` is copied; ``loss`` receives the private copies (perturbed in place, restored after
     each element). ``noise`` (sd of f's rounding) and ``f0`` are measured when not given. Raises
     :class:`FunctionFault` if ``loss`` raises; non-finite values give non-finite estimates.
+    ``index`` (a sampled check, :mod:`gradcheck.budget`): per name, the flat indices of the only
+    elements to estimate, same steps and error bounds; the arrays are then 1-d, in that order.
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme={scheme!r}: expected one of {SCHEMES}")
@@ -284,14 +320,16 @@ def estimate(loss: LossFn, params: Mapping[str, Array], *, scheme: str = "centra
     if scheme == "complex":
         work = {k: v.astype(np.complex128) for k, v in real.items()}
         for name in names:
-            x = real[name].reshape(-1)
+            at = None if index is None else np.asarray(index[name], dtype=np.intp)
+            x = real[name].reshape(-1) if at is None else real[name].reshape(-1)[at]
             h = steps(x, "complex", 0.0)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 with np.errstate(all="ignore"):
-                    d = _complex_evaluate(loss, work, name, h)
+                    d = (_complex_evaluate(loss, work, name, h) if at is None else
+                         _evaluate_at(loss, work, name, [x + 1j * h], at)[:, 0].imag / h)
             calls += x.size
-            shape = real[name].shape
+            shape = real[name].shape if at is None else x.shape
             est.grad[name] = d.reshape(shape)
             # complex step has no cancellation: rounding of the derivative itself, relative
             est.error[name] = (np.abs(d) * machine_eps(real[name].dtype) * 4).reshape(shape)
@@ -300,14 +338,15 @@ def estimate(loss: LossFn, params: Mapping[str, Array], *, scheme: str = "centra
         return est
 
     for name in names:
-        x = real[name].reshape(-1)
+        at = None if index is None else np.asarray(index[name], dtype=np.intp)
+        x = real[name].reshape(-1) if at is None else real[name].reshape(-1)[at]
         dt = real[name].dtype
         e = effective_eps(dt, noise, f0) if eps is None else eps
         h = steps(x, scheme, e)
         pts = [(x + o * h).astype(dt) for o in OFFSETS[scheme]]
-        values = _evaluate(loss, real, name, pts)
+        values = _evaluate(loss, real, name, pts) if at is None else _evaluate_at(loss, real, name, pts, at).real
         calls += values.shape[0] * values.shape[1]
-        shape = real[name].shape
+        shape = real[name].shape if at is None else x.shape
         dx = [(p.astype(np.float64) - x.astype(np.float64)) for p in pts]  # the exact offsets
         with np.errstate(all="ignore"):
             if scheme == "forward":

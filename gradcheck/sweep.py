@@ -17,16 +17,18 @@ an oracle, or when the oracles disagree with each other beyond their error bound
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
 import time
 import zlib
-from collections.abc import Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gradcheck.executors import INSTALL_HINT
 
 #: per cell: 2 in the margin mode (the simplest network, then a drawn one) and 1 in the realistic mode
 DEFAULT_EXAMPLES = 3
@@ -63,6 +65,12 @@ class SweepConfig:
     #: ``rotate``: each kind meets every activation once, the loss and dtype rotating with it;
     #: ``full``: kind x activation x loss x dtype
     layer_grid: str = "rotate"
+    #: where the cells run (:func:`gradcheck.executors.open_executor`): None, the local process pool
+    #: of ``jobs`` workers (serial for 1); ``local:N``, a Dask ``LocalCluster`` of N worker
+    #: processes; any other string, the address of a Dask scheduler (``tcp://host:8786``)
+    scheduler: str | None = None
+    #: ``(I, N)``: run only shard I of N (1-based; :func:`gradcheck.shards.shard_of`), None: every cell
+    shard: tuple[int, int] | None = None
 
 
 @dataclass
@@ -73,6 +81,10 @@ class SweepOutcome:
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
     report: Path | None = None
+    #: what ran the cells (``serial``, ``pool (jobs=2)``, ``dask LocalCluster (local:2)``, ...)
+    executor: str = ""
+    #: cells run (those of the shard, with ``cfg.shard``)
+    cells: int = 0
 
     @property
     def failed(self) -> list[Any]:
@@ -118,28 +130,39 @@ def generate(activation: str, loss: str, dtype: str, examples: int, seed: int, m
     Hypothesis tries the simplest example first (the one-unit network, batch 1, the same for every
     seed). The margin mode keeps it: small enough for the symbolic oracle, it gives every float64
     cell its oracle-vs-oracle cross-check. The realistic mode skips it, so its networks are drawn
-    ones. Consecutive repeats of a spec are skipped too."""
+    ones. Consecutive repeats of a spec are skipped too.
+
+    Hypothesis first draws only as many cases as the cell needs (the first draws of a seeded run
+    are the same whatever ``max_examples`` says); only if a repeated spec was skipped does it run
+    again with the full allowance. The draws after the cell's cases used to be made and thrown
+    away: ~2/3 of the generation time."""
     from hypothesis import HealthCheck, Phase, given, settings  # noqa: PLC0415
     from hypothesis import seed as hseed  # noqa: PLC0415
 
     from gradcheck.strategies import cases  # noqa: PLC0415
 
-    found: list = []
-    drawn = [0]
     strategy = cases(activation=activation, loss=loss, dtypes=(dtype,), max_params=max_params,
                      mode=mode)
+    needed = examples + (mode != "margin")
+    found: list = []
+    drawn = [0]
+    for budget in dict.fromkeys((needed, examples * 3 + 3)):
+        found.clear()
+        drawn[0] = 0
 
-    @hseed(cell_seed(seed, activation, loss, dtype, mode))
-    @settings(max_examples=examples * 3 + 3, database=None, phases=[Phase.generate], deadline=None,
-              suppress_health_check=list(HealthCheck), derandomize=False)
-    @given(strategy)
-    def collect(case):
-        drawn[0] += 1
-        wanted = mode == "margin" or drawn[0] > 1
-        if wanted and len(found) < examples and all(repr(case.spec) != repr(c.spec) for c in found[-1:]):
-            found.append(case)
+        @hseed(cell_seed(seed, activation, loss, dtype, mode))
+        @settings(max_examples=budget, database=None, phases=[Phase.generate], deadline=None,
+                  suppress_health_check=list(HealthCheck), derandomize=False)
+        @given(strategy)
+        def collect(case):
+            drawn[0] += 1
+            wanted = mode == "margin" or drawn[0] > 1
+            if wanted and len(found) < examples and all(repr(case.spec) != repr(c.spec) for c in found[-1:]):
+                found.append(case)
 
-    collect()
+        collect()
+        if len(found) >= examples:
+            break
     return found[:examples]
 
 
@@ -156,8 +179,10 @@ def check_case(case: Any, activation: str, loss: str, symbolic_max_size: int,
     net = Network(spec, activations=overrides)
     use_symbolic = spec.dtype == "float64" and spec.n_params * spec.batch <= symbolic_max_size
     name = f"{prefix}{activation} x {loss} [{spec.label()}] ({mode})"
+    # loss_fn: finite differences need the loss only (fn's backward pass would be wasted work);
+    # check validates it against fn's loss at the base point. quiet: the sweep shows its own progress
     result = gradcheck.check(net, case.params, case.X, case.y, spec=spec, symbolic=use_symbolic,
-                             name=name)
+                             name=name, loss_fn=net.loss, quiet=True)
     if result.spec is None:
         result.spec = spec.to_dict()
     if result.passed and oracle_disagreements(result):
@@ -212,7 +237,8 @@ def _check_cell(args: tuple) -> tuple[list, list[str]]:
 def generate_layer_case(kind: str, activation: str, loss: str, dtype: str, seed: int) -> Any:
     """One case of a layer cell (:func:`gradcheck.layer_strategies.layer_cases`), deterministic
     for ``seed`` (Hypothesis, generate phase only; the first draw is skipped: it is the same
-    smallest network for every seed)."""
+    smallest network for every seed). Two draws are made (the third used to be made and thrown
+    away; the first draws of a seeded run do not depend on ``max_examples``)."""
     from hypothesis import HealthCheck, Phase, given, settings  # noqa: PLC0415
     from hypothesis import seed as hseed  # noqa: PLC0415
 
@@ -221,7 +247,7 @@ def generate_layer_case(kind: str, activation: str, loss: str, dtype: str, seed:
     found: list = []
 
     @hseed(zlib.crc32(f"{seed}:layer:{kind}:{activation}:{loss}:{dtype}".encode()))
-    @settings(max_examples=3, database=None, phases=[Phase.generate], deadline=None,
+    @settings(max_examples=2, database=None, phases=[Phase.generate], deadline=None,
               suppress_health_check=list(HealthCheck), derandomize=False)
     @given(layer_cases(kind=kind, activation=activation, loss=loss, dtypes=(dtype,)))
     def collect(case):
@@ -279,29 +305,92 @@ def cells(cfg: SweepConfig) -> list[tuple[str, str, str]]:
     return [(a, l, d) for a in acts for l in losses for d in cfg.dtypes]
 
 
-def run_sweep(cfg: SweepConfig, *, overrides: Mapping[str, Any] | None = None,
-              progress: bool | None = None) -> SweepOutcome:
-    """Run the sweep; ``overrides`` replaces activation registry entries (planted-bug tests)."""
-    t0 = time.perf_counter()
+def run_cell(item: tuple) -> tuple[list, list[str]]:
+    """Check one cell of :func:`sweep_cells` (what every executor runs): its records and skips.
+
+    Hypothesis mixes into its draws, now and then, constants it reads from the source of the
+    "local" (not installed) modules that happen to be imported in the process at that moment, so
+    the same seed could draw other cases in a fresh worker, in a pytest session or after a
+    report was written. The cell's cases are drawn with that pool empty, so they depend on the
+    seed and the cell only, whatever process runs it."""
+    with _no_local_constants():
+        return _check_cell(item)
+
+
+@contextlib.contextmanager
+def _no_local_constants() -> Iterator[None]:
+    try:  # Hypothesis internals (6.13x+); without them there is no such pool to pin
+        from hypothesis.internal.conjecture import providers  # noqa: PLC0415
+
+        original, cache, empty = providers._get_local_constants, providers.CONSTANTS_CACHE, providers.Constants()
+    except (ImportError, AttributeError):  # pragma: no cover - another Hypothesis
+        yield
+        return
+    cache.cache.clear()
+    providers._get_local_constants = lambda: empty
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
+        cache.cache.clear()
+
+
+def sweep_cells(cfg: SweepConfig, overrides: Mapping[str, Any] | None = None) -> list[tuple]:
+    """Every cell of the sweep, in its fixed order (the order of the records): the dense cells
+    ``(activation, loss, dtype, cfg, overrides)``, then the layer cells ``("layer", kind,
+    activation, loss, dtype, cfg)``. The shard (``cfg.shard``) is not applied here."""
     todo: list[tuple] = [(a, l, d, cfg, overrides) for a, l, d in cells(cfg)]
     # layer cells are checked to first order (second order is implemented for dense networks)
     todo += [("layer", k, a, l, d, cfg) for k, a, l, d in layer_cells(cfg)]
+    return todo
+
+
+def run_sweep(cfg: SweepConfig, *, overrides: Mapping[str, Any] | None = None,
+              progress: bool | None = None, executor: Any = None) -> SweepOutcome:
+    """Run the sweep; ``overrides`` replaces activation registry entries (planted-bug tests).
+
+    The cells run on ``executor`` (a :class:`gradcheck.executors.CellExecutor`, left open) or else
+    on the one ``cfg.scheduler`` / ``cfg.jobs`` name (opened and closed here). ``overrides`` are
+    objects of this process: with them the cells run serially, whatever the executor. With
+    ``cfg.shard = (I, N)`` only shard I's cells run (:func:`gradcheck.shards.shard_of`).
+
+    Results come back in whatever order the cells finish; each cell's are kept once (by its
+    index: a cell retried after its worker died is never counted twice) and the records are put
+    in cell order, so the same seed gives the same records whatever the executor."""
+    from gradcheck import executors, shards  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    todo = sweep_cells(cfg, overrides)
+    if cfg.shard is not None:
+        mine = shards.shard_of(todo, *cfg.shard)
+        todo = [todo[i] for i in mine]
     outcome = SweepOutcome()
     show = (not cfg.quiet) if progress is None else progress
     bar = _progress(len(todo), show)
-    if cfg.jobs > 1 and overrides is None:
-        with ProcessPoolExecutor(max_workers=cfg.jobs) as pool:
-            for results, skipped in pool.map(_check_cell, todo, chunksize=4):
-                outcome.results += results
-                outcome.skipped += skipped
-                bar.advance(results)
-    else:
-        for item in todo:
-            results, skipped = _check_cell(item)
-            outcome.results += results
-            outcome.skipped += skipped
+    own = executor is None or overrides is not None
+    if overrides is not None:
+        executor = executors.SerialExecutor()
+    elif executor is None:
+        executor = executors.open_executor(cfg.scheduler, cfg.jobs)
+    done: dict[int, tuple[list, list[str]]] = {}
+    try:
+        for index, (results, skipped) in executor.run(run_cell, todo):
+            if index in done:  # a cell whose result arrived twice (its first worker died late)
+                continue
+            done[index] = (results, skipped)
             bar.advance(results)
-    bar.close()
+    finally:
+        bar.close()
+        if own:
+            executor.close()
+    outcome.executor, outcome.cells = executor.name, len(todo)
+    missing = [i for i in range(len(todo)) if i not in done]
+    if missing:  # pragma: no cover - every executor yields each cell or raises
+        raise RuntimeError(f"{len(missing)} cell(s) never came back from {executor.name}")
+    for index in range(len(todo)):
+        results, skipped = done[index]
+        outcome.results += results
+        outcome.skipped += skipped
     outcome.seconds = time.perf_counter() - t0
     return outcome
 
@@ -435,9 +524,34 @@ def write_report(outcome: SweepOutcome, cfg: SweepConfig, argv: Iterable[str] | 
             "examples per cell": cfg.examples,
             "input modes per cell": ", ".join(f"{m} {n}" for m, n in mode_examples(cfg.examples).items()),
             "dtypes": ", ".join(cfg.dtypes),
-            "duration (s)": round(outcome.seconds, 2), "skipped cells": len(outcome.skipped)}
+            "duration (s)": round(outcome.seconds, 2), "skipped cells": len(outcome.skipped),
+            **sweep_meta(cfg, outcome)}
     outcome.report = report.write(outcome.results, cfg.out, title="gradcheck sweep", meta=meta)
     return outcome.report
+
+
+#: the SweepConfig fields that decide the cells and their records (what ``report merge`` compares)
+CELL_SET_FIELDS = ("examples", "seed", "activations", "losses", "dtypes", "max_params", "symbolic_max_size",
+                   "order", "layers", "layer_grid")
+
+
+def sweep_meta(cfg: SweepConfig, outcome: SweepOutcome | None = None) -> dict[str, Any]:
+    """What a sweep report's meta says for ``gradcheck report merge``: the gradcheck version, the
+    configuration that defines the cell set (None written as ``"all"``), the number of cells of
+    the whole sweep, the shard (``"I/N"``) and the executor."""
+    from gradcheck import __version__  # noqa: PLC0415
+
+    config = {}
+    for name in CELL_SET_FIELDS:
+        value = getattr(cfg, name)
+        config[name] = "all" if value is None else list(value) if isinstance(value, tuple) else value
+    meta: dict[str, Any] = {"gradcheck version": __version__, "sweep config": config,
+                            "cells": len(sweep_cells(cfg))}
+    if cfg.shard is not None:
+        meta["shard"] = f"{cfg.shard[0]}/{cfg.shard[1]}"
+    if outcome is not None and outcome.executor:
+        meta["executor"] = outcome.executor
+    return meta
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -476,6 +590,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer-grid", choices=("rotate", "full"), default=None,
                         help="rotate (default): each layer kind meets every activation once, loss and dtype "
                              "rotating; full: kind x activation x loss x dtype")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run the cells on a Dask distributed cluster: a scheduler address "
+                             "(tcp://host:8786), or local:N for a new local cluster of N worker processes "
+                             f"(needs {INSTALL_HINT}; --jobs is then ignored; docs/scaling.md)")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="run only shard I of N (1-based): a fixed partition of the cells balanced by "
+                             "their measured cost; gradcheck report merge joins the N reports")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.epilog = ("Options left out take their value from [tool.gradcheck.sweep] in the nearest "
                      "pyproject.toml, then the defaults above.")
@@ -495,6 +616,13 @@ def config_from_args(args: argparse.Namespace, settings: Any = None) -> SweepCon
     bad = [d for d in getattr(args, "dtype", None) or () if d not in ("float64", "float32")]
     if bad:
         raise UsageError(f"--dtype {bad[0]!r} must be float64 or float32")
+    shard = None
+    if getattr(args, "shard", None) is not None:
+        from gradcheck.shards import parse_shard  # noqa: PLC0415
+        try:
+            shard = parse_shard(args.shard)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     try:
         cells(SweepConfig(activations=getattr(args, "activations", None) or None,
                           losses=getattr(args, "losses", None) or None,
@@ -524,7 +652,22 @@ def config_from_args(args: argparse.Namespace, settings: Any = None) -> SweepCon
                        quiet=bool(getattr(args, "quiet", False)),
                        order=pick("order", "order", 1),
                        layers=pick("layers", "layers", None) or None,
-                       layer_grid=pick("layer_grid", "layer_grid", "rotate"))
+                       layer_grid=pick("layer_grid", "layer_grid", "rotate"),
+                       scheduler=_scheduler(pick("scheduler", "scheduler", None)), shard=shard)
+
+
+def _scheduler(value: str | None) -> str | None:
+    """A ``--scheduler`` value checked (``local:N`` with N >= 1), as a UsageError."""
+    from gradcheck.cli import UsageError  # noqa: PLC0415
+    from gradcheck.executors import parse_scheduler  # noqa: PLC0415
+
+    if value is None:
+        return None
+    try:
+        parse_scheduler(value)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -535,11 +678,21 @@ def run(args: argparse.Namespace) -> int:
         why = writable_folder(cfg.out)
         if why:  # the default folder, or [tool.gradcheck.sweep] out (a path below the pyproject's folder)
             raise UsageError(("--out " if cfg.out == "reports" else "[tool.gradcheck.sweep] out: ") + why)
+    from gradcheck.executors import CellLost, MissingDask  # noqa: PLC0415
+
     try:
         outcome = run_sweep(cfg, progress=not cfg.quiet and sys.stderr.isatty())
-    except ValueError as exc:
+    except (ValueError, MissingDask, CellLost) as exc:
         print(f"gradcheck sweep: {exc}", file=sys.stderr)
         return 2
     write_report(outcome, cfg, sys.argv[2:] if len(sys.argv) > 2 else [])
     print(summarize(outcome, cfg))
+    if cfg.shard is not None:
+        print(f"  shard {cfg.shard[0]}/{cfg.shard[1]}: {outcome.cells} of {len(sweep_cells(cfg))} cells, "
+              f"on {outcome.executor}; "
+              "gradcheck report merge joins the shards' gradcheck.json")
+        if outcome.cells == 0:  # more shards than cells: nothing to check is not a failure
+            return 0
+    elif cfg.scheduler is not None:
+        print(f"  cells ran on {outcome.executor}")
     return 0 if outcome.passed else 1
