@@ -134,6 +134,8 @@ def table_noise(f: Array) -> Array:
 
 def _probe_direction(rng: np.random.Generator, v: Array) -> Array:
     """``standard_normal * max(1, |v|)``, computed with one temporary (fast mode's memory bound)."""
+    if np.ndim(v) == 0:  # a scalar parameter: standard_normal(()) is a float, nothing to reuse
+        return rng.standard_normal(np.shape(v)) * np.maximum(1.0, np.abs(v))
     d = rng.standard_normal(v.shape)
     scale = np.abs(v)
     np.maximum(scale, 1.0, out=scale)

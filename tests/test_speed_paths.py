@@ -203,3 +203,19 @@ def test_the_structured_oracle_shows_no_estimate_from_fns_per_call_time(monkeypa
     assert started == []
     assert gradcheck.check(net.loss_and_grads, params, X, y, quiet=False)
     assert started == [2 * sum(v.size for v in params.values())]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_scalar_parameter_goes_through_the_noise_probe(dtype):
+    """0-d parameters (a learned temperature, a jax scalar) in the noise probe's directions, which
+    are built in place for arrays: a correct gradient passes, a wrong one fails on that scalar."""
+    X = np.linspace(-1, 1, 6, dtype=dtype)
+
+    def fn(p, X, y, wrong=1.0):
+        r = p["s"] * X - y
+        return float(np.sum(r ** 2)), {"s": np.asarray(wrong * 2 * np.sum(r * X), dtype=dtype)}
+
+    params = {"s": np.asarray(1.5, dtype=dtype)}
+    assert gradcheck.check(fn, params, X, 0.5 * X, quiet=True)
+    bad = gradcheck.check(lambda p, X, y: fn(p, X, y, wrong=0.5), params, X, 0.5 * X, quiet=True)
+    assert not bad and bad.worst_param == "s"
