@@ -205,10 +205,14 @@ def nondeterminism(g1: dict[str, Array], g2: dict[str, Array], l1: float, l2: fl
     """Two calls with identical inputs: differences beyond rounding are a fault of fn."""
     ulps = MODEL.nondeterminism_ulps
     for k in g1:
-        a, b = g1[k].astype(np.float64), g2[k].astype(np.float64)
-        scale = float(np.max(np.abs(a))) if a.size else 0.0
-        diff = np.abs(a - b)
-        limit = ulps * eps * (np.abs(a) + scale)
+        # in place where it can be (no copy of float64 gradients): two temporaries per tensor at most
+        a, b = g1[k].astype(np.float64, copy=False), g2[k].astype(np.float64, copy=False)
+        limit = np.abs(a, out=np.empty_like(a))          # (out=: arrays even for 0-d gradients)
+        scale = float(np.max(limit)) if a.size else 0.0
+        diff = np.subtract(a, b, out=np.empty_like(a))
+        np.abs(diff, out=diff)
+        limit += scale
+        limit *= ulps * eps
         if np.any(diff > limit):
             i = np.unravel_index(int(np.argmax(diff - limit)), a.shape)
             with np.errstate(all="ignore"):
