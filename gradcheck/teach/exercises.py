@@ -229,6 +229,20 @@ def _mlp(name: str, act: str, loss: str = "mse", *, d: int = 3, h: int = 4, o: i
 
 
 # -- layer kinds ------------------------------------------------------------------------------------
+#: the convolution's forward pass, written into both convolutional exercises (each file stands alone)
+_CONV2D = '''\
+def conv2d(x, K, c):
+    """A valid 2-d convolution (cross-correlation), stride 1: x (n, ci, h, w), K (co, ci, k, k)."""
+    k = K.shape[2]
+    ho, wo = x.shape[2] - k + 1, x.shape[3] - k + 1
+    out = np.zeros((x.shape[0], K.shape[0], ho, wo), dtype=np.result_type(x, K))
+    for i in range(ho):
+        for j in range(wo):
+            window = x[:, :, i:i + k, j:j + k]
+            out[:, :, i, j] = np.tensordot(window, K, axes=([1, 2, 3], [1, 2, 3]))
+    return out + c[None, :, None, None]
+'''
+
 _CONV = Template('''\
 import numpy as np
 
@@ -253,17 +267,7 @@ def make_inputs(seed=0, batch=BATCH):
     return params, X, y
 
 
-def conv2d(x, K, c):
-    """A valid 2-d convolution (cross-correlation), stride 1: x (n, ci, h, w), K (co, ci, k, k)."""
-    k = K.shape[2]
-    ho, wo = x.shape[2] - k + 1, x.shape[3] - k + 1
-    out = np.zeros((x.shape[0], K.shape[0], ho, wo), dtype=np.result_type(x, K))
-    for i in range(ho):
-        for j in range(wo):
-            window = x[:, :, i:i + k, j:j + k]
-            out[:, :, i, j] = np.tensordot(window, K, axes=([1, 2, 3], [1, 2, 3]))
-    return out + c[None, :, None, None]
-
+$conv2d
 
 def layers(params, X):
     a1 = np.tanh(conv2d(X, params["K1"], params["c1"]))
@@ -508,17 +512,7 @@ def make_inputs(seed=0, batch=BATCH):
     return params, X, y
 
 
-def conv2d(x, K, c):
-    """A valid 2-d convolution (cross-correlation), stride 1: x (n, ci, h, w), K (co, ci, k, k)."""
-    k = K.shape[2]
-    ho, wo = x.shape[2] - k + 1, x.shape[3] - k + 1
-    out = np.zeros((x.shape[0], K.shape[0], ho, wo), dtype=np.result_type(x, K))
-    for i in range(ho):
-        for j in range(wo):
-            window = x[:, :, i:i + k, j:j + k]
-            out[:, :, i, j] = np.tensordot(window, K, axes=([1, 2, 3], [1, 2, 3]))
-    return out + c[None, :, None, None]
-
+$conv2d
 
 def pool(a):
     """$pool_doc"""
@@ -636,7 +630,8 @@ $end
 
 
 def _layer(template: Template, name: str, **extra: str) -> str:
-    return template.substitute(name=name, begin=BEGIN.format(what="the backward pass"), end=END, **extra) \
+    return template.substitute(name=name, begin=BEGIN.format(what="the backward pass"), end=END, conv2d=_CONV2D,
+                               **extra) \
         + _MAIN_NETWORK
 
 
