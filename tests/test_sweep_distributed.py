@@ -17,22 +17,15 @@ from gradcheck import cli
 from gradcheck.executors import INSTALL_HINT, LOCAL_CLUSTER_PORTS, CellLost, DaskExecutor, MissingDask, open_executor
 from gradcheck.shards import cell_key
 from gradcheck.sweep import SweepConfig, run_cell, run_sweep, sweep_cells
+from tests.test_sweep_shards import CFG, untimed
+from tests.test_sweep_shards import SMALL as SHARD_SMALL
 
 needs_dask = pytest.mark.skipif(find_spec("distributed") is None,
                                 reason=f"Dask distributed is not installed ({INSTALL_HINT})")
 
-SMALL = ["--activations", "tanh,relu", "--losses", "mse,huber", "--dtype", "float64", "--examples", "1",
-         "--layers", "dense,conv1d,layernorm", "--quiet"]
-CFG = SweepConfig(activations=("tanh", "relu"), losses=("mse", "huber"), dtypes=("float64",), examples=1,
-                  layers=("dense", "conv1d", "layernorm"), out=None, quiet=True)
-
-
-def untimed(record):
-    if isinstance(record, dict):
-        return {k: untimed(v) for k, v in record.items() if k != "seconds"}
-    if isinstance(record, list):
-        return [untimed(v) for v in record]
-    return record
+#: the small sweep of tests/test_sweep_shards.py, without its --jobs 1 (the scheduler runs the cells)
+_at = SHARD_SMALL.index("--jobs")
+SMALL = SHARD_SMALL[:_at] + SHARD_SMALL[_at + 2:]
 
 
 @pytest.fixture(scope="module")
