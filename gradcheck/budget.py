@@ -210,7 +210,10 @@ class SampledJudge(Judge):
         def cut(arrays: Mapping[str, Array]) -> dict[str, Array]:
             return {k: np.asarray(a).reshape(-1)[self.index[k]] for k, a in arrays.items() if k in self.index}
         super().measured(numerical.ClaimedRounding(cut(rounding.sd), cut(rounding.jump), rounding.calls,
-                                                   [cut(line) for line in rounding.limits]))
+                                                   [cut(line) for line in rounding.limits], rounding.grad_at))
+
+    def code_kink_along(self, k: str, flat_i: int, value: float, tol_abs: float) -> bool:
+        return super().code_kink_along(k, int(self.index[k][flat_i]), value, tol_abs)
 
     def second_look(self, k: str, p: Array, flat_i: int) -> numerical.Refinement:
         return super().second_look(k, self.full[k], int(self.index[k][flat_i]))

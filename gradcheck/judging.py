@@ -32,6 +32,9 @@ LossOf = Callable[[dict], Any]
 MAX_REFINE = 1024
 #: failing elements listed on the result
 MAX_LISTED = 50
+#: at most this many elements per check get fn's gradient probed just beside x along the element
+#: (2 calls each; :meth:`Judge.code_kink_along`)
+MAX_COORDINATE_PROBES = 256
 
 
 class Judge:
@@ -51,6 +54,9 @@ class Judge:
         self.jumps: dict[str, Array] = {}
         #: per probe line, fn's gradient extrapolated to x from that side
         self.limits: list[dict[str, Array]] = []
+        #: fn's gradient at another point, once the claimed rounding was measured (:meth:`measured`)
+        self.grad_at: Callable[[dict[str, Array]], Any] | None = None
+        self.coordinate_probes = 0
         est = self.est
         with np.errstate(all="ignore"):
             self.global_scale = max(float(np.max(np.abs(g))) for g in est.grad.values())
@@ -73,7 +79,7 @@ class Judge:
     def measured(self, rounding: numerical.ClaimedRounding) -> None:
         """Take the claimed gradient's measured rounding into the tolerance (and its jumps at x)."""
         self.claimed_noise, self.jumps, self.limits = rounding.sd, rounding.jump, rounding.limits
-        self.probe_calls = rounding.calls
+        self.probe_calls, self.grad_at = rounding.calls, rounding.grad_at
 
     def first_look(self, k: str, p: Array, c: Array) -> bool:
         """Does every element of tensor ``k`` pass against the estimate as it stands?"""
@@ -140,13 +146,16 @@ class Judge:
                     d[i], e[i], h[i] = self._fourth_order(k, p, int(flat_i), float(d[i]), float(est.step[k][i]), ref)
                 else:
                     d[i], e[i], h[i] = ref.value, ref.error, ref.step
+                allowed = float(cmp.tol_abs[i]) + SAFETY * (float(e[i]) - e_first)
                 if (self.detect_kinks and ref.status == "smooth" and jumps is not None and jumps[i]
-                        and self._agrees_from_one_side(k, i, float(d[i]),
-                                                       float(cmp.tol_abs[i]) + SAFETY * (float(e[i]) - e_first))):
+                        and self._agrees_from_one_side(k, i, float(d[i]), allowed)):
                     # fn's own gradient jumps exactly at x, and from one side it agrees with the
                     # loss's derivative: its value at x is a convention on a path through an exact
                     # kink (the loss may be smooth there); left out like a kink. A wrong gradient
                     # agrees from no side, so noise that looks like a jump excuses no bug.
+                    kink[i] = jumped[i] = True
+                elif (self.detect_kinks and ref.status == "smooth" and abs(float(c[i]) - float(d[i])) > allowed
+                        and self.code_kink_along(k, int(flat_i), float(d[i]), allowed)):
                     kink[i] = jumped[i] = True
             cmp = judge()
         left_out = kink | unsettled
@@ -198,6 +207,35 @@ class Judge:
         self.failures += [element(np.unravel_index(j, p.shape)) for j in order[:MAX_LISTED]]
         self.kinks += [element(tuple(ix), "jump" if jumped[tuple(ix)] else "kink" if kink[tuple(ix)] else "unsettled")
                        for ix in np.argwhere(left_out)[:MAX_LISTED]]
+
+    def code_kink_along(self, k: str, flat_i: int, value: float, tol_abs: float) -> bool:
+        """fn's gradient just beside x on either side along element ``flat_i`` (moved by the rounding
+        probe's step, ``claimed_probe_ulps`` ulps of max(|x|, rms of its tensor)): when the mean of
+        the two sides matches ``value``, the loss's difference quotient, within ``tol_abs`` while
+        fn's value at x does not, fn's gradient jumps at x along this element: a convention taken
+        where pre-activations sit exactly at a kink (zero inputs with zero biases put a unit of
+        every layer there, and chained kinks give even a differentiable loss a convention value
+        that is neither side's). Left out like a kink. A wrong gradient is wrong beside x as well,
+        so it is never excused; 2 calls of fn, only once its rounding was measured."""
+        if self.grad_at is None or self.coordinate_probes >= MAX_COORDINATE_PROBES:
+            return False
+        self.coordinate_probes += 1
+        base = self.work[k]
+        x = base.reshape(-1)[flat_i]
+        with np.errstate(all="ignore"):
+            rms = float(np.sqrt(np.mean(np.square(base, dtype=np.float64)))) if base.size else 0.0
+        ref = max(abs(float(x)), rms if rms > 0 and math.isfinite(rms) else 1.0)
+        delta = MODEL.claimed_probe_ulps * float(np.spacing(base.dtype.type(ref)))
+        sides = []
+        for sign in (1.0, -1.0):
+            point = {name: v.copy() for name, v in self.work.items()}
+            moved = base.dtype.type(float(x) + sign * delta)
+            if moved == x or not np.isfinite(moved):
+                return False
+            point[k].reshape(-1)[flat_i] = moved
+            grads = self.grad_at(point)
+            sides.append(float(np.asarray(grads[k], dtype=np.float64).reshape(-1)[flat_i]))
+        return bool(abs(0.5 * (sides[0] + sides[1]) - value) <= tol_abs)
 
     def _agrees_from_one_side(self, k: str, i: tuple, value: float, tol_abs: float) -> bool:
         """Does fn's gradient, extrapolated to x along some probe line, match ``value`` (the

@@ -539,6 +539,9 @@ class ClaimedRounding:
     calls: int
     #: per line, the claimed gradient extrapolated to x (its limit there from that side)
     limits: list[dict[str, Array]] = field(default_factory=list)
+    #: the code's gradient at another point (what was probed), for the judge's probes along one
+    #: element (:meth:`gradcheck.judging.Judge.code_kink_along`)
+    grad_at: Callable[[dict[str, Array]], Mapping[str, Array]] | None = None
 
 
 def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], params: Mapping[str, Array],
@@ -621,7 +624,7 @@ def gradient_noise(grad_at: Callable[[dict[str, Array]], Mapping[str, Array]], p
                 hits |= np.abs(g0 - predicted) > allowed
             limits[line][k] = predicted
         jump[k] = hits
-    return ClaimedRounding(out, jump, calls, limits)
+    return ClaimedRounding(out, jump, calls, limits, grad_at=grad_at)
 
 
 def _pooled(sds: Array) -> Array:

@@ -102,3 +102,54 @@ def test_kink_detection_can_be_turned_off():
     params, X, y = kink_inputs()
     result = gradcheck.check(relu_net(0.0), params, X, y, detect_kinks=False, scheme="central")
     assert not result.passed and not result.kinks
+
+
+# -- chained kinks: zero inputs with zero biases put a unit of every layer exactly at its kink ------
+def _chained(activation: str, dtype: str, seed: int):
+    """A reference network as users initialize it (biases zero) on a batch where some inputs are 0:
+    for those samples every unit of every layer sits exactly on its kink, so backprop's convention
+    (act'(0)) is chained through the layers. Two leaky ReLUs in a row make even a loss that is
+    differentiable along a bias give a convention value that matches neither side there."""
+    from gradcheck.spec import Layer, NetworkSpec
+    from gradcheck_reference.network import Network
+
+    spec = NetworkSpec(1, (Layer(9, activation, bias=False), Layer(7, activation), Layer(5, activation),
+                           Layer(2, activation, bias=False)), "huber", batch=8, dtype=dtype)
+    net = Network(spec)
+    rng = np.random.default_rng(seed)
+    params = {k: (rng.normal(0, 1.0, v.shape) if k.startswith("W") else np.zeros(v.shape)).astype(dtype)
+              for k, v in net.init_params().items()}
+    X = np.abs(rng.normal(size=(8, 1))).astype(dtype)
+    X[rng.permutation(8)[:4]] = 0.0                          # half the samples: every unit on its kink
+    y = rng.normal(size=(8, 2)).astype(dtype)
+    return net, params, X, y
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "selu", "elu"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_chained_kinks_at_zero_inputs_are_left_out_not_failed(activation, dtype):
+    """Correct backprop at chained exact kinks: no false alarm. Before fn's gradient was probed just
+    beside x along the failing element (Judge.code_kink_along), 5 of these 32 checks failed (max
+    relative errors 0.4 to 3, float32 and float64 alike) while the code is right."""
+    for seed in range(4):
+        net, params, X, y = _chained(activation, dtype, seed)
+        r = gradcheck.check(net, params, X, y, quiet=True)
+        assert r.passed, f"{activation} {dtype} seed {seed}: {r}"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("tensor", ["W2", "W3"])
+def test_a_wrong_gradient_at_chained_kinks_is_still_caught(dtype, tensor):
+    """The probe beside x excuses a value that only x itself has; a bug is wrong beside x as well.
+    (Elements that are themselves kinks, here every entry of b2 and b3, are left out whatever
+    their value: docs/checker.md, Known limits.)"""
+    net, params, X, y = _chained("leaky_relu", dtype, 1)
+
+    def halved(p, X, y):
+        loss, grads = net(p, X, y)
+        grads = dict(grads)
+        grads[tensor] = grads[tensor] * 0.5
+        return loss, grads
+
+    r = gradcheck.check(halved, params, X, y, quiet=True)
+    assert not r.passed and r.worst_param == tensor
