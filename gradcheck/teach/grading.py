@@ -433,9 +433,10 @@ def _grade(path: str, name: str | None) -> Grade:
         return Grade(path, WRONG, str(exc), exercise=name)
     seed, batch, last = results[-1]
     if last.passed:
-        return Grade(path, FIXED, f"your backward is right (max relative error {last.max_rel_error:.2e}; "
+        worst = max(float(r.max_rel_error) for *_, r in results)
+        return Grade(path, FIXED, f"your backward is right (max relative error {worst:.2e} over "
                      f"{len(results)} checks: the shipped inputs and fresh ones, {exercise.dtype})",
-                     exercise=name, max_rel_error=max(float(r.max_rel_error) for *_, r in results),
+                     exercise=name, max_rel_error=worst,
                      result=last.to_dict())
     where = "the shipped inputs, make_inputs(0)" if seed == 0 else \
         f"fresh inputs, make_inputs({seed}{', ' + str(batch) if batch else ''})"
