@@ -75,8 +75,13 @@ class Estimate:
     calls: int = 0
 
 
+_FLOAT_TYPES = (float, np.float64, np.float32, np.float16)
+
+
 def _as_float(value: Any) -> float:
     """A scalar loss as a Python float (0-d or size-1 arrays, numpy scalars, anything with __float__)."""
+    if type(value) in _FLOAT_TYPES:  # the usual case, directly
+        return float(value)
     a = np.asarray(value)
     if a.size != 1:
         raise FunctionFault(f"the loss has shape {a.shape}; expected a scalar")
@@ -124,11 +129,12 @@ def table_noise(f: Array) -> Array:
     sigma^2`` (More & Wild, 2011); their smooth parts (f^(k) step^k) vanish at the probe's step."""
     estimates = []
     diff = np.asarray(f, dtype=np.float64)
-    for order in range(1, len(diff)):
-        diff = np.diff(diff, axis=0)
+    orders = len(diff) - 1
+    for order in range(1, min(orders, 6) + 1 if orders > 3 else orders + 1):  # orders past 6: unused
+        diff = diff[1:] - diff[:-1]  # np.diff along axis 0, without its overhead
         gamma = math.factorial(order) ** 2 / math.factorial(2 * order)
-        estimates.append(np.sqrt(gamma * np.mean(diff ** 2, axis=0)))
-    usable = estimates[3:6] if len(estimates) > 3 else estimates
+        estimates.append(np.sqrt(gamma * (np.add.reduce(diff ** 2, axis=0) / diff.shape[0])))  # np.mean's sum / n
+    usable = estimates[3:6] if orders > 3 else estimates
     return np.sqrt(np.mean(np.square(usable), axis=0))
 
 
@@ -139,6 +145,55 @@ def _probe_direction(rng: np.random.Generator, v: Array) -> Array:
     np.maximum(scale, 1.0, out=scale)
     d *= scale
     return d
+
+
+#: dtypes whose values float64 holds exactly (their sums with float64 arrays are computed in float64)
+_F64_EXACT = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+#: the noise probe moves at most this many elements through one concatenated vector
+_FLAT_PROBE_MAX = 1 << 16
+
+
+class _FlatProbe:
+    """The noise probe's arithmetic on one concatenated float64 vector (parameters of float16/32/64,
+    which float64 holds exactly and whose sums with float64 steps are computed in float64): a
+    direction drawn at once (the generator's stream, split per tensor, is the same), scaled per
+    tensor as :func:`noise_level` does, and each point two operations then a copy per tensor (the
+    same roundings as the per-tensor sums) instead of two operations per tensor."""
+
+    def __init__(self, base: Mapping[str, Array], params: Mapping[str, Array]) -> None:
+        self.base = np.concatenate([np.ravel(b) for b in base.values()], dtype=np.float64)
+        self.params = params
+        self.sizes = [int(v.size) for v in params.values()]
+        self.point = np.empty_like(self.base)
+        self.views, self.segments, a = [], [], 0
+        for v, n in zip(params.values(), self.sizes):
+            self.views.append((v, a, a + n, v.shape))
+            self.segments.append((v, self.point[a:a + n].reshape(v.shape)))
+            a += n
+        self.factors = [machine_eps(v.dtype) ** (1 / 3) / 4 for v in params.values()]
+        self.unit = self.base
+
+    def direction(self, rng: np.random.Generator) -> None:
+        """:func:`_probe_direction` of every tensor, scaled to the probe's step (norm per tensor)."""
+        d = rng.standard_normal(self.base.size)
+        # scaled by max(1, |x|) at the parameters as they stand (the previous direction's last point)
+        scale = np.concatenate([np.ravel(v) for v in self.params.values()], dtype=np.float64)
+        np.abs(scale, out=scale)
+        np.maximum(scale, 1.0, out=scale)
+        d *= scale
+        dd = d * d
+        norm = math.sqrt(sum(float(np.add.reduce(dd[a:b].reshape(shape), axis=None))
+                             for _, a, b, shape in self.views)) or 1.0
+        d *= np.repeat(np.array([f / norm for f in self.factors]), self.sizes)
+        self.unit = d
+
+    def move(self, j: int) -> None:
+        """Every tensor to ``base + j * unit`` (in its dtype)."""
+        point = self.point
+        np.multiply(self.unit, j, out=point)
+        np.add(self.base, point, out=point)
+        for v, segment in self.segments:
+            v[...] = segment  # cast to v's dtype as np.copyto(casting="unsafe") does
 
 
 def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: int = 8,
@@ -168,17 +223,28 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
     calls = 0
     sigmas = []
     failed = False
+    # small tensors of float16/32/64 (their sums with a float64 step are computed in float64): one
+    # concatenated vector, each point one multiply and one add, then copied into the tensors (the
+    # same roundings as the per-tensor sums; a long double tensor keeps its own precision)
+    flat = (_FlatProbe(base, params) if len(params) > 1 and all(v.dtype in _F64_EXACT for v in params.values())
+            and sum(v.size for v in params.values()) <= _FLAT_PROBE_MAX else None)
     try:
         for _ in range(directions):
-            dirs = {k: _probe_direction(rng, v) for k, v in params.items()}
-            norm = math.sqrt(sum(float(np.sum(d * d)) for d in dirs.values())) or 1.0
-            unit = dirs  # scaled in place (the same values): one direction-sized array, not two
-            for k, v in params.items():
-                unit[k] *= machine_eps(v.dtype) ** (1 / 3) / 4 / norm
+            if flat is not None:
+                flat.direction(rng)
+            else:
+                dirs = {k: _probe_direction(rng, v) for k, v in params.items()}
+                norm = math.sqrt(sum(float(np.add.reduce(d * d, axis=None)) for d in dirs.values())) or 1.0
+                unit = dirs  # scaled in place (the same values): one direction-sized array, not two
+                for k, v in params.items():
+                    unit[k] *= machine_eps(v.dtype) ** (1 / 3) / 4 / norm
             values = [f0]
             for j in range(1, points + 1):
-                for k, v in params.items():
-                    np.add(base[k], j * unit[k], out=v, casting="unsafe")
+                if flat is not None:
+                    flat.move(j)
+                else:
+                    for k, v in params.items():
+                        np.add(base[k], j * unit[k], out=v, casting="unsafe")
                 calls += 1
                 try:
                     values.append(_as_float(loss(params)))
