@@ -27,6 +27,7 @@ relative errors on correct code, without a magic constant.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,9 +125,23 @@ def _elementwise(c: Array, d: Array, own: Array, floor: Any, ulps_eps: Any, big:
     return rel, tol, passed & np.isfinite(rel), margin, resolved, tol_abs
 
 
+@dataclass
+class Comparisons:
+    """:func:`compare_all`'s answer: each tensor's :class:`Comparison` (flat views), the same arrays
+    whole (over all tensors concatenated), and the concatenated float64 inputs."""
+
+    each: list[Comparison]
+    whole: Comparison
+    claimed: Array
+    numerical: Array
+    error: Array
+    #: tensor t is elements ``bounds[t]:bounds[t + 1]``
+    bounds: list[int]
+
+
 def compare_all(claimed: list[Array], numerical: list[Array], error: list[Array], *,
                 claimed_eps: list[float], rtol: float | None = None, global_scale: float = 0.0,
-                term_scale: float = 0.0) -> list[Comparison] | None:
+                term_scale: float = 0.0) -> Comparisons | None:
     """:func:`compare` of several tensors at once (no claimed noise): one pass over all their
     elements concatenated, each tensor's floor and scale repeated over its elements; the same
     numbers as one :func:`compare` per tensor. ``None`` (compare them one by one) when a tensor is
@@ -152,12 +167,13 @@ def compare_all(claimed: list[Array], numerical: list[Array], error: list[Array]
     with np.errstate(all="ignore"):
         arrays = _elementwise(c, d, e, *per, rtol)
     bounds = np.cumsum([0] + sizes).tolist()
-    out = []
+    each = []
     for t, floor in enumerate(floors):
         a, b = bounds[t], bounds[t + 1]
         rel, tol, passed, margin, resolved, tol_abs = (x[a:b] for x in arrays)
-        out.append(Comparison(rel, tol, passed, floor, margin, resolved, tol_abs))
-    return out
+        each.append(Comparison(rel, tol, passed, floor, margin, resolved, tol_abs))
+    rel, tol, passed, margin, resolved, tol_abs = arrays
+    return Comparisons(each, Comparison(rel, tol, passed, math.nan, margin, resolved, tol_abs), c, d, e, bounds)
 
 
 def pair_error(a: Array, b: Array, *, floor_ulps: float = ANALYTIC_ULPS, eps: float = 2.220446049250313e-16,

@@ -8,6 +8,7 @@ estimates that never settle are left out of the verdict and listed. The outcome 
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from gradcheck import numerical
-from gradcheck.compare import ANALYTIC_ULPS, SAFETY, Comparison, claimed_eps, compare, compare_all, eps_of
+from gradcheck.compare import ANALYTIC_ULPS, SAFETY, Comparison, Comparisons, claimed_eps, compare, compare_all, eps_of
 from gradcheck.contract import Fault, Tally
 from gradcheck.estimating import Estimated, term_scale
 from gradcheck.numerical import FunctionFault
@@ -38,9 +39,9 @@ def _shaped(a: Array | None, shape: tuple) -> Array | None:
     return None if a is None else a.reshape(shape)
 
 
-def _as_f64(a: Array) -> Array:
-    """A float64 copy (what :meth:`Judge.tensor` reports as the error bound)."""
-    return a.astype(np.float64)
+@functools.lru_cache(maxsize=64)  # a handful of dtypes; str(dtype) costs microseconds
+def _dtype_name(dtype: np.dtype) -> str:
+    return str(dtype)
 
 
 def _median(a: Array) -> float:
@@ -89,7 +90,7 @@ class Judge:
         #: in between (no claimed rounding measured): one comparison pass instead of two
         self._first: dict[str, Any] = {}
         #: every tensor's first-look comparison when every element passed (:meth:`tensors_all`)
-        self._all_passed: list[Comparison] | None = None
+        self._all_passed: Comparisons | None = None
 
     def measured(self, rounding: numerical.ClaimedRounding) -> None:
         """Take the claimed gradient's measured rounding into the tolerance (and its jumps at x)."""
@@ -120,88 +121,73 @@ class Judge:
                                rtol=self.rtol, global_scale=self.global_scale, term_scale=self.term_scale)
         if cmps is None:
             return all(self.first_look(k, p, claimed[k]) for k, p in params.items())
-        passed = True
-        for (k, p), cmp in zip(params.items(), cmps):
-            passed = passed and bool(cmp.passed.all())
+        if bool(cmps.whole.passed.all()):
+            self._all_passed = cmps
+            return True
+        for (k, p), cmp in zip(params.items(), cmps.each):  # for tensor(), as first_look leaves them
             shape = p.shape
             self._first[k] = (claimed[k], Comparison(
                 cmp.rel.reshape(shape), cmp.tol.reshape(shape), cmp.passed.reshape(shape), cmp.floor,
                 _shaped(cmp.margin, shape), _shaped(cmp.resolved, shape), _shaped(cmp.tol_abs, shape)))
-        if passed:
-            self._all_passed = cmps
-        return passed
+        return False
 
     def tensors_all(self, params: Mapping[str, Array], claimed: Mapping[str, Array]) -> None:
         """:meth:`tensor` of every tensor; when :meth:`first_looks` saw every element pass (nothing
         to re-examine, nothing left out), their reports in one pass over the concatenated arrays."""
         cmps, self._all_passed = self._all_passed, None
-        if cmps is None or self.claimed_noise or list(self._first) != list(params):
+        if cmps is None or self.claimed_noise:
             for k, p in params.items():
                 self.tensor(k, p, claimed[k])
             return
         self._passing_reports(params, claimed, cmps)
 
     def _passing_reports(self, params: Mapping[str, Array], claimed: Mapping[str, Array],
-                         cmps: list[Comparison]) -> None:
+                         cmps: Comparisons) -> None:
         """The reports :meth:`tensor` makes when every element passed its first look: every element
         judged, none failed or left out, the headline over the resolved ones."""
         est = self.est
-        names = list(params)
-        sizes = [int(params[k].size) for k in names]
-        starts = np.cumsum([0] + sizes[:-1])
-        rel = np.concatenate([x.rel for x in cmps])
-        margin = np.concatenate([x.margin for x in cmps])
-        resolved = np.concatenate([x.resolved for x in cmps])
-        tol_abs = np.concatenate([x.tol_abs for x in cmps])
-        d = np.concatenate([est.grad[k].reshape(-1) for k in names], dtype=np.float64)
-        c = np.concatenate([claimed[k].reshape(-1) for k in names], dtype=np.float64)
+        whole, bounds, c, d, e = cmps.whole, cmps.bounds, cmps.claimed, cmps.numerical, cmps.error
+        assert whole.margin is not None and whole.resolved is not None and whole.tol_abs is not None
+        rel, margin, resolved, tol = whole.rel, whole.margin, whole.resolved, whole.tol
+        starts = bounds[:-1]
         with np.errstate(all="ignore"):
             headline_rel = np.where(resolved, rel, 0.0)
             max_rel = np.maximum.reduceat(headline_rel, starts).tolist()
             max_margin = np.maximum.reduceat(margin, starts).tolist()
             n_resolved = np.add.reduceat(resolved.astype(np.intp), starts).tolist()
-            dd, diff2, tt = d * d, (c - d) ** 2, tol_abs ** 2
-        left_out = np.zeros(rel.shape, bool)
-        tiny = np.finfo(np.float64).tiny
-        a = 0
-        for t, k in enumerate(names):
-            p, cmp, n = params[k], cmps[t], sizes[t]
-            b = a + n
-            shape = p.shape
-            c_eps = claimed_eps(claimed[k], p)
-            if n_resolved[t]:
-                worst_flat = int(np.argmax(headline_rel[a:b]))
-            else:
-                worst_flat = int(np.argmax(margin[a:b]))
-            with np.errstate(all="ignore"):
-                norm_d = float(np.sqrt(np.add.reduce(dd[a:b].reshape(shape), axis=None)))
-                norm_diff = float(np.sqrt(np.add.reduce(diff2[a:b].reshape(shape), axis=None)))
-                norm_tol = float(np.sqrt(np.add.reduce(tt[a:b].reshape(shape), axis=None)))
-                if norm_tol <= norm_d * c_eps ** MODEL.resolved_power:
+            dd, diff2, tt = d * d, (c - d) ** 2, whole.tol_abs ** 2
+            left_out = np.zeros(rel.shape, bool)
+            tiny = np.finfo(np.float64).tiny
+            add = np.add.reduce
+            for t, (k, p) in enumerate(params.items()):
+                a, b = bounds[t], bounds[t + 1]
+                n, shape, ck = b - a, p.shape, claimed[k]
+                worst_flat = int(np.argmax(headline_rel[a:b] if n_resolved[t] else margin[a:b]))
+                norm_d = float(np.sqrt(add(dd[a:b].reshape(shape), axis=None)))
+                norm_diff = float(np.sqrt(add(diff2[a:b].reshape(shape), axis=None)))
+                norm_tol = float(np.sqrt(add(tt[a:b].reshape(shape), axis=None)))
+                if norm_tol <= norm_d * claimed_eps(ck, p) ** MODEL.resolved_power:
                     normwise = norm_diff / max(norm_d, norm_tol, tiny)
                 else:
                     normwise = 0.0
-            self.tensors[k] = TensorReport(
-                name=k, shape=list(shape), dtype=str(claimed[k].dtype),
-                max_rel_error=max_rel[t] if n_resolved[t] else 0.0,
-                tolerance=float(cmp.tol[worst_flat]), passed=True,
-                worst_index=list(map(int, np.unravel_index(worst_flat, shape))),
-                n_elements=n, n_failed=0, n_kinks=0, n_refined=0, step=_median(est.step[k]), floor=cmp.floor,
-                n_unsettled=0, margin=max_margin[t],
-                normwise=normwise if math.isfinite(normwise) else math.inf, n_below_resolution=n - n_resolved[t],
-                claimed_noise=None, claimed=c[a:b].reshape(shape), numerical=d[a:b].reshape(shape),
-                error=_as_f64(est.error[k]), rel=cmp.rel.reshape(shape),
-                kink=left_out[a:b].reshape(shape))
-            a = b
+                self.tensors[k] = TensorReport(
+                    name=k, shape=list(shape), dtype=_dtype_name(ck.dtype),
+                    max_rel_error=max_rel[t] if n_resolved[t] else 0.0,
+                    tolerance=float(tol[a + worst_flat]), passed=True,
+                    worst_index=[int(v) for v in np.unravel_index(worst_flat, shape)],
+                    n_elements=n, n_failed=0, n_kinks=0, n_refined=0, step=_median(est.step[k]),
+                    floor=cmps.each[t].floor, n_unsettled=0, margin=max_margin[t],
+                    normwise=normwise if math.isfinite(normwise) else math.inf,
+                    n_below_resolution=n - n_resolved[t], claimed_noise=None,
+                    claimed=c[a:b].reshape(shape), numerical=d[a:b].reshape(shape), error=e[a:b].reshape(shape),
+                    rel=rel[a:b].reshape(shape), kink=left_out[a:b].reshape(shape))
         # the closest element: the first of the largest margin (tensor() keeps the first tensor's on ties)
         j = int(np.argmax(margin))
-        t = int(np.searchsorted(starts, j, side="right")) - 1
-        k = names[t]
-        flat = j - int(starts[t])
-        ix = np.unravel_index(flat, params[k].shape)
-        cmp = cmps[t]
+        t = int(np.searchsorted(bounds, j, side="right")) - 1
+        k = list(params)[t]
+        ix = np.unravel_index(j - bounds[t], params[k].shape)
         self.closest = Element(k, [int(v) for v in ix], float(claimed[k][ix]), float(d[j]), float(rel[j]),
-                               float(cmp.tol[flat]), float(est.error[k][ix]), float(est.step[k][ix]),
+                               float(tol[j]), float(e[j]), float(est.step[k][ix]),
                                note="", claimed_noise=0.0, margin=float(margin[j]), resolved=bool(resolved[j]))
 
     def tensor(self, k: str, p: Array, c: Array) -> None:
