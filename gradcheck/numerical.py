@@ -403,6 +403,10 @@ def estimate(loss: LossFn, params: Mapping[str, Array], *, scheme: str = "centra
         est.calls = calls
         return est
 
+    if (index is None and len(names) > 1 and all(real[k].dtype in _F64_EXACT for k in names)
+            and sum(real[k].size for k in names) <= _FLAT_PROBE_MAX):
+        est.calls = calls + _estimate_flat(loss, real, names, scheme, noise, f0, eps, est)
+        return est
     for name in names:
         at = None if index is None else np.asarray(index[name], dtype=np.intp)
         x = real[name].reshape(-1) if at is None else real[name].reshape(-1)[at]
@@ -433,6 +437,56 @@ def estimate(loss: LossFn, params: Mapping[str, Array], *, scheme: str = "centra
         est.step[name] = h.reshape(shape)
     est.calls = calls
     return est
+
+
+def _estimate_flat(loss: LossFn, real: dict[str, Array], names: list[str], scheme: str, noise: float,
+                   f0: float, eps: float | None, est: Estimate) -> int:
+    """:func:`estimate`'s arithmetic for small tensors of float16/32/64 on their elements
+    concatenated (float64 holds them exactly; per tensor the same steps, points, estimates and
+    bounds, element by element), the loss evaluated tensor by tensor in the same order. Fills
+    ``est`` (each tensor's arrays are views of the concatenated ones); returns the calls made."""
+    xs = [real[k].reshape(-1) for k in names]
+    sizes = [x.size for x in xs]
+    bounds = np.cumsum([0] + sizes).tolist()
+    x = np.concatenate(xs, dtype=np.float64)
+    power = STEP_POWER[scheme]
+    coef = [(effective_eps(real[k].dtype, noise, f0) if eps is None else eps) ** power for k in names]
+    h = pow2(np.repeat(np.array(coef), sizes) * np.maximum(1.0, np.abs(x)))  # steps(), per tensor's eps
+    mixed = any(real[k].dtype != np.float64 for k in names)
+    pts, dx = [], []
+    for o in OFFSETS[scheme]:
+        p = x + o * h
+        if mixed:  # each tensor's points in its own dtype (exactly representable in float64)
+            p = np.concatenate([p[a:b].astype(real[k].dtype) for k, a, b in zip(names, bounds, bounds[1:])],
+                               dtype=np.float64)
+        pts.append(p)
+        dx.append(p - x)  # the exact offsets
+    calls = 0
+    values = []
+    for k, a, b in zip(names, bounds, bounds[1:]):
+        dt = real[k].dtype
+        v = _evaluate(loss, real, k, [p[a:b] if dt == np.float64 else p[a:b].astype(dt) for p in pts])
+        calls += v.shape[0] * v.shape[1]
+        values.append(v)
+    vals = np.concatenate(values, axis=0)
+    with np.errstate(all="ignore"):
+        if scheme == "forward":
+            d = (vals[:, 0] - f0) / dx[0]
+        elif scheme == "central":
+            d = (vals[:, 0] - vals[:, 1]) / (dx[0] - dx[1])
+        elif scheme == "central4":
+            d = (-vals[:, 0] + 8 * vals[:, 1] - 8 * vals[:, 2] + vals[:, 3]) / (12 * h)
+        else:  # richardson
+            d1 = (vals[:, 0] - vals[:, 1]) / (dx[0] - dx[1])
+            d2 = (vals[:, 2] - vals[:, 3]) / (dx[2] - dx[3])
+            d = (4 * d2 - d1) / 3
+    err = NOISE_GAIN[scheme] * noise / h
+    if scheme == "richardson":
+        err = err + np.abs(d2 - d1) / 3  # truncation bound of D(h/2); D is better than that
+    for k, a, b in zip(names, bounds, bounds[1:]):
+        shape = real[k].shape
+        est.grad[k], est.error[k], est.step[k] = d[a:b].reshape(shape), err[a:b].reshape(shape), h[a:b].reshape(shape)
+    return calls
 
 
 @dataclass

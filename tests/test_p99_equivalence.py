@@ -114,6 +114,13 @@ def cases() -> dict[str, Callable[[], gradcheck.Result]]:
     add("functional-f32-params-f64-grads", lambda q, X, y: (lambda lg: (lg[0], {k: np.asarray(v, np.float64)
                                                                               for k, v in lg[1].items()}))(fn(q, X, y)),
         p32, X32, y32, scheme="central")
+    # parameters of mixed dtypes (each tensor's steps and points in its own)
+    pm = {k: v.astype(np.float32) if k in ("W1", "b2") else v for k, v in cm.functional_params(np.float64).items()}
+    for bug in (None, "one_element"):
+        fn = cm.functional_mlp(bug)
+        add(f"functional-{bug}-mixed-dtypes", fn, pm, *cm.functional_batch(np.float64), scheme="central")
+        add(f"functional-{bug}-mixed-dtypes-richardson", fn, pm, *cm.functional_batch(np.float64),
+            scheme="richardson", loss_fn=_loss_only(fn))
     kp, kX, ky = kink_inputs()
     for convention in (0.0, 1.0, 0.5):
         add(f"kink-{convention}", relu_net(convention), kp, kX, ky, scheme="central")
