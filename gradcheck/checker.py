@@ -238,7 +238,7 @@ def _fast(loss_of: Callable[[dict], Any], frozen: Frozen, claimed: dict[str, Arr
 def _labels(options: Options, params: Mapping[str, Array]) -> Labels:
     spec = options.spec
     spec_dict = spec.to_dict() if spec is not None and hasattr(spec, "to_dict") else None
-    dtype = min((str(v.dtype) for v in params.values()), key=lambda s: np.dtype(s).itemsize)
+    dtype = str(min((v.dtype for v in params.values()), key=lambda dt: dt.itemsize))
     return Labels(name=options.name, scheme=options.scheme, dtype=dtype, spec=spec_dict)
 
 

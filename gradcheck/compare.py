@@ -163,7 +163,7 @@ def compare_all(claimed: list[Array], numerical: list[Array], error: list[Array]
     for ceps, scale, em in zip(claimed_eps, absd_max, e_max):
         floors.append(max(em, ceps * scale, tiny))
         constants.append(_tensor_constants(ceps, scale, global_scale, term_scale))
-    per = [np.repeat(np.array(col, dtype=np.float64), sizes) for col in ([*floors], *zip(*constants))]
+    per = np.repeat(np.array([floors, *zip(*constants)], dtype=np.float64), sizes, axis=1)
     with np.errstate(all="ignore"):
         arrays = _elementwise(c, d, e, *per, rtol)
     bounds = np.cumsum([0] + sizes).tolist()
