@@ -28,8 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from bench_check import HIDDEN, two_p_loop  # noqa: E402
-from sensitivity import MLP  # noqa: E402
+from bench_check import HIDDEN, two_p_loop
+from sensitivity import MLP
 
 
 def load(path: str) -> Any:
@@ -43,6 +43,10 @@ def load(path: str) -> Any:
         sys.path.remove(path)
     assert module.__file__ is not None and module.__file__.startswith(path), module.__file__
     return module
+
+
+def full_check(module: Any, model: MLP, p: dict, X: Any, y: Any) -> Any:
+    return lambda: module.check(model, p, X, y, scheme="central", loss_fn=model.loss, symbolic=False, quiet=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,10 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                 p = model.init()
                 X, y = model.batch()
 
-                def check(module: Any) -> Any:
-                    return lambda: module.check(model, p, X, y, scheme="central", loss_fn=model.loss,
-                                                symbolic=False, quiet=True)
-                tools = {"2P loop": two_p_loop(model, p, X, y), "old": check(old), "new": check(new)}
+                tools = {"2P loop": two_p_loop(model, p, X, y), "old": full_check(old, model, p, X, y),
+                         "new": full_check(new, model, p, X, y)}
                 dicts = []
                 for name in ("old", "new"):
                     d = tools[name]().to_dict(arrays=True)
