@@ -165,7 +165,8 @@ def compare_all(claimed: list[Array], numerical: list[Array], error: list[Array]
         constants.append(_tensor_constants(ceps, scale, global_scale, term_scale))
     per = np.repeat(np.array([floors, *zip(*constants)], dtype=np.float64), sizes, axis=1)
     with np.errstate(all="ignore"):
-        arrays = _elementwise(c, d, e, *per, rtol)
+        floor_, ulps_eps, big, smallest, resolved_limit = per  # each tensor's value over its elements
+        arrays = _elementwise(c, d, e, floor_, ulps_eps, big, smallest, resolved_limit, rtol)
     bounds = np.cumsum([0] + sizes).tolist()
     each = []
     for t, floor in enumerate(floors):
