@@ -127,16 +127,29 @@ def _elementwise(c: Array, d: Array, own: Array, floor: Any, ulps_eps: Any, big:
 
 @dataclass
 class Comparisons:
-    """:func:`compare_all`'s answer: each tensor's :class:`Comparison` (flat views), the same arrays
-    whole (over all tensors concatenated), and the concatenated float64 inputs."""
+    """:func:`compare_all`'s answer: the comparison's arrays over all tensors concatenated, the
+    concatenated float64 inputs, and each tensor's :class:`Comparison` on demand (flat views)."""
 
-    each: list[Comparison]
     whole: Comparison
     claimed: Array
     numerical: Array
     error: Array
     #: tensor t is elements ``bounds[t]:bounds[t + 1]``
     bounds: list[int]
+    #: each tensor's floor
+    floors: list[float]
+
+    @property
+    def each(self) -> list[Comparison]:
+        """Each tensor's comparison (flat views of the whole arrays)."""
+        w, out = self.whole, []
+        for t, floor in enumerate(self.floors):
+            a, b = self.bounds[t], self.bounds[t + 1]
+            rel, tol, passed, margin, resolved, tol_abs = (
+                None if x is None else x[a:b] for x in (w.rel, w.tol, w.passed, w.margin, w.resolved, w.tol_abs))
+            assert rel is not None and tol is not None and passed is not None
+            out.append(Comparison(rel, tol, passed, floor, margin, resolved, tol_abs))
+        return out
 
 
 def compare_all(claimed: list[Array], numerical: list[Array], error: list[Array], *,
@@ -167,14 +180,9 @@ def compare_all(claimed: list[Array], numerical: list[Array], error: list[Array]
     with np.errstate(all="ignore"):
         floor_, ulps_eps, big, smallest, resolved_limit = per  # each tensor's value over its elements
         arrays = _elementwise(c, d, e, floor_, ulps_eps, big, smallest, resolved_limit, rtol)
-    bounds = np.cumsum([0] + sizes).tolist()
-    each = []
-    for t, floor in enumerate(floors):
-        a, b = bounds[t], bounds[t + 1]
-        rel, tol, passed, margin, resolved, tol_abs = (x[a:b] for x in arrays)
-        each.append(Comparison(rel, tol, passed, floor, margin, resolved, tol_abs))
     rel, tol, passed, margin, resolved, tol_abs = arrays
-    return Comparisons(each, Comparison(rel, tol, passed, math.nan, margin, resolved, tol_abs), c, d, e, bounds)
+    return Comparisons(Comparison(rel, tol, passed, math.nan, margin, resolved, tol_abs), c, d, e,
+                       np.cumsum([0] + sizes).tolist(), floors)
 
 
 def pair_error(a: Array, b: Array, *, floor_ulps: float = ANALYTIC_ULPS, eps: float = 2.220446049250313e-16,

@@ -47,7 +47,8 @@ def _dtype_name(dtype: np.dtype) -> str:
 def _median(a: Array) -> float:
     """``float(np.median(a))`` of a finite array, without its overhead: the middle value, or the
     mean of the two middle ones (their sum halved, as ``np.mean`` computes it)."""
-    s = np.sort(a, axis=None)
+    s = a.reshape(-1).copy()
+    s.sort()
     n = s.size
     if n % 2:
         return float(s[n // 2])
@@ -155,7 +156,10 @@ class Judge:
             max_rel = np.maximum.reduceat(headline_rel, starts).tolist()
             max_margin = np.maximum.reduceat(margin, starts).tolist()
             n_resolved = np.add.reduceat(resolved.astype(np.intp), starts).tolist()
-            dd, diff2, tt = d * d, (c - d) ** 2, whole.tol_abs ** 2
+            squares = np.empty((3, d.size))  # rows: d^2, (c - d)^2, tol_abs^2, summed per tensor below
+            np.multiply(d, d, out=squares[0])
+            np.square(c - d, out=squares[1])  # what ** 2 computes
+            np.square(whole.tol_abs, out=squares[2])
             left_out = np.zeros(rel.shape, bool)
             tiny = np.finfo(np.float64).tiny
             add = np.add.reduce
@@ -163,9 +167,9 @@ class Judge:
                 a, b = bounds[t], bounds[t + 1]
                 n, shape, ck = b - a, p.shape, claimed[k]
                 worst_flat = int((headline_rel[a:b] if n_resolved[t] else margin[a:b]).argmax())
-                norm_d = math.sqrt(add(dd[a:b].reshape(shape), axis=None))  # IEEE sqrt, as np.sqrt
-                norm_diff = math.sqrt(add(diff2[a:b].reshape(shape), axis=None))
-                norm_tol = math.sqrt(add(tt[a:b].reshape(shape), axis=None))
+                # each row's sum over the tensor's elements: pairwise over them as np.sum of the
+                # tensor alone sums them; IEEE sqrt, as np.sqrt
+                norm_d, norm_diff, norm_tol = map(math.sqrt, add(squares[:, a:b], axis=1).tolist())
                 if norm_tol <= norm_d * claimed_eps(ck, p) ** MODEL.resolved_power:
                     normwise = norm_diff / max(norm_d, norm_tol, tiny)
                 else:
@@ -176,7 +180,7 @@ class Judge:
                     tolerance=float(tol[a + worst_flat]), passed=True,
                     worst_index=[int(v) for v in np.unravel_index(worst_flat, shape)],
                     n_elements=n, n_failed=0, n_kinks=0, n_refined=0, step=_median(est.step[k]),
-                    floor=cmps.each[t].floor, n_unsettled=0, margin=max_margin[t],
+                    floor=cmps.floors[t], n_unsettled=0, margin=max_margin[t],
                     normwise=normwise if math.isfinite(normwise) else math.inf,
                     n_below_resolution=n - n_resolved[t], claimed_noise=None,
                     claimed=c[a:b].reshape(shape), numerical=d[a:b].reshape(shape), error=e[a:b].reshape(shape),

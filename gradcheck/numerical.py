@@ -160,7 +160,7 @@ class _FlatProbe:
     tensor as :func:`noise_level` does, and each point two operations then a copy per tensor (the
     same roundings as the per-tensor sums) instead of two operations per tensor."""
 
-    def __init__(self, base: Mapping[str, Array], params: Mapping[str, Array]) -> None:
+    def __init__(self, base: Mapping[str, Array], params: Mapping[str, Array], points: int) -> None:
         self.base = np.concatenate([np.ravel(b) for b in base.values()], dtype=np.float64)
         self.params = params
         self.sizes = [int(v.size) for v in params.values()]
@@ -172,6 +172,8 @@ class _FlatProbe:
             a += n
         self.factors = [machine_eps(v.dtype) ** (1 / 3) / 4 for v in params.values()]
         self.unit = self.base
+        self.points = points
+        self.rows: Array | None = None
 
     def direction(self, rng: np.random.Generator) -> None:
         """:func:`_probe_direction` of every tensor, scaled to the probe's step (norm per tensor)."""
@@ -186,12 +188,15 @@ class _FlatProbe:
                              for _, a, b, shape in self.views)) or 1.0
         d *= np.repeat(np.array([f / norm for f in self.factors]), self.sizes)
         self.unit = d
+        self.rows = None
 
     def move(self, j: int) -> None:
-        """Every tensor to ``base + j * unit`` (in its dtype)."""
-        point = self.point
-        np.multiply(self.unit, j, out=point)
-        np.add(self.base, point, out=point)
+        """Every tensor to ``base + j * unit`` (in its dtype); the probe's points computed at the
+        first move along a direction (``j = 1, 2, ...``: ``float(j) * unit``, then ``+ base``)."""
+        if self.rows is None or j > len(self.rows):
+            self.rows = np.multiply.outer(np.arange(1, max(j, self.points) + 1, dtype=np.float64), self.unit)
+            self.rows += self.base
+        self.point[...] = self.rows[j - 1]
         for v, segment in self.segments:
             v[...] = segment  # cast to v's dtype as np.copyto(casting="unsafe") does
 
@@ -226,7 +231,7 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
     # small tensors of float16/32/64 (their sums with a float64 step are computed in float64): one
     # concatenated vector, each point one multiply and one add, then copied into the tensors (the
     # same roundings as the per-tensor sums; a long double tensor keeps its own precision)
-    flat = (_FlatProbe(base, params) if len(params) > 1 and all(v.dtype in _F64_EXACT for v in params.values())
+    flat = (_FlatProbe(base, params, points) if len(params) > 1 and all(v.dtype in _F64_EXACT for v in params.values())
             and sum(v.size for v in params.values()) <= _FLAT_PROBE_MAX else None)
     try:
         for _ in range(directions):
@@ -271,7 +276,8 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
     return max(sigma, floor, np.finfo(np.float64).tiny), calls
 
 
-def _evaluate(loss: LossFn, work: dict[str, Array], name: str, points: list[Array]) -> Array:
+def _evaluate(loss: LossFn, work: dict[str, Array], name: str, points: list[Array],
+              out: Array | None = None) -> Array:
     """f at ``points[j][i]`` substituted for element i of ``work[name]``, one element at a time.
 
     Returns an array (size, len(points)) of raw float values. The tight loop is the cost floor
@@ -286,12 +292,16 @@ def _evaluate(loss: LossFn, work: dict[str, Array], name: str, points: list[Arra
     batched = getattr(loss, "evaluate_points", None)
     if batched is not None:
         values = np.asarray(batched(work, name, points), dtype=np.float64)
-        return values.reshape(work[name].size, len(points))
+        values = values.reshape(work[name].size, len(points))
+        if out is not None:
+            out[...] = values
+        return values
     flat = work[name].reshape(-1)
-    if not np.shares_memory(flat, work[name]):
+    if not work[name].flags.c_contiguous and not np.shares_memory(flat, work[name]):
         raise RuntimeError("private parameter copies must be contiguous")  # pragma: no cover
     n, m = flat.size, len(points)
-    cols = [np.empty(n) for _ in range(m)]
+    # ``out`` (n, m): the values written straight into its columns (no stacking afterwards)
+    cols = [np.empty(n) for _ in range(m)] if out is None else [out[:, j] for j in range(m)]
     x0: Any
     pts: list[Any]
     if flat.dtype.itemsize <= 8:  # Python floats hold float16/32/64 values exactly
@@ -322,7 +332,7 @@ def _evaluate(loss: LossFn, work: dict[str, Array], name: str, points: list[Arra
         raise FunctionFault(
             f"fn raised {type(exc).__name__}: {exc} (while {name}{list(map(int, index))} was perturbed)",
             name, tuple(int(v) for v in index)) from exc
-    return np.stack(cols, axis=1)
+    return np.stack(cols, axis=1) if out is None else out
 
 
 def _evaluate_at(loss: LossFn, work: dict[str, Array], name: str, points: list[Array], at: Array) -> Array:
@@ -461,14 +471,11 @@ def _estimate_flat(loss: LossFn, real: dict[str, Array], names: list[str], schem
                                dtype=np.float64)
         pts.append(p)
         dx.append(p - x)  # the exact offsets
-    calls = 0
-    values = []
+    vals = np.empty((x.size, len(pts)))
     for k, a, b in zip(names, bounds, bounds[1:]):
         dt = real[k].dtype
-        v = _evaluate(loss, real, k, [p[a:b] if dt == np.float64 else p[a:b].astype(dt) for p in pts])
-        calls += v.shape[0] * v.shape[1]
-        values.append(v)
-    vals = np.concatenate(values, axis=0)
+        _evaluate(loss, real, k, [p[a:b] if dt == np.float64 else p[a:b].astype(dt) for p in pts], out=vals[a:b])
+    calls = vals.size
     with np.errstate(all="ignore"):
         if scheme == "forward":
             d = (vals[:, 0] - f0) / dx[0]
