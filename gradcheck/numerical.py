@@ -127,15 +127,20 @@ def table_noise(f: Array) -> Array:
     """The rounding noise (sd) of values ``f[0..n]`` taken at equal steps (axis 0; further axes are
     independent series): difference tables of orders 4..6 pooled, ``var(Delta^k f) = C(2k, k)
     sigma^2`` (More & Wild, 2011); their smooth parts (f^(k) step^k) vanish at the probe's step."""
-    estimates = []
+    estimates: list[Any] = []
     diff = np.asarray(f, dtype=np.float64)
     orders = len(diff) - 1
+    first = 4 if orders > 3 else 1  # the orders pooled: 4..6 when there are that many, else all
+    series = diff.ndim == 1
     for order in range(1, min(orders, 6) + 1 if orders > 3 else orders + 1):  # orders past 6: unused
         diff = diff[1:] - diff[:-1]  # np.diff along axis 0, without its overhead
+        if order < first:
+            continue
         gamma = math.factorial(order) ** 2 / math.factorial(2 * order)
-        estimates.append(np.sqrt(gamma * (np.add.reduce(diff ** 2, axis=0) / diff.shape[0])))  # np.mean's sum / n
-    usable = estimates[3:6] if orders > 3 else estimates
-    return np.sqrt(np.mean(np.square(usable), axis=0))
+        mean_square = np.add.reduce(diff ** 2, axis=0) / diff.shape[0]  # np.mean's sum / n
+        # one series: the same IEEE operations on a Python float (no numpy scalar overhead)
+        estimates.append(math.sqrt(gamma * float(mean_square)) if series else np.sqrt(gamma * mean_square))
+    return np.sqrt(np.mean(np.square(estimates), axis=0))
 
 
 def _probe_direction(rng: np.random.Generator, v: Array) -> Array:
