@@ -190,14 +190,13 @@ def _full(fn: Fn, loss_of: Callable[[dict], Any], frozen: Frozen, claimed: dict[
     finally:
         watcher.close()
     judge = Judge(loss_of, work, loss, estimated, tally, rtol=options.rtol, detect_kinks=options.detect_kinks)
-    if not all(judge.first_look(k, p, claimed[k]) for k, p in frozen.params.items()):
+    if not judge.first_looks(frozen.params, claimed):
         # something fails as it stands: measure the claimed gradient's own rounding before any
         # verdict (ill-conditioned but correct arithmetic is not a bug)
         rounding = _claimed_rounding(fn, frozen, claimed, tally, options.seed)
         if rounding is not None:
             judge.measured(rounding)
-    for k, p in frozen.params.items():
-        judge.tensor(k, p, claimed[k])
+    judge.tensors_all(frozen.params, claimed)
     result = judge.result(labels)
     if options.runs_symbolic:
         add_symbolic(result, options.spec, frozen.params, frozen.X, frozen.y, claimed, judge)
@@ -239,7 +238,7 @@ def _fast(loss_of: Callable[[dict], Any], frozen: Frozen, claimed: dict[str, Arr
 def _labels(options: Options, params: Mapping[str, Array]) -> Labels:
     spec = options.spec
     spec_dict = spec.to_dict() if spec is not None and hasattr(spec, "to_dict") else None
-    dtype = min((str(v.dtype) for v in params.values()), key=lambda s: np.dtype(s).itemsize)
+    dtype = str(min((v.dtype for v in params.values()), key=lambda dt: dt.itemsize))
     return Labels(name=options.name, scheme=options.scheme, dtype=dtype, spec=spec_dict)
 
 

@@ -27,7 +27,9 @@ relative errors on correct code, without a magic constant.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -90,22 +92,97 @@ def compare(claimed: Array, numerical: Array, error: Array, *, claimed_eps: floa
     with np.errstate(all="ignore"):
         scale = float(np.max(np.abs(d))) if d.size else 0.0
         floor = max(float(np.max(e)) if e.size else 0.0, claimed_eps * scale, np.finfo(np.float64).tiny)
-        denom = np.maximum(np.abs(d), floor)
-        diff = np.abs(c - d)
-        rel = diff / denom
         own = e if claimed_noise is None else e + np.asarray(claimed_noise, dtype=np.float64)
-        # below the smallest normal number of the claimed precision a value has no relative precision
-        # left (the loss itself underflows there): such differences are never a verdict
-        tol_abs = MODEL.safety * own + MODEL.analytic_ulps * claimed_eps * (
-            np.abs(d) + max(scale, global_scale, term_scale)) + _smallest_normal(claimed_eps)
-        tol = tol_abs / denom
-        limit = tol if rtol is None else np.maximum(tol, rtol)
-        passed = rel <= limit
-        margin = np.where(limit > 0, rel / limit, np.where(rel > 0, np.inf, 0.0))
-        resolved = (np.abs(d) > 0) & (tol <= claimed_eps ** MODEL.resolved_power)
+        rel, tol, passed, margin, resolved, tol_abs = _elementwise(
+            c, d, own, floor, *_tensor_constants(claimed_eps, scale, global_scale, term_scale), rtol)
+    return Comparison(rel, tol, passed, floor, margin, resolved, tol_abs)
+
+
+def _tensor_constants(claimed_eps: float, scale: float, global_scale: float,
+                      term_scale: float) -> tuple[float, float, float, float]:
+    """One tensor's scalars of the model: ``analytic_ulps * eps_c``, the scale ``S`` added to
+    ``|D_i|``, the smallest normal number of the claimed precision (below it a value has no
+    relative precision left: such differences are never a verdict) and ``eps_c ** resolved_power``."""
+    return (MODEL.analytic_ulps * claimed_eps, max(scale, global_scale, term_scale),
+            _smallest_normal(claimed_eps), claimed_eps ** MODEL.resolved_power)
+
+
+def _elementwise(c: Array, d: Array, own: Array, floor: Any, ulps_eps: Any, big: Any, smallest: Any,
+                 resolved_limit: Any, rtol: float | None) -> tuple[Array, Array, Array, Array, Array, Array]:
+    """The model's per-element arithmetic (float64 arrays; the per-tensor constants as scalars, or
+    as arrays repeating each tensor's value over its elements: the same operations either way)."""
+    absd = np.abs(d)
+    denom = np.maximum(absd, floor)
+    rel = np.abs(c - d) / denom
+    tol_abs = MODEL.safety * own + ulps_eps * (absd + big) + smallest
+    tol = tol_abs / denom
+    limit = tol if rtol is None else np.maximum(tol, rtol)
+    passed = rel <= limit
+    margin = np.where(limit > 0, rel / limit, np.where(rel > 0, np.inf, 0.0))
+    resolved = (absd > 0) & (tol <= resolved_limit)
     rel = np.where(np.isnan(rel), np.inf, rel)
     margin = np.where(np.isnan(margin), np.inf, margin)
-    return Comparison(rel, tol, passed & np.isfinite(rel), floor, margin, resolved, tol_abs)
+    return rel, tol, passed & np.isfinite(rel), margin, resolved, tol_abs
+
+
+@dataclass
+class Comparisons:
+    """:func:`compare_all`'s answer: the comparison's arrays over all tensors concatenated, the
+    concatenated float64 inputs, and each tensor's :class:`Comparison` on demand (flat views)."""
+
+    whole: Comparison
+    claimed: Array
+    numerical: Array
+    error: Array
+    #: tensor t is elements ``bounds[t]:bounds[t + 1]``
+    bounds: list[int]
+    #: each tensor's floor
+    floors: list[float]
+
+    @property
+    def each(self) -> list[Comparison]:
+        """Each tensor's comparison (flat views of the whole arrays)."""
+        w, out = self.whole, []
+        for t, floor in enumerate(self.floors):
+            a, b = self.bounds[t], self.bounds[t + 1]
+            rel, tol, passed, margin, resolved, tol_abs = (
+                None if x is None else x[a:b] for x in (w.rel, w.tol, w.passed, w.margin, w.resolved, w.tol_abs))
+            assert rel is not None and tol is not None and passed is not None
+            out.append(Comparison(rel, tol, passed, floor, margin, resolved, tol_abs))
+        return out
+
+
+def compare_all(claimed: list[Array], numerical: list[Array], error: list[Array], *,
+                claimed_eps: list[float], rtol: float | None = None, global_scale: float = 0.0,
+                term_scale: float = 0.0) -> Comparisons | None:
+    """:func:`compare` of several tensors at once (no claimed noise): one pass over all their
+    elements concatenated, each tensor's floor and scale repeated over its elements; the same
+    numbers as one :func:`compare` per tensor. ``None`` (compare them one by one) when a tensor is
+    empty or an estimate is not finite. Each Comparison holds flat views of the shared arrays."""
+    sizes = [int(np.size(d)) for d in numerical]
+    if not sizes or min(sizes) == 0:
+        return None
+    d = np.concatenate([np.ravel(x) for x in numerical], dtype=np.float64)
+    if not np.isfinite(d).all():
+        return None
+    c = np.concatenate([np.ravel(x) for x in claimed], dtype=np.float64)
+    e = np.concatenate([np.ravel(x) for x in error], dtype=np.float64)
+    starts = np.cumsum([0] + sizes[:-1])
+    with np.errstate(all="ignore"):
+        absd_max = np.maximum.reduceat(np.abs(d), starts).tolist()
+        e_max = np.maximum.reduceat(e, starts).tolist()
+    tiny = np.finfo(np.float64).tiny
+    floors, constants = [], []
+    for ceps, scale, em in zip(claimed_eps, absd_max, e_max):
+        floors.append(max(em, ceps * scale, tiny))
+        constants.append(_tensor_constants(ceps, scale, global_scale, term_scale))
+    per = np.repeat(np.array([floors, *zip(*constants)], dtype=np.float64), sizes, axis=1)
+    with np.errstate(all="ignore"):
+        floor_, ulps_eps, big, smallest, resolved_limit = per  # each tensor's value over its elements
+        arrays = _elementwise(c, d, e, floor_, ulps_eps, big, smallest, resolved_limit, rtol)
+    rel, tol, passed, margin, resolved, tol_abs = arrays
+    return Comparisons(Comparison(rel, tol, passed, math.nan, margin, resolved, tol_abs), c, d, e,
+                       np.cumsum([0] + sizes).tolist(), floors)
 
 
 def pair_error(a: Array, b: Array, *, floor_ulps: float = ANALYTIC_ULPS, eps: float = 2.220446049250313e-16,

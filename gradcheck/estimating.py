@@ -25,7 +25,7 @@ LossOf = Callable[[dict], Any]
 def term_scale(loss: float, params: Mapping[str, Array]) -> float:
     """``T`` of the tolerance model: the loss's magnitude per unit of parameter, the size of the
     terms a gradient entry is made of when they cancel to (nearly) zero."""
-    total = sum(float(np.sum(np.square(v, dtype=np.float64))) for v in params.values())
+    total = sum(float(np.add.reduce(np.square(v, dtype=np.float64), axis=None)) for v in params.values())
     count = sum(v.size for v in params.values())
     rms = math.sqrt(total / count) if count else 0.0
     return abs(loss) / max(1.0, rms) if math.isfinite(loss) else 0.0

@@ -8,16 +8,17 @@ estimates that never settle are left out of the verdict and listed. The outcome 
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from gradcheck import numerical
-from gradcheck.compare import ANALYTIC_ULPS, SAFETY, claimed_eps, compare, eps_of
+from gradcheck.compare import ANALYTIC_ULPS, SAFETY, Comparison, Comparisons, claimed_eps, compare, compare_all, eps_of
 from gradcheck.contract import Fault, Tally
 from gradcheck.estimating import Estimated, term_scale
 from gradcheck.numerical import FunctionFault
@@ -35,6 +36,26 @@ MAX_LISTED = 50
 #: at most this many elements per check get fn's gradient probed just beside x along the element
 #: (2 calls each; :meth:`Judge.code_kink_along`)
 MAX_COORDINATE_PROBES = 256
+
+
+def _shaped(a: Array | None, shape: tuple) -> Array | None:
+    return None if a is None else a.reshape(shape)
+
+
+@functools.lru_cache(maxsize=64)  # a handful of dtypes; str(dtype) costs microseconds
+def _dtype_name(dtype: np.dtype) -> str:
+    return str(dtype)
+
+
+def _median(a: Array) -> float:
+    """``float(np.median(a))`` of a finite array, without its overhead: the middle value, or the
+    mean of the two middle ones (their sum halved, as ``np.mean`` computes it)."""
+    s = a.reshape(-1).copy()
+    s.sort()
+    n = s.size
+    if n % 2:
+        return float(s[n // 2])
+    return float(np.add.reduce(s[n // 2 - 1: n // 2 + 1]) / 2)
 
 
 class Judge:
@@ -59,7 +80,7 @@ class Judge:
         self.coordinate_probes = 0
         est = self.est
         with np.errstate(all="ignore"):
-            self.global_scale = max(float(np.max(np.abs(g))) for g in est.grad.values())
+            self.global_scale = max(float(np.abs(g).max()) for g in est.grad.values())
         # T stands in only when every gradient is zero to working precision (below sqrt(eps) of
         # the loss's scale): otherwise the largest gradient G is the terms' scale, and a larger T
         # would only blunt the check (a 1e-13 planted error went unseen with it)
@@ -75,6 +96,8 @@ class Judge:
         #: the first look's comparison per tensor, reused by :meth:`tensor` when nothing changed
         #: in between (no claimed rounding measured): one comparison pass instead of two
         self._first: dict[str, Any] = {}
+        #: every tensor's first-look comparison when every element passed (:meth:`tensors_all`)
+        self._all_passed: Comparisons | None = None
 
     def measured(self, rounding: numerical.ClaimedRounding) -> None:
         """Take the claimed gradient's measured rounding into the tolerance (and its jumps at x)."""
@@ -91,6 +114,91 @@ class Judge:
         if self.est.error[k].dtype == np.float64:  # the same inputs tensor() would compare
             self._first[k] = (c, cmp)
         return bool(cmp.passed.all())
+
+    def first_looks(self, params: Mapping[str, Array], claimed: Mapping[str, Array]) -> bool:
+        """:meth:`first_look` of every tensor, in one comparison pass over all of them
+        (:func:`gradcheck.compare.compare_all`; the same numbers). Does every element pass?"""
+        est = self.est
+        if any(est.error[k].dtype != np.float64 for k in params):
+            cmps = None
+        else:
+            cmps = compare_all([claimed[k] for k in params], [est.grad[k] for k in params],
+                               [est.error[k] for k in params],
+                               claimed_eps=[claimed_eps(claimed[k], p) for k, p in params.items()],
+                               rtol=self.rtol, global_scale=self.global_scale, term_scale=self.term_scale)
+        if cmps is None:
+            return all(self.first_look(k, p, claimed[k]) for k, p in params.items())
+        if bool(cmps.whole.passed.all()):
+            self._all_passed = cmps
+            return True
+        for (k, p), cmp in zip(params.items(), cmps.each):  # for tensor(), as first_look leaves them
+            shape = p.shape
+            self._first[k] = (claimed[k], Comparison(
+                cmp.rel.reshape(shape), cmp.tol.reshape(shape), cmp.passed.reshape(shape), cmp.floor,
+                _shaped(cmp.margin, shape), _shaped(cmp.resolved, shape), _shaped(cmp.tol_abs, shape)))
+        return False
+
+    def tensors_all(self, params: Mapping[str, Array], claimed: Mapping[str, Array]) -> None:
+        """:meth:`tensor` of every tensor; when :meth:`first_looks` saw every element pass (nothing
+        to re-examine, nothing left out), their reports in one pass over the concatenated arrays."""
+        cmps, self._all_passed = self._all_passed, None
+        if cmps is None or self.claimed_noise:
+            for k, p in params.items():
+                self.tensor(k, p, claimed[k])
+            return
+        self._passing_reports(params, claimed, cmps)
+
+    def _passing_reports(self, params: Mapping[str, Array], claimed: Mapping[str, Array],
+                         cmps: Comparisons) -> None:
+        """The reports :meth:`tensor` makes when every element passed its first look: every element
+        judged, none failed or left out, the headline over the resolved ones."""
+        est = self.est
+        whole, bounds, c, d, e = cmps.whole, cmps.bounds, cmps.claimed, cmps.numerical, cmps.error
+        assert whole.margin is not None and whole.resolved is not None and whole.tol_abs is not None
+        rel, margin, resolved, tol = whole.rel, whole.margin, whole.resolved, whole.tol
+        starts = bounds[:-1]
+        with np.errstate(all="ignore"):
+            headline_rel = np.where(resolved, rel, 0.0)
+            max_rel = np.maximum.reduceat(headline_rel, starts).tolist()
+            max_margin = np.maximum.reduceat(margin, starts).tolist()
+            n_resolved = np.add.reduceat(resolved.astype(np.intp), starts).tolist()
+            squares = np.empty((3, d.size))  # rows: d^2, (c - d)^2, tol_abs^2, summed per tensor below
+            np.multiply(d, d, out=squares[0])
+            np.square(c - d, out=squares[1])  # what ** 2 computes
+            np.square(whole.tol_abs, out=squares[2])
+            left_out = np.zeros(rel.shape, bool)
+            tiny = np.finfo(np.float64).tiny
+            add = np.add.reduce
+            for t, (k, p) in enumerate(params.items()):
+                a, b = bounds[t], bounds[t + 1]
+                n, shape, ck = b - a, p.shape, claimed[k]
+                worst_flat = int((headline_rel[a:b] if n_resolved[t] else margin[a:b]).argmax())
+                # each row's sum over the tensor's elements: pairwise over them as np.sum of the
+                # tensor alone sums them; IEEE sqrt, as np.sqrt
+                norm_d, norm_diff, norm_tol = map(math.sqrt, add(squares[:, a:b], axis=1).tolist())
+                if norm_tol <= norm_d * claimed_eps(ck, p) ** MODEL.resolved_power:
+                    normwise = norm_diff / max(norm_d, norm_tol, tiny)
+                else:
+                    normwise = 0.0
+                self.tensors[k] = TensorReport(
+                    name=k, shape=list(shape), dtype=_dtype_name(ck.dtype),
+                    max_rel_error=max_rel[t] if n_resolved[t] else 0.0,
+                    tolerance=float(tol[a + worst_flat]), passed=True,
+                    worst_index=[int(v) for v in np.unravel_index(worst_flat, shape)],
+                    n_elements=n, n_failed=0, n_kinks=0, n_refined=0, step=_median(est.step[k]),
+                    floor=cmps.floors[t], n_unsettled=0, margin=max_margin[t],
+                    normwise=normwise if math.isfinite(normwise) else math.inf,
+                    n_below_resolution=n - n_resolved[t], claimed_noise=None,
+                    claimed=c[a:b].reshape(shape), numerical=d[a:b].reshape(shape), error=e[a:b].reshape(shape),
+                    rel=rel[a:b].reshape(shape), kink=left_out[a:b].reshape(shape))
+        # the closest element: the first of the largest margin (tensor() keeps the first tensor's on ties)
+        j = int(np.argmax(margin))
+        t = int(np.searchsorted(bounds, j, side="right")) - 1
+        k = list(params)[t]
+        ix = np.unravel_index(j - bounds[t], params[k].shape)
+        self.closest = Element(k, [int(v) for v in ix], float(claimed[k][ix]), float(d[j]), float(rel[j]),
+                               float(tol[j]), float(e[j]), float(est.step[k][ix]),
+                               note="", claimed_noise=0.0, margin=float(margin[j]), resolved=bool(resolved[j]))
 
     def tensor(self, k: str, p: Array, c: Array) -> None:
         est, tally = self.est, self.tally

@@ -75,8 +75,13 @@ class Estimate:
     calls: int = 0
 
 
+_FLOAT_TYPES = (float, np.float64, np.float32, np.float16)
+
+
 def _as_float(value: Any) -> float:
     """A scalar loss as a Python float (0-d or size-1 arrays, numpy scalars, anything with __float__)."""
+    if type(value) in _FLOAT_TYPES:  # the usual case, directly
+        return float(value)
     a = np.asarray(value)
     if a.size != 1:
         raise FunctionFault(f"the loss has shape {a.shape}; expected a scalar")
@@ -122,14 +127,20 @@ def table_noise(f: Array) -> Array:
     """The rounding noise (sd) of values ``f[0..n]`` taken at equal steps (axis 0; further axes are
     independent series): difference tables of orders 4..6 pooled, ``var(Delta^k f) = C(2k, k)
     sigma^2`` (More & Wild, 2011); their smooth parts (f^(k) step^k) vanish at the probe's step."""
-    estimates = []
+    estimates: list[Any] = []
     diff = np.asarray(f, dtype=np.float64)
-    for order in range(1, len(diff)):
-        diff = np.diff(diff, axis=0)
+    orders = len(diff) - 1
+    first = 4 if orders > 3 else 1  # the orders pooled: 4..6 when there are that many, else all
+    series = diff.ndim == 1
+    for order in range(1, min(orders, 6) + 1 if orders > 3 else orders + 1):  # orders past 6: unused
+        diff = diff[1:] - diff[:-1]  # np.diff along axis 0, without its overhead
+        if order < first:
+            continue
         gamma = math.factorial(order) ** 2 / math.factorial(2 * order)
-        estimates.append(np.sqrt(gamma * np.mean(diff ** 2, axis=0)))
-    usable = estimates[3:6] if len(estimates) > 3 else estimates
-    return np.sqrt(np.mean(np.square(usable), axis=0))
+        mean_square = np.add.reduce(diff ** 2, axis=0) / diff.shape[0]  # np.mean's sum / n
+        # one series: the same IEEE operations on a Python float (no numpy scalar overhead)
+        estimates.append(math.sqrt(gamma * float(mean_square)) if series else np.sqrt(gamma * mean_square))
+    return np.sqrt(np.mean(np.square(estimates), axis=0))
 
 
 def _probe_direction(rng: np.random.Generator, v: Array) -> Array:
@@ -141,6 +152,60 @@ def _probe_direction(rng: np.random.Generator, v: Array) -> Array:
     np.maximum(scale, 1.0, out=scale)
     d *= scale
     return d
+
+
+#: dtypes whose values float64 holds exactly (their sums with float64 arrays are computed in float64)
+_F64_EXACT = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+#: the noise probe moves at most this many elements through one concatenated vector
+_FLAT_PROBE_MAX = 1 << 16
+
+
+class _FlatProbe:
+    """The noise probe's arithmetic on one concatenated float64 vector (parameters of float16/32/64,
+    which float64 holds exactly and whose sums with float64 steps are computed in float64): a
+    direction drawn at once (the generator's stream, split per tensor, is the same), scaled per
+    tensor as :func:`noise_level` does, and each point two operations then a copy per tensor (the
+    same roundings as the per-tensor sums) instead of two operations per tensor."""
+
+    def __init__(self, base: Mapping[str, Array], params: Mapping[str, Array], points: int) -> None:
+        self.base = np.concatenate([np.ravel(b) for b in base.values()], dtype=np.float64)
+        self.params = params
+        self.sizes = [int(v.size) for v in params.values()]
+        self.point = np.empty_like(self.base)
+        self.views, self.segments, a = [], [], 0
+        for v, n in zip(params.values(), self.sizes):
+            self.views.append((v, a, a + n, v.shape))
+            self.segments.append((v, self.point[a:a + n].reshape(v.shape)))
+            a += n
+        self.factors = [machine_eps(v.dtype) ** (1 / 3) / 4 for v in params.values()]
+        self.unit = self.base
+        self.points = points
+        self.rows: Array | None = None
+
+    def direction(self, rng: np.random.Generator) -> None:
+        """:func:`_probe_direction` of every tensor, scaled to the probe's step (norm per tensor)."""
+        d = rng.standard_normal(self.base.size)
+        # scaled by max(1, |x|) at the parameters as they stand (the previous direction's last point)
+        scale = np.concatenate([np.ravel(v) for v in self.params.values()], dtype=np.float64)
+        np.abs(scale, out=scale)
+        np.maximum(scale, 1.0, out=scale)
+        d *= scale
+        dd = d * d
+        norm = math.sqrt(sum(float(np.add.reduce(dd[a:b].reshape(shape), axis=None))
+                             for _, a, b, shape in self.views)) or 1.0
+        d *= np.repeat(np.array([f / norm for f in self.factors]), self.sizes)
+        self.unit = d
+        self.rows = None
+
+    def move(self, j: int) -> None:
+        """Every tensor to ``base + j * unit`` (in its dtype); the probe's points computed at the
+        first move along a direction (``j = 1, 2, ...``: ``float(j) * unit``, then ``+ base``)."""
+        if self.rows is None or j > len(self.rows):
+            self.rows = np.multiply.outer(np.arange(1, max(j, self.points) + 1, dtype=np.float64), self.unit)
+            self.rows += self.base
+        self.point[...] = self.rows[j - 1]
+        for v, segment in self.segments:
+            v[...] = segment  # cast to v's dtype as np.copyto(casting="unsafe") does
 
 
 def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: int = 8,
@@ -170,17 +235,28 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
     calls = 0
     sigmas = []
     failed = False
+    # small tensors of float16/32/64 (their sums with a float64 step are computed in float64): one
+    # concatenated vector, each point one multiply and one add, then copied into the tensors (the
+    # same roundings as the per-tensor sums; a long double tensor keeps its own precision)
+    flat = (_FlatProbe(base, params, points) if len(params) > 1 and all(v.dtype in _F64_EXACT for v in params.values())
+            and sum(v.size for v in params.values()) <= _FLAT_PROBE_MAX else None)
     try:
         for _ in range(directions):
-            dirs = {k: _probe_direction(rng, v) for k, v in params.items()}
-            norm = math.sqrt(sum(float(np.sum(d * d)) for d in dirs.values())) or 1.0
-            unit = dirs  # scaled in place (the same values): one direction-sized array, not two
-            for k, v in params.items():
-                unit[k] *= machine_eps(v.dtype) ** (1 / 3) / 4 / norm
+            if flat is not None:
+                flat.direction(rng)
+            else:
+                dirs = {k: _probe_direction(rng, v) for k, v in params.items()}
+                norm = math.sqrt(sum(float(np.add.reduce(d * d, axis=None)) for d in dirs.values())) or 1.0
+                unit = dirs  # scaled in place (the same values): one direction-sized array, not two
+                for k, v in params.items():
+                    unit[k] *= machine_eps(v.dtype) ** (1 / 3) / 4 / norm
             values = [f0]
             for j in range(1, points + 1):
-                for k, v in params.items():
-                    np.add(base[k], j * unit[k], out=v, casting="unsafe")
+                if flat is not None:
+                    flat.move(j)
+                else:
+                    for k, v in params.items():
+                        np.add(base[k], j * unit[k], out=v, casting="unsafe")
                 calls += 1
                 try:
                     values.append(_as_float(loss(params)))
@@ -207,7 +283,8 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
     return max(sigma, floor, np.finfo(np.float64).tiny), calls
 
 
-def _evaluate(loss: LossFn, work: dict[str, Array], name: str, points: list[Array]) -> Array:
+def _evaluate(loss: LossFn, work: dict[str, Array], name: str, points: list[Array],
+              out: Array | None = None) -> Array:
     """f at ``points[j][i]`` substituted for element i of ``work[name]``, one element at a time.
 
     Returns an array (size, len(points)) of raw float values. The tight loop is the cost floor
@@ -222,12 +299,16 @@ def _evaluate(loss: LossFn, work: dict[str, Array], name: str, points: list[Arra
     batched = getattr(loss, "evaluate_points", None)
     if batched is not None:
         values = np.asarray(batched(work, name, points), dtype=np.float64)
-        return values.reshape(work[name].size, len(points))
+        values = values.reshape(work[name].size, len(points))
+        if out is not None:
+            out[...] = values
+        return values
     flat = work[name].reshape(-1)
-    if not np.shares_memory(flat, work[name]):
+    if not work[name].flags.c_contiguous and not np.shares_memory(flat, work[name]):
         raise RuntimeError("private parameter copies must be contiguous")  # pragma: no cover
     n, m = flat.size, len(points)
-    cols = [np.empty(n) for _ in range(m)]
+    # ``out`` (n, m): the values written straight into its columns (no stacking afterwards)
+    cols = [np.empty(n) for _ in range(m)] if out is None else [out[:, j] for j in range(m)]
     x0: Any
     pts: list[Any]
     if flat.dtype.itemsize <= 8:  # Python floats hold float16/32/64 values exactly
@@ -258,7 +339,7 @@ def _evaluate(loss: LossFn, work: dict[str, Array], name: str, points: list[Arra
         raise FunctionFault(
             f"fn raised {type(exc).__name__}: {exc} (while {name}{list(map(int, index))} was perturbed)",
             name, tuple(int(v) for v in index)) from exc
-    return np.stack(cols, axis=1)
+    return np.stack(cols, axis=1) if out is None else out
 
 
 def _evaluate_at(loss: LossFn, work: dict[str, Array], name: str, points: list[Array], at: Array) -> Array:
@@ -339,6 +420,10 @@ def estimate(loss: LossFn, params: Mapping[str, Array], *, scheme: str = "centra
         est.calls = calls
         return est
 
+    if (index is None and len(names) > 1 and all(real[k].dtype in _F64_EXACT for k in names)
+            and sum(real[k].size for k in names) <= _FLAT_PROBE_MAX):
+        est.calls = calls + _estimate_flat(loss, real, names, scheme, noise, f0, eps, est)
+        return est
     for name in names:
         at = None if index is None else np.asarray(index[name], dtype=np.intp)
         x = real[name].reshape(-1) if at is None else real[name].reshape(-1)[at]
@@ -369,6 +454,53 @@ def estimate(loss: LossFn, params: Mapping[str, Array], *, scheme: str = "centra
         est.step[name] = h.reshape(shape)
     est.calls = calls
     return est
+
+
+def _estimate_flat(loss: LossFn, real: dict[str, Array], names: list[str], scheme: str, noise: float,
+                   f0: float, eps: float | None, est: Estimate) -> int:
+    """:func:`estimate`'s arithmetic for small tensors of float16/32/64 on their elements
+    concatenated (float64 holds them exactly; per tensor the same steps, points, estimates and
+    bounds, element by element), the loss evaluated tensor by tensor in the same order. Fills
+    ``est`` (each tensor's arrays are views of the concatenated ones); returns the calls made."""
+    xs = [real[k].reshape(-1) for k in names]
+    sizes = [x.size for x in xs]
+    bounds = np.cumsum([0] + sizes).tolist()
+    x = np.concatenate(xs, dtype=np.float64)
+    power = STEP_POWER[scheme]
+    coef = [(effective_eps(real[k].dtype, noise, f0) if eps is None else eps) ** power for k in names]
+    h = pow2(np.repeat(np.array(coef), sizes) * np.maximum(1.0, np.abs(x)))  # steps(), per tensor's eps
+    mixed = any(real[k].dtype != np.float64 for k in names)
+    pts, dx = [], []
+    for o in OFFSETS[scheme]:
+        p = x + o * h
+        if mixed:  # each tensor's points in its own dtype (exactly representable in float64)
+            p = np.concatenate([p[a:b].astype(real[k].dtype) for k, a, b in zip(names, bounds, bounds[1:])],
+                               dtype=np.float64)
+        pts.append(p)
+        dx.append(p - x)  # the exact offsets
+    vals = np.empty((x.size, len(pts)))
+    for k, a, b in zip(names, bounds, bounds[1:]):
+        dt = real[k].dtype
+        _evaluate(loss, real, k, [p[a:b] if dt == np.float64 else p[a:b].astype(dt) for p in pts], out=vals[a:b])
+    calls = vals.size
+    with np.errstate(all="ignore"):
+        if scheme == "forward":
+            d = (vals[:, 0] - f0) / dx[0]
+        elif scheme == "central":
+            d = (vals[:, 0] - vals[:, 1]) / (dx[0] - dx[1])
+        elif scheme == "central4":
+            d = (-vals[:, 0] + 8 * vals[:, 1] - 8 * vals[:, 2] + vals[:, 3]) / (12 * h)
+        else:  # richardson
+            d1 = (vals[:, 0] - vals[:, 1]) / (dx[0] - dx[1])
+            d2 = (vals[:, 2] - vals[:, 3]) / (dx[2] - dx[3])
+            d = (4 * d2 - d1) / 3
+    err = NOISE_GAIN[scheme] * noise / h
+    if scheme == "richardson":
+        err = err + np.abs(d2 - d1) / 3  # truncation bound of D(h/2); D is better than that
+    for k, a, b in zip(names, bounds, bounds[1:]):
+        shape = real[k].shape
+        est.grad[k], est.error[k], est.step[k] = d[a:b].reshape(shape), err[a:b].reshape(shape), h[a:b].reshape(shape)
+    return calls
 
 
 @dataclass
