@@ -701,7 +701,9 @@ class _JvpRun:
                 claimed = self.tangent_out({**self.frozen, **moved}, tangent)
                 return {self.structure.names[i]: c for i, c in zip(self.floating, claimed)}
             dtype = next(iter(params.values())).dtype
-            return probe(along, {"tau": np.zeros(1, dtype)}, base, seed=seed)
+            measured = probe(along, {"tau": np.zeros(1, dtype)}, base, seed=seed)
+            measured.grad_at = None  # probed in tau, not in params: no probe beside x per element
+            return measured
 
         fn.gradient_noise = gradient_noise  # type: ignore[attr-defined]
         return fn

@@ -1,12 +1,13 @@
 """The black-box full check's verdicts and numbers are bit-for-bit those of the code before the
 fixed-cost work of issue 20 (one comparison pass over all tensors, the noise probe on one
 concatenated vector): ``Result.to_dict(arrays=True)`` minus ``seconds`` equals a fixture recorded
-from commit 1d646a6 for correct and planted-bug networks, float32 and float64, kinks, zero
+from commit 1800b54 (before the fixed-cost work; with the probe beside x of
+``Judge.code_kink_along``) for correct and planted-bug networks, float32 and float64, kinks, zero
 gradients, every scheme, with and without ``loss_fn``.
 
 Regenerate the fixture from the old code (only when the numbers are meant to change)::
 
-    git archive 1d646a6 gradcheck | tar -x -C /tmp/old
+    git archive 1800b54 gradcheck | tar -x -C /tmp/old
     PYTHONPATH=/tmp/old:. python tests/test_p99_equivalence.py --write
 """
 from __future__ import annotations
