@@ -323,12 +323,11 @@ class Attention(Node):
 
 
 @dataclass(frozen=True)
-class RNN(Node):
-    """Vanilla RNN over ``(T, D)``: ``h_t = tanh(x_t Wx + h_{t-1} Wh + b)``, ``h_0 = 0``; outputs
-    every ``h_t``, ``(T, hidden)``."""
+class _Recurrent(Node):
+    """A recurrent layer over ``(T, D)`` that outputs every ``h_t``, ``(T, hidden)``; ``gates``
+    pre-activations of width ``hidden`` per step (``Wx``, ``Wh``, ``b`` hold them side by side)."""
 
-    kind: ClassVar[str] = "rnn"
-    prefix: ClassVar[str] = "rnn"
+    gates: ClassVar[int] = 1
     hidden: int
 
     def validate(self) -> None:
@@ -339,30 +338,28 @@ class RNN(Node):
         return (in_shape[0], self.hidden)
 
     def param_shapes(self, in_shape: Shape) -> dict[str, Shape]:
-        h = self.hidden
-        return {"Wx": (in_shape[1], h), "Wh": (h, h), "b": (h,)}
+        h = self.gates * self.hidden
+        return {"Wx": (in_shape[1], h), "Wh": (self.hidden, h), "b": (h,)}
 
 
 @dataclass(frozen=True)
-class LSTM(Node):
+class RNN(_Recurrent):
+    """Vanilla RNN over ``(T, D)``: ``h_t = tanh(x_t Wx + h_{t-1} Wh + b)``, ``h_0 = 0``; outputs
+    every ``h_t``, ``(T, hidden)``."""
+
+    kind: ClassVar[str] = "rnn"
+    prefix: ClassVar[str] = "rnn"
+
+
+@dataclass(frozen=True)
+class LSTM(_Recurrent):
     """LSTM over ``(T, D)``, gates in torch's order ``i, f, g, o`` along the ``4 * hidden`` axis:
     ``[i f g o] = x_t Wx + h_{t-1} Wh + b``, ``c_t = s(f) c_{t-1} + s(i) tanh(g)``,
     ``h_t = s(o) tanh(c_t)`` (s the sigmoid), ``h_0 = c_0 = 0``; outputs every ``h_t``."""
 
     kind: ClassVar[str] = "lstm"
     prefix: ClassVar[str] = "lstm"
-    hidden: int
-
-    def validate(self) -> None:
-        _positive(self, "hidden")
-
-    def out_shape(self, in_shape: Shape) -> Shape:
-        _rank(self, in_shape, 2, "(length, features)")
-        return (in_shape[0], self.hidden)
-
-    def param_shapes(self, in_shape: Shape) -> dict[str, Shape]:
-        h = 4 * self.hidden
-        return {"Wx": (in_shape[1], h), "Wh": (self.hidden, h), "b": (h,)}
+    gates: ClassVar[int] = 4
 
 
 @dataclass(frozen=True)

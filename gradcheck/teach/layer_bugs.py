@@ -34,6 +34,16 @@ def _previous(a):
     return np.concatenate([np.zeros_like(a[:, :1]), a[:, :-1]], axis=1)
 
 
+def _recurrent_grads(params, x, hs, dz):
+    """An RNN's or LSTM's (dx, weight gradients) from the pre-activation gradients ``dz`` of every
+    step: the sums over time of ``x_t dz_t``, ``h_{t-1} dz_t`` and ``dz_t``."""
+    rows = dz.reshape(-1, dz.shape[-1])
+    grads = {"Wx": x.reshape(-1, x.shape[-1]).T @ rows,
+             "Wh": _previous(hs).reshape(-1, hs.shape[-1]).T @ rows,
+             "b": rows.sum(axis=0)}
+    return dz @ params["Wx"].T, grads
+
+
 # -- conv2d: cache (x shape, windows), windows[n, :, i, j] the (C, k, k) patch under output (i, j) ---
 def conv2d_backward(node, params, cache, dy):
     """Correct: every window adds what it sends back into dx (windows overlap when stride < kernel)."""
@@ -227,11 +237,7 @@ def rnn_backward(node, params, cache, dy):
         dh = dy[:, t] + dh_next  # its own output, and what step t + 1 sends back
         dz[:, t] = dh * (1 - hs[:, t] ** 2)
         dh_next = dz[:, t] @ wh.T
-    rows = dz.reshape(-1, dz.shape[-1])
-    grads = {"Wx": x.reshape(-1, x.shape[-1]).T @ rows,
-             "Wh": _previous(hs).reshape(-1, hs.shape[-1]).T @ rows,
-             "b": rows.sum(axis=0)}
-    return dz @ params["Wx"].T, grads
+    return _recurrent_grads(params, x, hs, dz)
 
 
 def rnn_backward_no_carry(node, params, cache, dy):
@@ -244,11 +250,7 @@ def rnn_backward_no_carry(node, params, cache, dy):
         dh = dy[:, t]  # only its own output: dh_next forgotten
         dz[:, t] = dh * (1 - hs[:, t] ** 2)
         dh_next = dz[:, t] @ wh.T
-    rows = dz.reshape(-1, dz.shape[-1])
-    grads = {"Wx": x.reshape(-1, x.shape[-1]).T @ rows,
-             "Wh": _previous(hs).reshape(-1, hs.shape[-1]).T @ rows,
-             "b": rows.sum(axis=0)}
-    return dz @ params["Wx"].T, grads
+    return _recurrent_grads(params, x, hs, dz)
 
 
 def lstm_backward(node, params, cache, dy):
@@ -267,11 +269,7 @@ def lstm_backward(node, params, cache, dy):
                                    dc * i * (1 - g ** 2), dh * tcs[:, t] * o * (1 - o)], axis=1)
         dh_next = dz[:, t] @ wh.T
         dc_next = dc * f
-    rows = dz.reshape(-1, dz.shape[-1])
-    grads = {"Wx": x.reshape(-1, x.shape[-1]).T @ rows,
-             "Wh": _previous(hs).reshape(-1, hs.shape[-1]).T @ rows,
-             "b": rows.sum(axis=0)}
-    return dz @ params["Wx"].T, grads
+    return _recurrent_grads(params, x, hs, dz)
 
 
 def lstm_backward_no_forget_gate(node, params, cache, dy):
@@ -290,11 +288,7 @@ def lstm_backward_no_forget_gate(node, params, cache, dy):
                                    dc * i * (1 - g ** 2), dh * tcs[:, t] * o * (1 - o)], axis=1)
         dh_next = dz[:, t] @ wh.T
         dc_next = dc  # the forget gate dropped
-    rows = dz.reshape(-1, dz.shape[-1])
-    grads = {"Wx": x.reshape(-1, x.shape[-1]).T @ rows,
-             "Wh": _previous(hs).reshape(-1, hs.shape[-1]).T @ rows,
-             "b": rows.sum(axis=0)}
-    return dz @ params["Wx"].T, grads
+    return _recurrent_grads(params, x, hs, dz)
 
 
 # -- embedding: cache the indices (B, T) ----------------------------------------------------------------
