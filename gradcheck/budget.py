@@ -43,7 +43,7 @@ import numpy as np
 from gradcheck import contract, numerical, progress
 from gradcheck.compare import ANALYTIC_ULPS, SAFETY, claimed_eps, compare
 from gradcheck.contract import Fault, Frozen, Tally
-from gradcheck.estimating import Estimated, complex_ok
+from gradcheck.estimating import Estimated, noise_and_scheme
 from gradcheck.explaining import explain_failure
 from gradcheck.judging import Judge
 from gradcheck.numerical import FunctionFault
@@ -282,26 +282,6 @@ def _spread(t: TensorReport, idx: Array, shape: tuple[int, ...], claimed: Array)
 
 
 # -- the sampled check ----------------------------------------------------------------------------------
-def _noise_and_scheme(loss_of: LossOf, work: dict[str, Array], loss: float, scheme: str, seed: int,
-                      tally: Tally) -> tuple[float, str]:
-    """What :func:`gradcheck.estimating.numerical_estimate` does before its element-by-element pass."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            noise, n = numerical.noise_level(loss_of, work, loss, seed=seed)
-            tally.calls += n
-            used = scheme
-            if scheme in ("auto", "complex"):
-                ok, why, n = complex_ok(loss_of, work, loss, noise, seed)
-                tally.calls += n
-                used = "complex" if ok else "central"
-                if not ok and scheme == "complex":
-                    tally.note(f"complex step not usable ({why}); used central differences")
-    except FunctionFault as f:
-        raise Fault.from_function_fault(f) from None
-    return noise, used
-
-
 def _estimate_sample(loss_of: LossOf, work: dict[str, Array], loss: float, noise: float, used: str,
                      order: dict[str, Array], planned: int, tally: Tally,
                      deadline: float) -> tuple[numerical.Estimate, bool, float]:
@@ -371,7 +351,7 @@ def sampled(fn: Any, loss_of: LossOf, frozen: Frozen, claimed: dict[str, Array],
     work = contract.snapshot(frozen.params)
     total = sum(int(v.size) for v in work.values())
     started, before = time.perf_counter(), tally.calls
-    noise, used = _noise_and_scheme(loss_of, work, loss, labels.scheme, options.seed, tally)
+    noise, used = noise_and_scheme(loss_of, work, loss, labels.scheme, options.seed, tally)
     if tally.calls > before:  # the probe's calls time a call better than the first call of all
         per_call = (time.perf_counter() - started) / (tally.calls - before)
     # the plan: directions, sample, reserve, in calls

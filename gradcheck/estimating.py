@@ -51,6 +51,22 @@ def numerical_estimate(loss_of: LossOf, work: dict[str, Array], loss: float, sch
     """Noise level, the scheme (complex step where fn is analytic, for ``auto``), the estimate.
     ``watch(scheme, loss_of)``, once the scheme is known, may wrap the loss for the long
     element-by-element pass (the progress display counts its calls)."""
+    noise, used = noise_and_scheme(loss_of, work, loss, scheme, seed, tally)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            element_loss = watch(used, loss_of) if watch is not None else loss_of
+            est = numerical.estimate(element_loss, work, scheme=used, noise=noise, f0=loss)
+            tally.calls += est.calls
+    except FunctionFault as f:
+        raise Fault.from_function_fault(f) from None
+    return Estimated(est, noise, used)
+
+
+def noise_and_scheme(loss_of: LossOf, work: dict[str, Array], loss: float, scheme: str, seed: int,
+                     tally: Tally) -> tuple[float, str]:
+    """The loss's rounding noise (:func:`gradcheck.numerical.noise_level`) and the scheme used:
+    for ``auto`` and ``complex`` the complex step where fn is analytic, else central differences."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -64,12 +80,9 @@ def numerical_estimate(loss_of: LossOf, work: dict[str, Array], loss: float, sch
                 used = "complex" if ok else "central"
                 if not ok and scheme == "complex":
                     tally.note(f"complex step not usable ({why}); used central differences")
-            element_loss = watch(used, loss_of) if watch is not None else loss_of
-            est = numerical.estimate(element_loss, work, scheme=used, noise=noise, f0=loss)
-            tally.calls += est.calls
     except FunctionFault as f:
         raise Fault.from_function_fault(f) from None
-    return Estimated(est, noise, used)
+    return noise, used
 
 
 def complex_ok(loss_of: LossOf, work: dict[str, Array], f0: float, noise: float, seed: int) -> tuple[bool, str, int]:
