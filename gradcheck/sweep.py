@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import time
+import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -313,7 +314,11 @@ def run_cell(item: tuple) -> tuple[list, list[str]]:
     the same seed could draw other cases in a fresh worker, in a pytest session or after a
     report was written. The cell's cases are drawn with that pool empty, so they depend on the
     seed and the cell only, whatever process runs it."""
-    with _no_local_constants():
+    with _no_local_constants(), warnings.catch_warnings():
+        # on a Dask worker, the worker's own threads (heartbeats, ...) use the global `random`
+        # module while a strategy draws, which Hypothesis reports as if the strategy had; the
+        # cell's draws are seeded all the same (the records equal a serial run's)
+        warnings.filterwarnings("ignore", message="Do not use the `random` module inside strategies")
         return _check_cell(item)
 
 
