@@ -61,17 +61,23 @@ MIN_DIRECTIONS = 2
 DIRECTION_SHARE = 0.2
 #: share of the calls kept back for the judging after the sample (rounding probe, second looks)
 RESERVE_SHARE = 0.1
-#: calls kept back besides: the claimed-gradient rounding probe (<= 28 calls of fn) and the
-#: step-size curve of a failure's worst element (46)
-RESERVE_CALLS = 80
 #: the full check runs when its estimated cost fits in this share of what is left
 FIT_SHARE = 0.85
 #: the sample is estimated in about this many rounds (a time budget is checked between them)
 ROUNDS = 10
 #: elements in the smallest round
 MIN_ROUND = 8
-#: calls an element's second look costs on average (a ladder of 3 rungs, sometimes more)
+#: calls of the loss an element's second look costs on average (a ladder of 3 rungs, sometimes more)
 SECOND_LOOK_CALLS = 8
+#: calls of fn (with its backward) a second look adds where the element still fails smoothly: its
+#: gradient just beside x on either side (:meth:`gradcheck.judging.Judge.code_kink_along`)
+COORDINATE_PROBE_CALLS = 2
+#: calls of fn the claimed-gradient rounding probe makes at most (before any second look)
+ROUNDING_CALLS = 28
+#: calls of the loss a failure's explanation makes (the worst element's step-size curve)
+STEP_CURVE_CALLS = 46
+#: calls kept back besides RESERVE_SHARE: the rounding probe, the step-size curve, a little more
+RESERVE_CALLS = ROUNDING_CALLS + STEP_CURVE_CALLS + 6
 #: fresh directions that must confirm a mismatch the sample does not explain (4 calls each)
 CONFIRM_DIRECTIONS = 2
 #: calls of the noise probe and of the complex-step test before the element-by-element pass
@@ -95,6 +101,12 @@ class Allowance:
             seconds = self.budget - (time.perf_counter() - self.t0)
             left = min(left, seconds / max(per_call, 1e-9))
         return max(left, 0.0)
+
+    def seconds_left(self) -> float:
+        """Seconds of the budget still left (inf without a time budget)."""
+        if self.budget is None:
+            return math.inf
+        return max(0.0, self.budget - (time.perf_counter() - self.t0))
 
     def exceeded(self, calls: int) -> str | None:
         """What was exceeded so far, in words, or None."""
@@ -283,15 +295,16 @@ def _spread(t: TensorReport, idx: Array, shape: tuple[int, ...], claimed: Array)
 
 # -- the sampled check ----------------------------------------------------------------------------------
 def _estimate_sample(loss_of: LossOf, work: dict[str, Array], loss: float, noise: float, used: str,
-                     order: dict[str, Array], planned: int, tally: Tally,
-                     deadline: float) -> tuple[numerical.Estimate, bool, float]:
+                     order: dict[str, Array], planned: int, tally: Tally, deadline: float, *,
+                     retarget: Callable[[int], None] | None = None) -> tuple[numerical.Estimate, bool, float]:
     """Estimate the first ``planned`` elements of the sample in rounds (a prefix of every tensor's
     order, in proportion to its length: a prefix of each tensor's random order of strata is still
     spread over the tensor, and keeps the chance ``prefix / n`` for every element). With a
     ``deadline`` the target is re-estimated after each round from the measured time per element:
     cut when the rounds run slower than planned, extended up to the whole of ``order`` when faster.
     Returns the estimate over what was done (``order`` cut to it), whether it fell short of
-    ``planned``, and the seconds a call took (nan when none was made)."""
+    ``planned``, and the seconds a call took (nan when none was made). ``retarget(elements)`` is
+    told each new target (the progress display)."""
     capacity = {k: int(v.size) for k, v in order.items()}
     room = sum(capacity.values())
     # never less than each tensor's head: its largest entries (and where bisection led)
@@ -331,6 +344,8 @@ def _estimate_sample(loss_of: LossOf, work: dict[str, Array], loss: float, noise
                 break
             rate = max((now - started) / n_done, 1e-9)
             target = min(room, n_done + int((deadline - now) / rate))
+            if retarget is not None:
+                retarget(target)
     for k in order:
         order[k] = order[k][: done[k]]
     est = numerical.Estimate({}, {}, {}, used, noise, loss)
@@ -343,9 +358,11 @@ def _estimate_sample(loss_of: LossOf, work: dict[str, Array], loss: float, noise
 
 def sampled(fn: Any, loss_of: LossOf, frozen: Frozen, claimed: dict[str, Array], loss: float, options: Options,
             labels: Labels, tally: Tally, per_call: float, cost: FullCost, allowance: Allowance,
-            claimed_rounding: Callable[..., numerical.ClaimedRounding | None]) -> Result:
+            claimed_rounding: Callable[..., numerical.ClaimedRounding | None], fn_call: float | None = None) -> Result:
     """The sampled check (module docstring): noise and scheme, directions over all elements, the
-    stratified sample estimated and judged with the full check's error model, the coverage."""
+    stratified sample estimated and judged with the full check's error model, the coverage.
+    ``per_call`` and ``fn_call`` (default: the same) are the seconds a call of the loss and of fn
+    (with its backward) took at the start: the time kept back for the judging is counted in both."""
     from gradcheck import fastmode  # noqa: PLC0415 - the directions, imported on use
 
     work = contract.snapshot(frozen.params)
@@ -355,9 +372,13 @@ def sampled(fn: Any, loss_of: LossOf, frozen: Frozen, claimed: dict[str, Array],
     if tally.calls > before:  # the probe's calls time a call better than the first call of all
         per_call = (time.perf_counter() - started) / (tally.calls - before)
     # the plan: directions, sample, reserve, in calls
+    fn_call = per_call if fn_call is None else fn_call
     left = allowance.calls_left(tally.calls, per_call)
     directions = int(min(DIRECTIONS, max(MIN_DIRECTIONS, DIRECTION_SHARE * left // 4)))
     reserve = RESERVE_SHARE * left + RESERVE_CALLS
+    # in seconds, the rounding probe's calls of fn counted at fn's own cost (with its backward
+    # it is dearer than the loss alone)
+    reserve_seconds = (RESERVE_SHARE * left + STEP_CURVE_CALLS) * per_call + ROUNDING_CALLS * max(fn_call, per_call)
     for_sample = left - reserve - 4 * directions - fastmode.NOISE_POINTS
     planned = int(max(0, for_sample) // per_element_calls(used))
     # with a time budget the sample may grow when the calls run faster than planned (up to 4x),
@@ -377,24 +398,32 @@ def sampled(fn: Any, loss_of: LossOf, frozen: Frozen, claimed: dict[str, Array],
             order[led.param] = np.concatenate([np.array([flat], dtype=np.intp), order[led.param]])
             planned += 1
 
-    deadline = (allowance.t0 + allowance.budget - reserve * per_call) if allowance.budget is not None else math.inf
-    shown = progress.start(planned * per_element_calls(used), per_call, quiet=options.quiet,
+    deadline = (allowance.t0 + allowance.budget - reserve_seconds) if allowance.budget is not None else math.inf
+    calls_per_element = per_element_calls(used)
+    shown = progress.start(planned * calls_per_element, per_call, quiet=options.quiet,
                            label=f"a sample of {planned:,} of {total:,} elements", faster=[])
+
+    def retarget(elements: int) -> None:  # the sample grew or shrank with the measured pace
+        if shown is not None:
+            shown.retarget(elements * calls_per_element, f"a sample of {elements:,} of {total:,} elements")
     try:
-        est, cut, measured = _estimate_sample(shown.counting(loss_of) if shown is not None else loss_of, work, loss, noise,
-                                    used, order, planned, tally, deadline)
+        est, cut, measured = _estimate_sample(shown.counting(loss_of) if shown is not None else loss_of, work, loss,
+                                              noise, used, order, planned, tally, deadline, retarget=retarget)
     finally:
         if shown is not None:
             shown.close()
+    loss_call = measured if math.isfinite(measured) else per_call
     judge = SampledJudge(loss_of, work, loss, Estimated(est, noise, used), tally, rtol=options.rtol,
                          detect_kinks=options.detect_kinks, index=order, full=frozen.params)
     sub = {k: np.asarray(claimed[k]).reshape(-1)[order[k]] for k in order}
     if not all(judge.first_look(k, frozen.params[k].reshape(-1)[order[k]], sub[k]) for k in order):
+        started, before = time.perf_counter(), tally.calls
         rounding = claimed_rounding(fn, frozen, claimed, tally, options.seed)
         if rounding is not None:
             judge.measured(rounding)
-    dropped = _limit_second_looks(judge, sub, allowance, tally, measured if math.isfinite(measured) else per_call,
-                                  led)
+        if tally.calls > before:  # fn's calls, timed where they were made
+            fn_call = (time.perf_counter() - started) / (tally.calls - before)
+    dropped = _limit_second_looks(judge, sub, allowance, tally, loss_call, led, fn_call=max(fn_call, loss_call))
     for k in order:
         judge.judge_tensor(k, claimed[k])
     result = judge.result(labels)
@@ -435,10 +464,12 @@ def sampled(fn: Any, loss_of: LossOf, frozen: Frozen, claimed: dict[str, Array],
 
 
 def _limit_second_looks(judge: SampledJudge, sub: Mapping[str, Array], allowance: Allowance, tally: Tally,
-                        per_call: float, led: Element | None = None) -> int:
+                        per_call: float, led: Element | None = None, *, fn_call: float | None = None) -> int:
     """Keep only as many first-look failures as the budget can give a second look (round-robin
     over tensors, largest margin first, where a direction's bisection ``led`` before all; at least
-    one per tensor); drop the others from the sample. Returns how many were dropped."""
+    one per tensor); drop the others from the sample. A look costs :data:`SECOND_LOOK_CALLS` calls
+    of the loss (``per_call`` seconds each) and :data:`COORDINATE_PROBE_CALLS` of fn (``fn_call``
+    seconds each, default ``per_call``). Returns how many were dropped."""
     margins = {k: judge.failing(k, c) for k, c in sub.items()}
     if led is not None and led.param in margins:
         at = np.flatnonzero(judge.index[led.param] == np.ravel_multi_index(tuple(led.index), judge.full[led.param].shape))
@@ -448,9 +479,16 @@ def _limit_second_looks(judge: SampledJudge, sub: Mapping[str, Array], allowance
     n_failing = sum(v.size for v in failing.values())
     if not n_failing:
         return 0
-    # a quarter of what is left for the rest (the worst element's step curve: 46 calls; the diagnosis)
-    left = 0.75 * allowance.calls_left(tally.calls, per_call) - 46
-    room = max(sum(1 for v in failing.values() if v.size), int(left // SECOND_LOOK_CALLS))
+    # a quarter of what is left for the rest (the worst element's step curve; the diagnosis)
+    fn_call = per_call if fn_call is None else fn_call
+    looks = math.inf
+    if allowance.max_calls is not None:  # calls are calls, whichever function makes them
+        left = 0.75 * (allowance.max_calls - tally.calls) - STEP_CURVE_CALLS
+        looks = left / (SECOND_LOOK_CALLS + COORDINATE_PROBE_CALLS)
+    if allowance.budget is not None:
+        left_s = 0.75 * allowance.seconds_left() - STEP_CURVE_CALLS * per_call
+        looks = min(looks, left_s / (SECOND_LOOK_CALLS * per_call + COORDINATE_PROBE_CALLS * fn_call))
+    room = max(sum(1 for v in failing.values() if v.size), int(max(0.0, looks)))
     if n_failing <= room:
         return 0
     ranked = {k: v[np.argsort(-margins[k][v], kind="stable")] for k, v in failing.items() if v.size}

@@ -158,7 +158,7 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
     try:
         started = time.perf_counter()
         loss, claimed = contract.call_twice(fn, frozen, tally)
-        per_call = (time.perf_counter() - started) / 2      # seconds per call of fn, for progress
+        per_call = fn_call = (time.perf_counter() - started) / 2   # seconds per call of fn, for progress
         started = time.perf_counter()
         loss_of = contract.loss_for_differences(fn, options.loss_fn, frozen, loss, tally)
         if options.loss_fn is not None:                    # differences call loss_fn instead
@@ -168,7 +168,7 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
         if options.mode == "fast":
             result = _fast(loss_of, frozen, claimed, loss, options, labels, tally)
         elif options.budget is not None or options.max_calls is not None:
-            result = _budgeted(fn, loss_of, frozen, claimed, loss, options, labels, tally, per_call)
+            result = _budgeted(fn, loss_of, frozen, claimed, loss, options, labels, tally, per_call, fn_call)
         else:
             result = _full(fn, loss_of, frozen, claimed, loss, options, labels, tally, per_call)
     except Fault as fault:
@@ -206,9 +206,10 @@ def _full(fn: Fn, loss_of: Callable[[dict], Any], frozen: Frozen, claimed: dict[
 
 
 def _budgeted(fn: Fn, loss_of: Callable[[dict], Any], frozen: Frozen, claimed: dict[str, Array], loss: float,
-              options: Options, labels: Labels, tally: Tally, per_call: float) -> Result:
+              options: Options, labels: Labels, tally: Tally, per_call: float, fn_call: float) -> Result:
     """Under ``budget=``/``max_calls=``: the full check when its estimated cost fits, else a
-    stratified sample plus random directions (:mod:`gradcheck.budget`); either way a coverage."""
+    stratified sample plus random directions (:mod:`gradcheck.budget`); either way a coverage.
+    ``per_call``: seconds a call of the loss takes; ``fn_call``: a call of fn (with its backward)."""
     from gradcheck import budget  # noqa: PLC0415 - optional path, imported on use
 
     allowance = budget.Allowance(options.budget, options.max_calls, labels.t0)
@@ -216,7 +217,7 @@ def _budgeted(fn: Fn, loss_of: Callable[[dict], Any], frozen: Frozen, claimed: d
     cost = budget.full_cost(options.scheme, size, tally.calls, per_call, allowance)
     if not cost.fits:
         return budget.sampled(fn, loss_of, frozen, claimed, loss, options, labels, tally, per_call, cost,
-                              allowance, claimed_rounding=_claimed_rounding)
+                              allowance, claimed_rounding=_claimed_rounding, fn_call=fn_call)
     result = _full(fn, loss_of, frozen, claimed, loss, options, labels, tally, per_call)
     result.coverage = budget.complete(frozen.params, cost, allowance)
     budget.finish(result, allowance)

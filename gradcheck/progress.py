@@ -76,7 +76,7 @@ class Progress:
             from rich.progress import Progress as Bar  # noqa: PLC0415 - as above
             console = Console(file=self.stream)
             console.print(self.headline + (f"\n{self.hint}" if self.hint else ""), highlight=False)
-            self.bar = Bar(TextColumn(f"{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("calls"),
+            self.bar = Bar(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("calls"),
                            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                            console=console, transient=True)
             self.task = self.bar.add_task(label, total=self.total)
@@ -100,6 +100,15 @@ class Progress:
             print(f"gradcheck: {self.label}: {min(100, 100 * self.done // self.total)}% "
                   f"({self.done:,}/{self.total:,} calls), {_duration(elapsed)} elapsed, "
                   f"~{_duration(max(0.0, left))} left", file=self.stream, flush=True)
+
+    def retarget(self, total: int, label: str | None = None) -> None:
+        """The expected total changed (a budgeted sample grows or shrinks with the measured pace)."""
+        self.total = max(1, total, self.done)
+        if label is not None:
+            self.label = label
+        if self.bar is not None:
+            self.bar.update(self.task, total=self.total, completed=min(self.done, self.total),
+                            description=self.label)
 
     def counting(self, loss_of: Callable[[dict], Any]) -> Callable[[dict], Any]:
         """``loss_of`` that advances this progress on each call (a batched oracle is kept as is)."""

@@ -345,6 +345,27 @@ def test_a_time_budget_is_kept_and_a_slow_sample_is_cut():
     assert r.seconds < 1.0 + 0.5     # the reserve is for a failure's second looks; an idle one is kept
 
 
+def test_second_looks_are_planned_at_the_cost_of_fn_not_of_the_loss():
+    """A wrong tensor fails every sampled element of it; each second look then costs loss calls
+    and two calls of fn (with its backward) beside x. With fn 30x dearer than loss_fn, planning the
+    looks at the loss's price took 2.7 s under a 2 s budget; planned at both prices, 1.9 s (the rest
+    left out and counted). The time budget adapts to the pace it measures, so a loaded machine
+    slows what it plans, not the overrun; 1.25x is the margin."""
+    def loss_fn(p, X_, y_):
+        time.sleep(0.001)
+        return fn(p, X_, y_)[0]
+
+    def wrong(p, X_, y_):
+        time.sleep(0.03)
+        loss, g = fn(p, X_, y_)
+        return loss, {**g, "W1": g["W1"] * (1 + 1e-4)}
+    r = gradcheck.check(wrong, PARAMS, X, Y, loss_fn=loss_fn, budget=2.0, quiet=True)
+    cov = r.coverage or {}
+    assert not r.passed and r.worst_param == "W1" and not cov["complete"]
+    assert cov["not_reexamined"] > 0
+    assert r.seconds < 1.25 * 2.0, r.seconds
+
+
 def test_overrun_is_never_silent():
     r = gradcheck.check(fn, PARAMS, X, Y, max_calls=5)   # less than the validation and noise probe need
     assert r.passed and (r.coverage or {})["overrun"]

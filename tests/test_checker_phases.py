@@ -196,6 +196,27 @@ def test_progress_bar_on_a_terminal_shows_headline_and_closes():
     assert shown.done == 10 and shown.bar is None
 
 
+def test_progress_follows_a_changed_total(monkeypatch):
+    """A budgeted sample grows with the measured pace: the log line counts against the new total
+    (it said "100% (8,612/5,764 calls), ~0 s left" for 20 s before) and names the new sample."""
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
+    stream = io.StringIO()
+    shown = progress.Progress(10, 0.01, "a sample of 5 of 100 elements", [], stream=stream, tty=False)
+    counted = shown.counting(lambda w: 1.0)
+    for _ in range(10):
+        counted({})
+    shown.retarget(40, "a sample of 20 of 100 elements")
+    counted({})
+    last = stream.getvalue().strip().splitlines()[-1]
+    assert last.startswith("gradcheck: a sample of 20 of 100 elements: 27% (11/40 calls)"), last
+    shown.retarget(5)  # never below what was done
+    assert shown.total == 11
+    bar = progress.Progress(10, 0.01, "W1", [], stream=io.StringIO(), tty=True)
+    bar.retarget(30, "W1 and more")
+    assert bar.bar.tasks[0].total == 30 and bar.bar.tasks[0].description == "W1 and more"
+    bar.close()
+
+
 def test_progress_estimate_uses_the_scheme_and_the_size():
     from gradcheck.estimating import expected_calls
     assert expected_calls("central", 10) == 20
