@@ -230,6 +230,9 @@ class SampledJudge(Judge):
     def second_look(self, k: str, p: Array, flat_i: int) -> numerical.Refinement:
         return super().second_look(k, self.full[k], int(self.index[k][flat_i]))
 
+    def wider_look(self, k: str, p: Array, flat_i: int) -> numerical.Refinement | None:
+        return super().wider_look(k, self.full[k], int(self.index[k][flat_i]))
+
     def _fourth_order(self, k: str, p: Array, flat_i: int, first: float, h4: float,
                       ref: numerical.Refinement) -> tuple[float, float, float]:
         return super()._fourth_order(k, self.full[k], int(self.index[k][flat_i]), first, h4, ref)
@@ -420,7 +423,7 @@ def sampled(fn: Any, loss_of: LossOf, frozen: Frozen, claimed: dict[str, Array],
         started, before = time.perf_counter(), tally.calls
         rounding = claimed_rounding(fn, frozen, claimed, tally, options.seed)
         if rounding is not None:
-            judge.measured(rounding)
+            judge.measured(judge.wider_rounding(rounding, claimed))
         if tally.calls > before:  # fn's calls, timed where they were made
             fn_call = (time.perf_counter() - started) / (tally.calls - before)
     dropped = _limit_second_looks(judge, sub, allowance, tally, loss_call, led, fn_call=max(fn_call, loss_call))

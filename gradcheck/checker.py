@@ -195,7 +195,7 @@ def _full(fn: Fn, loss_of: Callable[[dict], Any], frozen: Frozen, claimed: dict[
         # verdict (ill-conditioned but correct arithmetic is not a bug)
         rounding = _claimed_rounding(fn, frozen, claimed, tally, options.seed)
         if rounding is not None:
-            judge.measured(rounding)
+            judge.measured(judge.wider_rounding(rounding, claimed))
     judge.tensors_all(frozen.params, claimed)
     result = judge.result(labels)
     if options.runs_symbolic:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -36,6 +37,14 @@ MAX_LISTED = 50
 #: at most this many elements per check get fn's gradient probed just beside x along the element
 #: (2 calls each; :meth:`Judge.code_kink_along`)
 MAX_COORDINATE_PROBES = 256
+#: a narrow (float32/float16) check may judge a failing element against the loss evaluated with
+#: float64 parameters only where that is at least this much quieter (:meth:`Judge.wider`)
+WIDER_QUIETER = 64
+#: ... and where its loss at the parameters is within this relative distance of the narrow one
+#: (relative to max(|loss|, 1): a loss of 1e-7 from probabilities O(1) is off by their ulps)
+WIDER_AGREE = 1e-2
+#: the claimed gradient's rounding taken as |claimed - fn's float64 gradient| allows this many times it
+WIDER_ROUNDING = 2.0
 
 
 def _shaped(a: Array | None, shape: tuple) -> Array | None:
@@ -78,6 +87,11 @@ class Judge:
         #: fn's gradient at another point, once the claimed rounding was measured (:meth:`measured`)
         self.grad_at: Callable[[dict[str, Array]], Any] | None = None
         self.coordinate_probes = 0
+        #: the loss with float64 parameters (:meth:`wider`): not tried yet (None), unusable (False)
+        self._wider: tuple[dict[str, Array], float, float] | bool | None = None
+        #: elements judged against it (:meth:`wider_look`), and elements whose claimed rounding it
+        #: widened (:meth:`wider_rounding`)
+        self.widened = self.rounding_widened = 0
         est = self.est
         with np.errstate(all="ignore"):
             self.global_scale = max(float(np.abs(g).max()) for g in est.grad.values())
@@ -212,6 +226,7 @@ class Judge:
         unsettled = np.zeros(p.shape, bool)
         refined = np.zeros(p.shape, bool)
         by_central = np.zeros(p.shape, bool)  # complex step overruled by central differences
+        widened = np.zeros(p.shape, bool)  # judged against the loss evaluated with float64 parameters
         nonfinite = ~np.isfinite(d)
         if nonfinite.any():
             i = tuple(int(v) for v in np.argwhere(nonfinite)[0])
@@ -238,7 +253,17 @@ class Judge:
                 ref = self.second_look(k, p, int(flat_i))
                 refined[i] = True
                 self.refined_total += 1
-                if ref.status == "unsettled" and self.used == "complex":
+                if ref.status != "smooth" and p.dtype.itemsize < 8:
+                    # a narrow loss too coarse to settle on: fn's float64 evaluation may settle (a
+                    # real kink is a kink there too, so it does not; see wider_look below)
+                    wide = self.wider_look(k, p, int(flat_i))
+                    if wide is not None and wide.status == "smooth":
+                        ref = wide
+                        widened[i] = True
+                        self.widened += 1
+                if widened[i]:
+                    d[i], e[i], h[i] = ref.value, ref.error, ref.step
+                elif ref.status == "unsettled" and self.used == "complex":
                     pass  # central differences could not settle: the complex step's value stands
                 elif ref.status != "smooth":
                     if self.detect_kinks:  # no single derivative within the step: left out, listed
@@ -255,6 +280,18 @@ class Judge:
                 else:
                     d[i], e[i], h[i] = ref.value, ref.error, ref.step
                 allowed = float(cmp.tol_abs[i]) + SAFETY * (float(e[i]) - e_first)
+                if (ref.status == "smooth" and not widened[i] and abs(float(c[i]) - float(d[i])) > allowed
+                        and p.dtype.itemsize < 8):
+                    # still failing against the loss in its own (narrow) dtype: where fn also
+                    # computes with float64 parameters, that loss is the same function without
+                    # float32's coarseness (a log of a probability a few ulps from 1 is a
+                    # staircase in float32); a wrong gradient is wrong against it as well
+                    wide = self.wider_look(k, p, int(flat_i))
+                    if wide is not None and wide.status == "smooth":
+                        d[i], e[i], h[i] = wide.value, wide.error, wide.step
+                        widened[i] = True
+                        self.widened += 1
+                        allowed = float(cmp.tol_abs[i]) + SAFETY * (float(e[i]) - e_first)
                 if (self.detect_kinks and ref.status == "smooth" and jumps is not None and jumps[i]
                         and self._agrees_from_one_side(k, i, float(d[i]), allowed)):
                     # fn's own gradient jumps exactly at x, and from one side it agrees with the
@@ -304,7 +341,8 @@ class Judge:
         def element(ix, note=""):
             return Element(k, [int(v) for v in ix], float(c[ix]), float(d[ix]), float(cmp.rel[ix]),
                            float(cmp.tol[ix]), float(e[ix]), float(h[ix]),
-                           note=note or ("central" if by_central[ix] else "refined" if refined[ix] else ""),
+                           note=note or ("float64" if widened[ix] else "central" if by_central[ix]
+                                         else "refined" if refined[ix] else ""),
                            claimed_noise=float(cn[ix]) if cn is not None else 0.0,
                            margin=float(cmp.margin[ix]), resolved=bool(cmp.resolved[ix]))
         if closest_flat is not None:
@@ -344,6 +382,100 @@ class Judge:
             grads = self.grad_at(point)
             sides.append(float(np.asarray(grads[k], dtype=np.float64).reshape(-1)[flat_i]))
         return bool(abs(0.5 * (sides[0] + sides[1]) - value) <= tol_abs)
+
+    def wider(self) -> tuple[dict[str, Array], float, float] | None:
+        """The loss evaluated with float64 copies of the parameters, when that is the same function
+        computed more precisely: ``(the copies, the loss there, its rounding noise)``, else None.
+        Usable when fn accepts float64 parameters (numpy code promotes), its loss there agrees
+        with the narrow one within :data:`WIDER_AGREE`, it resolves moves far below the narrow
+        dtype's ulp (central differences along a random sign direction at ``eps/64`` and
+        ``eps/32`` relative agree within 10%: code that casts back to float32 inside sees no
+        move at all), and its noise (measured as the check measures it) is at least
+        :data:`WIDER_QUIETER` times smaller. Tried once per check (21 calls), only where an
+        element narrower than float64 fails or the claimed gradient's rounding is measured."""
+        if self._wider is None:
+            self._wider = False
+            narrow = [v.dtype for v in self.work.values() if v.dtype.itemsize < 8]
+            if narrow and all(v.dtype.kind == "f" and v.dtype.itemsize <= 8 for v in self.work.values()):
+                try:
+                    with np.errstate(all="ignore"), warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        self._wider = self._try_wider(max(eps_of(dt) for dt in narrow)) or False
+                except Exception:  # fn refuses float64 (a fixed-dtype framework): not usable
+                    self._wider = False
+        return self._wider or None  # type: ignore[return-value]
+
+    def _try_wider(self, eps: float) -> tuple[dict[str, Array], float, float] | None:
+        """:meth:`wider`'s tests, in order of cost; whatever fn raises propagates (not usable)."""
+        wide = {k: v.astype(np.float64) for k, v in self.work.items()}
+        f64 = numerical._as_float(self.loss_of(wide))
+        self.tally.calls += 1
+        # the same function: within 1% (or sqrt(eps) of a coarser dtype) of max(|loss|, 1), loose on
+        # purpose: where the narrow loss is coarse (the case at hand) it is off by many of its ulps
+        agree = max(WIDER_AGREE, math.sqrt(eps))
+        if not (math.isfinite(f64) and abs(f64 - self.loss) <= agree * max(abs(self.loss), abs(f64), 1.0)):
+            return None
+        rng = np.random.default_rng(20461)
+        signs = {k: np.where(rng.random(v.shape) < 0.5, -1.0, 1.0) * np.maximum(1.0, np.abs(v)) for k, v in wide.items()}
+        slopes = []
+        for t in (eps / 64, eps / 32):
+            sides = [numerical._as_float(self.loss_of({k: v + s * t * signs[k] for k, v in wide.items()}))
+                     for s in (1.0, -1.0)]
+            self.tally.calls += 2
+            slopes.append((sides[0] - sides[1]) / (2 * t))
+        if not (slopes[1] != 0 and math.isfinite(slopes[0]) and abs(slopes[0] - slopes[1]) <= 0.1 * abs(slopes[1])):
+            return None
+        noise, calls = numerical.noise_level(self.loss_of, wide, f64)
+        self.tally.calls += calls
+        if noise * WIDER_QUIETER > self.noise:
+            return None
+        return wide, f64, noise
+
+    def wider_rounding(self, rounding: numerical.ClaimedRounding,
+                       claimed: Mapping[str, Array]) -> numerical.ClaimedRounding:
+        """``rounding`` (the claimed gradient's, measured a few ulps away) widened, per element, to
+        :data:`WIDER_ROUNDING` x ``|claimed - fn's gradient with float64 parameters|`` where
+        :meth:`wider` is usable (a realized error, not an sd): the
+        same code without the narrow dtype's rounding, so their difference is that rounding,
+        measured (``p - y`` of a probability a few ulps from 1 keeps one or two significant bits
+        in float32, which a probe a few ulps wide does not move). A wrong gradient is wrong the
+        same way in both and gains nothing. 1 call of fn."""
+        if rounding.grad_at is None or self.wider() is None:
+            return rounding
+        wider = self.wider()
+        assert wider is not None
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wide = rounding.grad_at({k: v.copy() for k, v in wider[0].items()})
+                # a realized error, not an sd: the tolerance (SAFETY x the sd) allows twice it
+                sd = {k: np.maximum(s, WIDER_ROUNDING / SAFETY * np.abs(
+                    np.asarray(claimed[k], dtype=np.float64) - np.asarray(wide[k], dtype=np.float64)).reshape(s.shape))
+                      for k, s in rounding.sd.items()}
+        except Exception:  # fn's fault in float64 only (its faults in its own dtype are judged elsewhere)
+            return rounding
+        if not all(np.all(np.isfinite(v)) for v in sd.values()):
+            return rounding
+        self.rounding_widened = sum(int(np.count_nonzero(sd[k] > s)) for k, s in rounding.sd.items())
+        return replace(rounding, sd=sd, calls=rounding.calls + 1)
+
+    def wider_look(self, k: str, p: Array, flat_i: int) -> numerical.Refinement | None:
+        """Element ``flat_i`` of ``k`` re-estimated on the ladder with the loss evaluated with float64
+        parameters (:meth:`wider`), or None where that is not usable."""
+        wider = self.wider()
+        if wider is None:
+            return None
+        wide, f64, noise = wider
+        x = wide[k].reshape(-1)[flat_i: flat_i + 1]
+        h = float(numerical.steps(x, "central", numerical.effective_eps(np.float64, noise, f64))[0])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ref = numerical.refine_element(self.loss_of, wide, k, flat_i, h, f64, noise)
+        except FunctionFault:  # fn fails beside x in float64 only: no second opinion
+            return None
+        self.tally.calls += ref.calls
+        return ref
 
     def _agrees_from_one_side(self, k: str, i: tuple, value: float, tol_abs: float) -> bool:
         """Does fn's gradient, extrapolated to x along some probe line, match ``value`` (the
@@ -403,9 +535,19 @@ class Judge:
             tally.note(f"complex step disagreed with central differences at {self.complex_distrusted} "
                        "element(s) (non-analytic code, e.g. abs/max/comparisons): central differences "
                        "decided there")
+        if self.widened:
+            wider = self.wider()
+            assert wider is not None
+            tally.note(f"{self.widened} element(s) failed or did not settle against the loss computed in "
+                       f"{labels.dtype} and were judged against the loss evaluated with float64 parameters (fn "
+                       f"accepts them, and its rounding noise there, {wider[2]:.2e}, is far below "
+                       f"{self.noise:.2e}): the {labels.dtype} loss is too coarse at these elements (e.g. the log "
+                       "of a probability within a few ulps of 1)")
         if self.claimed_noise:
+            wider = (f", and with float64 parameters (1 call), which showed more rounding at {self.rounding_widened} "
+                     "element(s)" if self.rounding_widened else "")
             tally.note("your gradient's own rounding was measured (some element failed the first "
-                       f"comparison): {self.probe_calls} calls of fn a few ulps from params")
+                       f"comparison): {self.probe_calls} calls of fn a few ulps from params{wider}")
         r = assemble(self.tensors, self.failures, self.kinks, labels=replace(labels, scheme=self.used),
                      rtol=self.rtol, tally=tally, noise=self.noise, loss=self.loss,
                      scale=max(self.global_scale, self.term_scale))

@@ -346,6 +346,9 @@ def _v(x: float | None) -> str:
 
 def _bound_text(r: Result, w: Element) -> str:
     """What the numerical estimate's error bound of element ``w`` is made of."""
+    if w.note == "float64":
+        return ("the loss evaluated with float64 parameters on a ladder of steps (its own rounding noise "
+                "over the step, plus the truncation seen between steps): the check's dtype was too coarse here")
     if w.note == "central":
         return (f"central differences, which overruled the complex step here: rounding noise {_e(r.noise)} "
                 "of the loss over the step, plus the truncation seen between h and h/2")

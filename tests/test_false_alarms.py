@@ -22,7 +22,9 @@ Conditions that break checkers, one family per corpus module
       claimed ~1e-17); a bias removed by batch norm;
     * ill-conditioned but correct arithmetic: batch norm of inputs ~1000 standard deviations from
       zero (the input itself, or a dense layer's W, b before it); softmax cross-entropy with one
-      logit 40 above the others after a dense layer;
+      logit 40 above the others after a dense layer; sigmoid outputs within a few float32 ulps of
+      1 under binary cross-entropy on probabilities (in float32 the loss is a staircase there,
+      steps far wider than a finite difference);
     * float32 (params, data and arithmetic all float32): every numpy case, and the torch conv net
       (Conv2d, BatchNorm2d in train mode, ReLU, Flatten, Linear) at torch's default init, 8 seeds;
     * layer norm, self-attention (plain and causal), an LSTM over 4 steps, 2x2 max pooling with

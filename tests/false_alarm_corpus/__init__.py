@@ -12,7 +12,7 @@ pick the complex step for it; :func:`float_loss` gives the same code returning `
 training loops do, which is not complex-safe: the checker must then difference the code in its own
 float64/float32 arithmetic, where the offsets, cancellations and float32 rounding bite.
 
-Modules (one per family): :mod:`.softmax`, :mod:`.normalization`, :mod:`.attention`,
+Modules (one per family): :mod:`.softmax`, :mod:`.sigmoid`, :mod:`.normalization`, :mod:`.attention`,
 :mod:`.recurrent`, :mod:`.pooling`, :mod:`.mlp` (numpy) and :mod:`.torch_models` (PyTorch via
 the adapter; torch is imported only when a torch case is built).
 """
@@ -22,7 +22,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.false_alarm_corpus import attention, mlp, normalization, pooling, recurrent, softmax, torch_models
+from tests.false_alarm_corpus import (
+    attention,
+    mlp,
+    normalization,
+    pooling,
+    recurrent,
+    sigmoid,
+    softmax,
+    torch_models,
+)
 from tests.false_alarm_corpus._common import DTYPES
 
 
@@ -46,6 +55,7 @@ CASES: dict[str, Case] = {c.name: c for c in [
     Case("softmax_sum", "softmax", softmax.make_softmax_sum, bugs=softmax.SOFTMAX_SUM_BUGS),
     Case("softmax_xent_confident", "softmax", softmax.make_softmax_xent_confident, seeds=ILL_SEEDS,
          bugs=softmax.XENT_BUGS),
+    Case("bce_confident", "sigmoid", sigmoid.make_bce_confident, seeds=ILL_SEEDS, bugs=sigmoid.BCE_BUGS),
     Case("layernorm_sum", "normalization", normalization.make_layernorm_sum,
          bugs=normalization.LAYERNORM_SUM_BUGS),
     Case("layernorm_dense", "normalization", normalization.make_layernorm_dense,
