@@ -544,10 +544,10 @@ class Judge:
                        f"{self.noise:.2e}): the {labels.dtype} loss is too coarse at these elements (e.g. the log "
                        "of a probability within a few ulps of 1)")
         if self.claimed_noise:
-            wider = (f", and with float64 parameters (1 call), which showed more rounding at {self.rounding_widened} "
-                     "element(s)" if self.rounding_widened else "")
+            more = (f", and with float64 parameters (1 call), which showed more rounding at {self.rounding_widened} "
+                    "element(s)" if self.rounding_widened else "")
             tally.note("your gradient's own rounding was measured (some element failed the first "
-                       f"comparison): {self.probe_calls} calls of fn a few ulps from params{wider}")
+                       f"comparison): {self.probe_calls} calls of fn a few ulps from params{more}")
         r = assemble(self.tensors, self.failures, self.kinks, labels=replace(labels, scheme=self.used),
                      rtol=self.rtol, tally=tally, noise=self.noise, loss=self.loss,
                      scale=max(self.global_scale, self.term_scale))
