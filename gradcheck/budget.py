@@ -224,8 +224,8 @@ class SampledJudge(Judge):
         super().measured(numerical.ClaimedRounding(cut(rounding.sd), cut(rounding.jump), rounding.calls,
                                                    [cut(line) for line in rounding.limits], rounding.grad_at))
 
-    def code_kink_along(self, k: str, flat_i: int, value: float, tol_abs: float) -> bool:
-        return super().code_kink_along(k, int(self.index[k][flat_i]), value, tol_abs)
+    def code_kink_along(self, k: str, flat_i: int, value: float, tol_abs: float, *, wide: bool = False) -> bool:
+        return super().code_kink_along(k, int(self.index[k][flat_i]), value, tol_abs, wide=wide)
 
     def second_look(self, k: str, p: Array, flat_i: int) -> numerical.Refinement:
         return super().second_look(k, self.full[k], int(self.index[k][flat_i]))

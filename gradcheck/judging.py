@@ -300,7 +300,7 @@ class Judge:
                     # agrees from no side, so noise that looks like a jump excuses no bug.
                     kink[i] = jumped[i] = True
                 elif (self.detect_kinks and ref.status == "smooth" and abs(float(c[i]) - float(d[i])) > allowed
-                        and self.code_kink_along(k, int(flat_i), float(d[i]), allowed)):
+                        and self.code_kink_along(k, int(flat_i), float(d[i]), allowed, wide=bool(widened[i]))):
                     kink[i] = jumped[i] = True
             cmp = judge()
         left_out = kink | unsettled
@@ -354,7 +354,7 @@ class Judge:
         self.kinks += [element(tuple(ix), "jump" if jumped[tuple(ix)] else "kink" if kink[tuple(ix)] else "unsettled")
                        for ix in np.argwhere(left_out)[:MAX_LISTED]]
 
-    def code_kink_along(self, k: str, flat_i: int, value: float, tol_abs: float) -> bool:
+    def code_kink_along(self, k: str, flat_i: int, value: float, tol_abs: float, *, wide: bool = False) -> bool:
         """fn's gradient just beside x on either side along element ``flat_i`` (moved by the rounding
         probe's step, ``claimed_probe_ulps`` ulps of max(|x|, rms of its tensor)): when the mean of
         the two sides matches ``value``, the loss's difference quotient, within ``tol_abs`` while
@@ -362,11 +362,16 @@ class Judge:
         where pre-activations sit exactly at a kink (zero inputs with zero biases put a unit of
         every layer there, and chained kinks give even a differentiable loss a convention value
         that is neither side's). Left out like a kink. A wrong gradient is wrong beside x as well,
-        so it is never excused; 2 calls of fn, only once its rounding was measured."""
-        if self.grad_at is None or self.coordinate_probes >= MAX_COORDINATE_PROBES:
+        so it is never excused; 2 calls of fn, only once its rounding was measured. ``wide``: the
+        element was judged on fn's float64 evaluation (:meth:`wider_look`), so is this probe, at
+        float64's ulps (a float32 step of 1024 ulps biases the sides' mean by more than a float64
+        estimate's tolerance where the curvature jumps at the kink, as selu's does)."""
+        wider = self.wider() if wide else None
+        if self.grad_at is None or self.coordinate_probes >= MAX_COORDINATE_PROBES or (wide and wider is None):
             return False
         self.coordinate_probes += 1
-        base = self.work[k]
+        work = wider[0] if wider is not None else self.work
+        base = work[k]
         x = base.reshape(-1)[flat_i]
         with np.errstate(all="ignore"):
             rms = float(np.sqrt(np.mean(np.square(base, dtype=np.float64)))) if base.size else 0.0
@@ -374,7 +379,7 @@ class Judge:
         delta = MODEL.claimed_probe_ulps * float(np.spacing(base.dtype.type(ref)))
         sides = []
         for sign in (1.0, -1.0):
-            point = {name: v.copy() for name, v in self.work.items()}
+            point = {name: v.copy() for name, v in work.items()}
             moved = base.dtype.type(float(x) + sign * delta)
             if moved == x or not np.isfinite(moved):
                 return False

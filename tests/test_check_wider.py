@@ -169,3 +169,24 @@ def test_float64_checks_make_no_float64_second_calls(monkeypatch):
     calls = gradcheck.check(*args).calls
     monkeypatch.setattr(judging.Judge, "wider", lambda self: None)
     assert gradcheck.check(*args).calls == calls
+
+
+def test_a_chained_kink_judged_in_float64_is_probed_beside_x_in_float64():
+    """``gradcheck sweep --seed 22`` (selu x half_sse, realistic, float32): zero inputs with zero
+    biases put every unit on selu's kink; along b1[6] the loss is differentiable there while
+    backprop's convention is not its derivative, which fn's gradient just beside x shows. Judged on
+    the float64 loss (error ~1e-7), that probe must be made in float64 too: at float32's 1024 ulps
+    (1.2e-4) the jump of selu's curvature biased the two sides' mean by ~1e-4, a false alarm."""
+    from gradcheck.spec import Layer, NetworkSpec
+    from gradcheck_reference.network import Network
+    spec = NetworkSpec(input_dim=2, layers=(Layer(16, "selu"), Layer(1, "selu")), loss="half_sse", batch=9,
+                       dtype="float32", init="normal", seed=785)
+    net = Network(spec)
+    params = {k: (v if k.startswith("W") else np.zeros_like(v)) for k, v in net.init_params().items()}
+    X = np.array([[0, 0.38124245], [0, 0.12696244], [0, 0], [0, 1.9840267], [0, 0], [0, 0],
+                  [1.3137009, 1.2942274], [0.09316052, 0], [1.8558135, 0]], np.float32)
+    y = np.array([[0.61208928], [0.04449686], [-1.1], [-1.7490946], [-1.5665359], [0.99998999],
+                  [-0.65528727], [0.24493465], [-2.220446e-16]], np.float32)
+    result = gradcheck.check(net, params, X, y, loss_fn=net.loss)
+    assert result.passed, str(result)
+    assert any(WIDER_NOTE in n for n in result.notes), result.notes
