@@ -233,8 +233,13 @@ class _Sub:
 
 
 def _inner_check(*args: Any, **kwargs: Any) -> Result:
-    """:func:`gradcheck.check` without telling its observers (only the operator check's result is told)."""
-    return checker.check.__wrapped__(*args, **kwargs)  # type: ignore[attr-defined]
+    """:func:`gradcheck.check` without telling its observers (only the operator check's result is told).
+    Without the float64 second opinion of narrow checks (:meth:`gradcheck.judging.Judge.wider`): its
+    re-estimates change which operator diagnosis the per-row checks point to, not yet reviewed."""
+    from gradcheck import judging  # noqa: PLC0415 - checker imports it already; named for the switch
+
+    with judging.no_wider():
+        return checker.check.__wrapped__(*args, **kwargs)  # type: ignore[attr-defined]
 
 
 # -- check_vjp -------------------------------------------------------------------------------------
