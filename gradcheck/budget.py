@@ -482,26 +482,12 @@ def _limit_second_looks(judge: SampledJudge, sub: Mapping[str, Array], allowance
     n_failing = sum(v.size for v in failing.values())
     if not n_failing:
         return 0
-    # a quarter of what is left for the rest (the worst element's step curve; the diagnosis)
-    fn_call = per_call if fn_call is None else fn_call
-    looks = math.inf
-    if allowance.max_calls is not None:  # calls are calls, whichever function makes them
-        left = 0.75 * (allowance.max_calls - tally.calls) - STEP_CURVE_CALLS
-        looks = left / (SECOND_LOOK_CALLS + COORDINATE_PROBE_CALLS)
-    if allowance.budget is not None:
-        left_s = 0.75 * allowance.seconds_left() - STEP_CURVE_CALLS * per_call
-        looks = min(looks, left_s / (SECOND_LOOK_CALLS * per_call + COORDINATE_PROBE_CALLS * fn_call))
-    room = max(sum(1 for v in failing.values() if v.size), int(max(0.0, looks)))
-    if n_failing <= room:
+    room = int(affordable_looks(allowance, tally.calls, per_call, per_call if fn_call is None else fn_call))
+    if n_failing <= max(room, sum(1 for v in failing.values() if v.size)):
         return 0
     ranked = {k: v[np.argsort(-margins[k][v], kind="stable")] for k, v in failing.items() if v.size}
-    kept: dict[str, list[int]] = {k: [] for k in ranked}
-    depth = 0
-    while sum(map(len, kept.values())) < room:
-        for k, v in ranked.items():
-            if depth < v.size and sum(map(len, kept.values())) < room:
-                kept[k].append(int(v[depth]))
-        depth += 1
+    quota = share_looks({k: int(v.size) for k, v in ranked.items()}, room)
+    kept = {k: [int(i) for i in v[: quota[k]]] for k, v in ranked.items()}
     dropped = 0
     for k, v in ranked.items():
         keep = np.ones(sub[k].size, bool)
@@ -625,14 +611,61 @@ def _merge_directions(result: Result, fast: Result, led: Element | None,
     result.notes.extend(n for n in fast.notes if n.startswith("directional derivative"))
 
 
-def complete(params: Mapping[str, Array], cost: FullCost, allowance: Allowance) -> dict[str, Any]:
-    """The coverage of a full check run under a budget (it fit)."""
+def complete(params: Mapping[str, Array], cost: FullCost, allowance: Allowance,
+             result: Result | None = None) -> dict[str, Any]:
+    """The coverage of a full check run under a budget (it fit): every element, less those that
+    failed but got no second look within the budget (:func:`plan_looks`; then not complete)."""
     total = sum(int(v.size) for v in params.values())
-    return {"complete": True, "checked": total, "total": total, "tensors": len(params),
-            "per_tensor": {k: [int(v.size), int(v.size)] for k, v in params.items()}, "directions": 0,
+    left = {k: 0 for k in params}
+    if result is not None:
+        for k, t in result.tensors.items():
+            if t.kink is not None and k in left:   # left out: kinks, unsettled and not re-examined
+                left[k] = int(np.count_nonzero(t.kink)) - t.n_kinks - t.n_unsettled
+    dropped = sum(left.values())
+    if dropped and result is not None:
+        result.notes.append(f"{dropped} element(s) failed the first comparison but could not be re-examined "
+                            "on the step ladder within the budget: left out of the verdict")
+    return {"complete": not dropped, "checked": total - dropped, "total": total, "tensors": len(params),
+            "per_tensor": {k: [int(v.size) - left[k], int(v.size)] for k, v in params.items()}, "directions": 0,
             "budget": allowance.budget, "max_calls": allowance.max_calls, "planned": total,
-            "not_reexamined": 0, "cut": False, "overrun": False, "full_calls": cost.calls,
+            "not_reexamined": dropped, "cut": False, "overrun": False, "full_calls": cost.calls,
             "full_seconds": cost.seconds, "direction_tolerance": None}
+
+
+def affordable_looks(allowance: Allowance, calls: int, per_call: float, fn_call: float) -> float:
+    """Second looks the rest of the allowance pays for: each :data:`SECOND_LOOK_CALLS` loss calls
+    (``per_call`` seconds) and :data:`COORDINATE_PROBE_CALLS` calls of fn (``fn_call``), after a
+    quarter kept for the rest (a failure's step-size curve, the diagnosis)."""
+    looks = math.inf
+    if allowance.max_calls is not None:  # calls are calls, whichever function makes them
+        looks = (0.75 * (allowance.max_calls - calls) - STEP_CURVE_CALLS) / (SECOND_LOOK_CALLS + COORDINATE_PROBE_CALLS)
+    if allowance.budget is not None:
+        left_s = 0.75 * allowance.seconds_left() - STEP_CURVE_CALLS * per_call
+        looks = min(looks, left_s / (SECOND_LOOK_CALLS * per_call + COORDINATE_PROBE_CALLS * fn_call))
+    return max(0.0, looks)
+
+
+def share_looks(failing: Mapping[str, int], room: int) -> dict[str, int]:
+    """``room`` second looks shared over the tensors' ``failing`` counts round-robin (equal shares,
+    none more than it has; every failing tensor at least one)."""
+    room = max(room, sum(1 for n in failing.values() if n))
+    quota = dict.fromkeys(failing, 0)
+    while sum(quota.values()) < room and any(quota[k] < n for k, n in failing.items()):
+        for k, n in failing.items():
+            if quota[k] < n and sum(quota.values()) < room:
+                quota[k] += 1
+    return quota
+
+
+def plan_looks(judge: Judge, allowance: Allowance, tally: Tally, per_call: float, fn_call: float) -> None:
+    """The full check under a budget, once its first looks failed somewhere: cap each tensor's second
+    looks at its share of what the budget still pays for (:func:`affordable_looks`,
+    :func:`share_looks`), fn's calls priced at what the validation calls took (a tensor not in
+    the first looks' record keeps every look)."""
+    failing = {k: int(np.count_nonzero(~cmp.passed)) for k, (_, cmp) in judge._first.items()}
+    room = affordable_looks(allowance, tally.calls, per_call, max(fn_call, per_call))
+    if sum(failing.values()) > room:
+        judge.refine_quota = share_looks(failing, int(room))
 
 
 def finish(result: Result, allowance: Allowance) -> None:

@@ -179,9 +179,11 @@ def check(fn: Fn, params: Mapping[str, Array], X: Any, y: Any, *, scheme: str = 
 
 
 def _full(fn: Fn, loss_of: Callable[[dict], Any], frozen: Frozen, claimed: dict[str, Array], loss: float,
-          options: Options, labels: Labels, tally: Tally, per_call: float) -> Result:
+          options: Options, labels: Labels, tally: Tally, per_call: float,
+          plan: Callable[[Judge], None] | None = None) -> Result:
     """Every element: estimate, judge (measuring the claimed gradient's rounding only if something
-    fails as it stands), cross-check with the symbolic oracle, explain a failure."""
+    fails as it stands), cross-check with the symbolic oracle, explain a failure. ``plan(judge)``,
+    when something failed, may cap the second looks (a budget)."""
     work = contract.snapshot(frozen.params)
     watcher = _Watcher(options, labels, frozen, per_call)
     scheme = labels.scheme if options.oracle == "numerical" else _structured_scheme(options)
@@ -196,6 +198,8 @@ def _full(fn: Fn, loss_of: Callable[[dict], Any], frozen: Frozen, claimed: dict[
         rounding = _claimed_rounding(fn, frozen, claimed, tally, options.seed)
         if rounding is not None:
             judge.measured(judge.wider_rounding(rounding, claimed))
+        if plan is not None:
+            plan(judge)
     judge.tensors_all(frozen.params, claimed)
     result = judge.result(labels)
     if options.runs_symbolic:
@@ -218,8 +222,9 @@ def _budgeted(fn: Fn, loss_of: Callable[[dict], Any], frozen: Frozen, claimed: d
     if not cost.fits:
         return budget.sampled(fn, loss_of, frozen, claimed, loss, options, labels, tally, per_call, cost,
                               allowance, claimed_rounding=_claimed_rounding, fn_call=fn_call)
-    result = _full(fn, loss_of, frozen, claimed, loss, options, labels, tally, per_call)
-    result.coverage = budget.complete(frozen.params, cost, allowance)
+    result = _full(fn, loss_of, frozen, claimed, loss, options, labels, tally, per_call,
+                   plan=lambda judge: budget.plan_looks(judge, allowance, tally, per_call, fn_call))
+    result.coverage = budget.complete(frozen.params, cost, allowance, result)
     budget.finish(result, allowance)
     return result
 

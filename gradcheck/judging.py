@@ -122,6 +122,10 @@ class Judge:
         self.closest: Element | None = None
         self.refined_total = 0
         self.complex_distrusted = 0
+        #: under a budget (:func:`gradcheck.budget.plan_looks`): per tensor, how many failing elements
+        #: get a second look, largest margins first; the others are left out of the verdict, counted
+        self.refine_quota: dict[str, int] | None = None
+        self.not_reexamined = 0
         #: the first look's comparison per tensor, reused by :meth:`tensor` when nothing changed
         #: in between (no claimed rounding measured): one comparison pass instead of two
         self._first: dict[str, Any] = {}
@@ -257,6 +261,15 @@ class Judge:
         first = self._first.pop(k, None)
         cmp = first[1] if first is not None and first[0] is c and cn is None else judge()
         bad = np.flatnonzero(~cmp.passed.reshape(-1))
+        skipped = np.zeros(p.shape, bool)  # failing, but no second look within the budget
+        if bad.size and self.refine_quota is not None and bad.size > self.refine_quota.get(k, bad.size):
+            assert cmp.margin is not None
+            margins = np.nan_to_num(cmp.margin.reshape(-1)[bad], nan=np.inf)
+            ranked = bad[np.argsort(-margins, kind="stable")]
+            quota = self.refine_quota[k]
+            skipped.reshape(-1)[ranked[quota:]] = True
+            self.not_reexamined += int(ranked.size - quota)
+            bad = np.sort(ranked[:quota])
         if bad.size:
             todo = bad[: max(0, MAX_REFINE - self.refined_total)]
             if todo.size < bad.size:
@@ -318,7 +331,7 @@ class Judge:
                         and self.code_kink_along(k, int(flat_i), float(d[i]), allowed, wide=bool(widened[i]))):
                     kink[i] = jumped[i] = True
             cmp = judge()
-        left_out = kink | unsettled
+        left_out = kink | unsettled | skipped
         judged = ~left_out
         failed = judged & ~cmp.passed
         # the headline: resolved elements (relative tolerance at most eps_c^(1/3))

@@ -366,6 +366,29 @@ def test_second_looks_are_planned_at_the_cost_of_fn_not_of_the_loss():
     assert r.seconds < 1.25 * 2.0, r.seconds
 
 
+def test_a_full_check_that_fit_caps_its_second_looks():
+    """The full check fits the budget (1,363 complex-step calls of a 1 ms loss_fn), then every
+    element of a wrong W1 fails its first look: 1,200 second looks of ~30 ms each (loss calls and
+    fn's gradient beside x) took 15.7 s under a 5 s budget. Now each tensor gets its share of the
+    looks the budget pays for, largest margins first; the rest are left out and counted, and the
+    coverage is no longer complete. 1.25x only catches a gross overrun (see above)."""
+    def loss_fn(p, X_, y_):
+        time.sleep(0.001)
+        return fn(p, X_, y_)[0]
+
+    def wrong(p, X_, y_):
+        time.sleep(0.01)
+        loss, g = fn(p, X_, y_)
+        return loss, {**g, "W1": g["W1"] * (1 + 1e-4)}
+    r = gradcheck.check(wrong, PARAMS, X, Y, loss_fn=loss_fn, budget=5.0, quiet=True)
+    cov = r.coverage or {}
+    assert not r.passed and r.worst_param == "W1", str(r)
+    assert not cov["complete"] and cov["not_reexamined"] > 0 and cov["directions"] == 0
+    assert cov["checked"] + cov["not_reexamined"] == cov["total"] == 1363
+    assert any("could not be re-examined" in n for n in r.notes)
+    assert r.seconds < 1.25 * 5.0, r.seconds
+
+
 def test_overrun_is_never_silent():
     r = gradcheck.check(fn, PARAMS, X, Y, max_calls=5)   # less than the validation and noise probe need
     assert r.passed and (r.coverage or {})["overrun"]
