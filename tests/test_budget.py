@@ -345,20 +345,26 @@ def test_a_time_budget_is_kept_and_a_slow_sample_is_cut():
     assert r.seconds < 1.0 + 0.5     # the reserve is for a failure's second looks; an idle one is kept
 
 
+def _slow_wrong_w1(fn_seconds: float):
+    """fn with W1's gradient scaled by 1 + 1e-4, taking ``fn_seconds`` a call, and its loss_fn (1 ms)."""
+    def loss_fn(p, X_, y_):
+        time.sleep(0.001)
+        return fn(p, X_, y_)[0]
+
+    def wrong(p, X_, y_):
+        time.sleep(fn_seconds)
+        loss, g = fn(p, X_, y_)
+        return loss, {**g, "W1": g["W1"] * (1 + 1e-4)}
+    return wrong, loss_fn
+
+
 def test_second_looks_are_planned_at_the_cost_of_fn_not_of_the_loss():
     """A wrong tensor fails every sampled element of it; each second look then costs loss calls
     and two calls of fn (with its backward) beside x. With fn 30x dearer than loss_fn, planning the
     looks at the loss's price took 2.7 s under a 2 s budget; planned at both prices, 1.9 s (the rest
     left out and counted). The time budget adapts to the pace it measures, so a loaded machine
     slows what it plans, not the overrun; 1.25x is the margin."""
-    def loss_fn(p, X_, y_):
-        time.sleep(0.001)
-        return fn(p, X_, y_)[0]
-
-    def wrong(p, X_, y_):
-        time.sleep(0.03)
-        loss, g = fn(p, X_, y_)
-        return loss, {**g, "W1": g["W1"] * (1 + 1e-4)}
+    wrong, loss_fn = _slow_wrong_w1(fn_seconds=0.03)
     r = gradcheck.check(wrong, PARAMS, X, Y, loss_fn=loss_fn, budget=2.0, quiet=True)
     cov = r.coverage or {}
     assert not r.passed and r.worst_param == "W1" and not cov["complete"]
@@ -372,14 +378,7 @@ def test_a_full_check_that_fit_caps_its_second_looks():
     fn's gradient beside x) took 15.7 s under a 5 s budget. Now each tensor gets its share of the
     looks the budget pays for, largest margins first; the rest are left out and counted, and the
     coverage is no longer complete. 1.25x only catches a gross overrun (see above)."""
-    def loss_fn(p, X_, y_):
-        time.sleep(0.001)
-        return fn(p, X_, y_)[0]
-
-    def wrong(p, X_, y_):
-        time.sleep(0.01)
-        loss, g = fn(p, X_, y_)
-        return loss, {**g, "W1": g["W1"] * (1 + 1e-4)}
+    wrong, loss_fn = _slow_wrong_w1(fn_seconds=0.01)
     r = gradcheck.check(wrong, PARAMS, X, Y, loss_fn=loss_fn, budget=5.0, quiet=True)
     cov = r.coverage or {}
     assert not r.passed and r.worst_param == "W1", str(r)
