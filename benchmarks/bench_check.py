@@ -146,6 +146,18 @@ def our_tools(model: MLP, p, X, y) -> dict[str, Callable[[], Any]]:
             "ours fast": verdict(mode="fast", loss_fn=model.loss)}
 
 
+def interleaved(tools: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Seconds of every run of every tool: each repeat runs each tool once, in turn (so a slow
+    spell of a shared machine hits them all alike); callers take medians."""
+    seconds: dict[str, list[float]] = {k: [] for k in tools}
+    for _ in range(repeats):
+        for name, run in tools.items():
+            t = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - t)
+    return seconds
+
+
 def loss_call_seconds(model: MLP, p, X, y, calls: int = 30) -> float:
     """Median seconds of one loss call (the unit of the 2P loop)."""
     seconds = []
@@ -182,12 +194,7 @@ def timings(P: int, repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
         tools = {k: v for k, v in tools.items() if k in MEASURED_LARGE}
     for run in tools.values():  # warm up: imports, JIT caches, first-call allocations
         run()
-    seconds: dict[str, list[float]] = {k: [] for k in tools}
-    for _ in range(repeats):
-        for name, run in tools.items():
-            t = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - t)
+    seconds = interleaved(tools, repeats)
     facts: dict[str, Any] = {"loss call": loss_call_seconds(model, p, X, y)}
     if not large:
         r = gradcheck.check(model, p, X, y, scheme="central", loss_fn=model.loss, symbolic=False, quiet=True)

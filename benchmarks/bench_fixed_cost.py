@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from bench_check import HIDDEN, two_p_loop
+from bench_check import HIDDEN, interleaved, two_p_loop
 from sensitivity import MLP
 
 
@@ -79,13 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                     dicts.append(d)
                 tools["2P loop"]()
                 repeats = max(5, args.repeats * 99 // P)
-                seconds: dict[str, list[float]] = {k: [] for k in tools}
-                for _ in range(repeats):
-                    for name, run in tools.items():
-                        t = time.perf_counter()
-                        run()
-                        seconds[name].append(time.perf_counter() - t)
-                m = {k: float(np.median(v)) for k, v in seconds.items()}
+                m = {k: float(np.median(v)) for k, v in interleaved(tools, repeats).items()}
                 print(f"P = {P}: 2P loop {m['2P loop'] * 1e3:.2f} ms; old {m['old'] / m['2P loop']:.3f}x, "
                       f"new {m['new'] / m['2P loop']:.3f}x of it (new / old {m['new'] / m['old']:.3f}); "
                       f"{repeats} repeats; same results: {dicts[0] == dicts[1]}", flush=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -36,7 +35,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench_check import HIDDEN, blas, two_p_loop
+from bench_check import HIDDEN, blas, interleaved, two_p_loop
 from sensitivity import MLP
 
 import gradcheck
@@ -108,13 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             for run in rows.values():
                 run()
             repeats = max(5, args.repeats * 99 // P)
-            seconds: dict[str, list[float]] = {k: [] for k in rows}
-            for _ in range(repeats):
-                for name, run in rows.items():
-                    t = time.perf_counter()
-                    run()
-                    seconds[name].append(time.perf_counter() - t)
-            m = {k: float(np.median(v)) for k, v in seconds.items()}
+            m = {k: float(np.median(v)) for k, v in interleaved(rows, repeats).items()}
             base = m["2P loop"]
             print(f"\nP = {P} ({repeats} repeats; 2P loop {base * 1e3:.3g} ms)")
             for name, s in m.items():

@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench_check import blas
+from bench_check import blas, interleaved
 
 import gradcheck
 from gradcheck.compare import SAFETY
@@ -85,12 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"network: {SPEC.label()}, P = {P}\n")
     runs = variants(net, params, X, y)
     results = {name: run() for name, run in runs.items()}      # warm up, and keep one result each
-    seconds: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            t = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - t)
+    seconds = interleaved(runs, repeats)
     median = {k: float(np.median(v)) for k, v in seconds.items()}
     tracemalloc.start()
     runs["structured"]()
