@@ -35,7 +35,6 @@ import contextlib
 import importlib.util
 import io
 import math
-import multiprocessing
 import os
 import sys
 import threading
@@ -464,7 +463,6 @@ def _child(conn: Any, path: str, exercise: str | None) -> None:
         conn.close()
 
 
-_CONTEXT: Any = None
 _START = threading.Lock()
 
 
@@ -485,14 +483,9 @@ def _main_left_alone() -> Any:
 
 def _context() -> Any:
     """forkserver where available (fast children, no fork of a threaded parent), else spawn."""
-    global _CONTEXT
-    if _CONTEXT is None:
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            _CONTEXT = multiprocessing.get_context("forkserver")
-            _CONTEXT.set_forkserver_preload(["gradcheck.teach.grading", "gradcheck"])
-        else:
-            _CONTEXT = multiprocessing.get_context("spawn")
-    return _CONTEXT
+    from gradcheck.executors import fresh_process_context  # noqa: PLC0415 - light; grading only
+
+    return fresh_process_context()
 
 
 def grade_file(path: str, *, exercise: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Grade:
