@@ -612,19 +612,16 @@ def _merge_directions(result: Result, fast: Result, led: Element | None,
 
 
 def complete(params: Mapping[str, Array], cost: FullCost, allowance: Allowance,
-             result: Result | None = None) -> dict[str, Any]:
+             not_reexamined: Mapping[str, int] | None = None, notes: list[str] | None = None) -> dict[str, Any]:
     """The coverage of a full check run under a budget (it fit): every element, less those that
-    failed but got no second look within the budget (:func:`plan_looks`; then not complete)."""
+    failed but got no second look within the budget (``not_reexamined`` per tensor,
+    :func:`plan_looks`; then not complete, and ``notes`` says so)."""
     total = sum(int(v.size) for v in params.values())
-    left = {k: 0 for k in params}
-    if result is not None:
-        for k, t in result.tensors.items():
-            if t.kink is not None and k in left:   # left out: kinks, unsettled and not re-examined
-                left[k] = int(np.count_nonzero(t.kink)) - t.n_kinks - t.n_unsettled
+    left = {k: int((not_reexamined or {}).get(k, 0)) for k in params}
     dropped = sum(left.values())
-    if dropped and result is not None:
-        result.notes.append(f"{dropped} element(s) failed the first comparison but could not be re-examined "
-                            "on the step ladder within the budget: left out of the verdict")
+    if dropped and notes is not None:
+        notes.append(f"{dropped} element(s) failed the first comparison but could not be re-examined "
+                     "on the step ladder within the budget: left out of the verdict")
     return {"complete": not dropped, "checked": total - dropped, "total": total, "tensors": len(params),
             "per_tensor": {k: [int(v.size) - left[k], int(v.size)] for k, v in params.items()}, "directions": 0,
             "budget": allowance.budget, "max_calls": allowance.max_calls, "planned": total,
@@ -662,7 +659,7 @@ def plan_looks(judge: Judge, allowance: Allowance, tally: Tally, per_call: float
     looks at its share of what the budget still pays for (:func:`affordable_looks`,
     :func:`share_looks`), fn's calls priced at what the validation calls took (a tensor not in
     the first looks' record keeps every look)."""
-    failing = {k: int(np.count_nonzero(~cmp.passed)) for k, (_, cmp) in judge._first.items()}
+    failing = judge.first_failing()
     room = affordable_looks(allowance, tally.calls, per_call, max(fn_call, per_call))
     if sum(failing.values()) > room:
         judge.refine_quota = share_looks(failing, int(room))

@@ -222,9 +222,14 @@ def _budgeted(fn: Fn, loss_of: Callable[[dict], Any], frozen: Frozen, claimed: d
     if not cost.fits:
         return budget.sampled(fn, loss_of, frozen, claimed, loss, options, labels, tally, per_call, cost,
                               allowance, claimed_rounding=_claimed_rounding, fn_call=fn_call)
-    result = _full(fn, loss_of, frozen, claimed, loss, options, labels, tally, per_call,
-                   plan=lambda judge: budget.plan_looks(judge, allowance, tally, per_call, fn_call))
-    result.coverage = budget.complete(frozen.params, cost, allowance, result)
+    judges: list[Judge] = []   # the judge that planned its looks, to read what it left out
+
+    def plan(judge: Judge) -> None:
+        judges.append(judge)
+        budget.plan_looks(judge, allowance, tally, per_call, fn_call)
+    result = _full(fn, loss_of, frozen, claimed, loss, options, labels, tally, per_call, plan=plan)
+    result.coverage = budget.complete(frozen.params, cost, allowance,
+                                      judges[0].not_reexamined if judges else None, result.notes)
     budget.finish(result, allowance)
     return result
 

@@ -125,7 +125,7 @@ class Judge:
         #: under a budget (:func:`gradcheck.budget.plan_looks`): per tensor, how many failing elements
         #: get a second look, largest margins first; the others are left out of the verdict, counted
         self.refine_quota: dict[str, int] | None = None
-        self.not_reexamined = 0
+        self.not_reexamined: dict[str, int] = {}
         #: the first look's comparison per tensor, reused by :meth:`tensor` when nothing changed
         #: in between (no claimed rounding measured): one comparison pass instead of two
         self._first: dict[str, Any] = {}
@@ -170,6 +170,10 @@ class Judge:
                 cmp.rel.reshape(shape), cmp.tol.reshape(shape), cmp.passed.reshape(shape), cmp.floor,
                 _shaped(cmp.margin, shape), _shaped(cmp.resolved, shape), _shaped(cmp.tol_abs, shape)))
         return False
+
+    def first_failing(self) -> dict[str, int]:
+        """Per tensor, how many elements failed the first look (after :meth:`first_looks` failed)."""
+        return {k: int(np.count_nonzero(~cmp.passed)) for k, (_, cmp) in self._first.items()}
 
     def tensors_all(self, params: Mapping[str, Array], claimed: Mapping[str, Array]) -> None:
         """:meth:`tensor` of every tensor; when :meth:`first_looks` saw every element pass (nothing
@@ -268,7 +272,7 @@ class Judge:
             ranked = bad[np.argsort(-margins, kind="stable")]
             quota = self.refine_quota[k]
             skipped.reshape(-1)[ranked[quota:]] = True
-            self.not_reexamined += int(ranked.size - quota)
+            self.not_reexamined[k] = int(ranked.size - quota)
             bad = np.sort(ranked[:quota])
         if bad.size:
             todo = bad[: max(0, MAX_REFINE - self.refined_total)]
@@ -283,12 +287,10 @@ class Judge:
                 self.refined_total += 1
                 if ref.status != "smooth" and p.dtype.itemsize < 8:
                     # a narrow loss too coarse to settle on: fn's float64 evaluation may settle (a
-                    # real kink is a kink there too, so it does not; see wider_look below)
-                    wide = self.wider_look(k, p, int(flat_i))
-                    if wide is not None and wide.status == "smooth":
-                        ref = wide
-                        widened[i] = True
-                        self.widened += 1
+                    # real kink is a kink there too, so it does not)
+                    wide = self._settled_wider(k, p, int(flat_i))
+                    if wide is not None:
+                        ref, widened[i] = wide, True
                 if widened[i]:
                     d[i], e[i], h[i] = ref.value, ref.error, ref.step
                 elif ref.status == "unsettled" and self.used == "complex":
@@ -314,11 +316,9 @@ class Judge:
                     # computes with float64 parameters, that loss is the same function without
                     # float32's coarseness (a log of a probability a few ulps from 1 is a
                     # staircase in float32); a wrong gradient is wrong against it as well
-                    wide = self.wider_look(k, p, int(flat_i))
-                    if wide is not None and wide.status == "smooth":
-                        d[i], e[i], h[i] = wide.value, wide.error, wide.step
-                        widened[i] = True
-                        self.widened += 1
+                    wide = self._settled_wider(k, p, int(flat_i))
+                    if wide is not None:
+                        d[i], e[i], h[i], widened[i] = wide.value, wide.error, wide.step, True
                         allowed = float(cmp.tol_abs[i]) + SAFETY * (float(e[i]) - e_first)
                 if (self.detect_kinks and ref.status == "smooth" and jumps is not None and jumps[i]
                         and self._agrees_from_one_side(k, i, float(d[i]), allowed)):
@@ -491,6 +491,14 @@ class Judge:
             return rounding
         self.rounding_widened = sum(int(np.count_nonzero(sd[k] > s)) for k, s in rounding.sd.items())
         return replace(rounding, sd=sd, calls=rounding.calls + 1)
+
+    def _settled_wider(self, k: str, p: Array, flat_i: int) -> numerical.Refinement | None:
+        """:meth:`wider_look` where it settles (counted in :attr:`widened`), else None."""
+        wide = self.wider_look(k, p, flat_i)
+        if wide is None or wide.status != "smooth":
+            return None
+        self.widened += 1
+        return wide
 
     def wider_look(self, k: str, p: Array, flat_i: int) -> numerical.Refinement | None:
         """Element ``flat_i`` of ``k`` re-estimated on the ladder with the loss evaluated with float64
