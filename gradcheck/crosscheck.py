@@ -23,6 +23,8 @@ Array = np.ndarray
 #: the symbolic oracle's parameter limit (``gradcheck.symbolic.network.DEFAULT_MAX_PARAMS``; a test
 #: keeps the two equal): known from the spec, so a larger network is refused without SymPy
 SYMBOLIC_MAX_PARAMS = 2000
+#: digits of the symbolic oracle's ground-truth evaluation, asked for when its float64 one disagrees
+EXACT_DPS = 50
 
 
 def size_refusal(spec: Any) -> str | None:
@@ -60,7 +62,15 @@ def add_symbolic(result: Result, spec: Any, params: Mapping[str, Array], X: Any,
         moved[k].reshape(-1)[flat_i] += delta
         return float(np.asarray(sym.network_gradient(spec, moved, X, y)[k], dtype=np.float64).reshape(-1)[flat_i])
 
-    disagreement = oracle_disagreement(result, judge, params, symbolic_at)
+    exact_cache: dict[str, Array] = {}
+
+    def exact() -> dict[str, Array]:
+        """The same expressions at 50 digits (mpmath), computed once on first need."""
+        if not exact_cache:
+            exact_cache.update(sym.exact_gradient(spec, params, X, y, dps=EXACT_DPS))
+        return exact_cache
+
+    disagreement = oracle_disagreement(result, judge, params, symbolic_at, exact)
     a_vs_s, n_vs_s = 0.0, 0.0
     for k, t in tensors.items():
         exact_k = np.asarray(t.symbolic, dtype=np.float64)
@@ -99,8 +109,16 @@ def leave_out(result: Result, t: TensorReport, i: tuple, numerical_value: float,
                                 math.nan, error, step, note="kink"))
 
 
+def _bound(error: Array, symbolic: Array, scale: float) -> Array:
+    """What the cross-check allows between the oracles: the numerical estimate's bound (``safety x
+    E``) plus ``oracle_ulps`` of float64 for the symbolic evaluation's own rounding."""
+    with np.errstate(all="ignore"):
+        return MODEL.safety * error + MODEL.oracle_ulps * eps_of(np.float64) * (np.abs(symbolic) + scale)
+
+
 def oracle_disagreement(result: Result, judge: Judge | None, params: Mapping[str, Array],
-                         symbolic_at: Callable[[str, int, float], float] | None = None) -> Problem | None:
+                         symbolic_at: Callable[[str, int, float], float] | None = None,
+                         exact: Callable[[], Mapping[str, Array]] | None = None) -> Problem | None:
     """The oracles cross-check each other: numerical vs symbolic beyond the numerical estimate's
     bound (``safety x E``) plus ``oracle_ulps`` of float64 (the symbolic evaluation's own rounding),
     on every element with a derivative. An element beyond that first gets the second look (the
@@ -110,17 +128,23 @@ def oracle_disagreement(result: Result, judge: Judge | None, params: Mapping[str
     e.g. a chain of dead ReLUs), the symbolic gradient 64 ulps to either side tells: if
     those two differ, or both agree with the numerical estimate, x sits on a branch point of the
     expression and the element is left out as a kink. A wrong oracle inside a passing run
-    is the worst outcome, so what remains fails the check, naming the pair and the element."""
+    is the worst outcome, so what remains fails the check, naming the pair and the element.
+
+    Before failing, the symbolic side is evaluated again at 50 digits (``exact``, mpmath): its
+    float64 evaluation rounds every intermediate, and where terms of O(1) cancel to a tiny
+    gradient (a softmax of equal logits minus its target) that rounding is far above the few ulps
+    of the result the bound allows. The high-precision values replace the float64 ones for the
+    tensor (for every later comparison too); a disagreement with them stands."""
     worst: tuple[float, str, tuple, float, float, float] | None = None
     for k, t in result.tensors.items():
         if t.symbolic is None or t.numerical is None or t.error is None:
             continue
         s, d = t.symbolic, np.array(t.numerical, dtype=np.float64)  # a copy: refined values stay here
         left_out = np.asarray(t.kink, bool) if t.kink is not None else np.zeros(d.shape, bool)
-        e = np.asarray(t.error, dtype=np.float64)
+        e = np.array(t.error, dtype=np.float64)  # a copy: refined bounds stay here
         t.kink = left_out
+        bound = _bound(e, s, result.scale)
         with np.errstate(all="ignore"):
-            bound = MODEL.safety * e + MODEL.oracle_ulps * eps_of(np.float64) * (np.abs(s) + result.scale)
             excess = np.where(left_out, 0.0, np.abs(d - s) / bound)
         excess = np.where(np.isnan(excess), np.inf, excess)
         for flat_i in np.flatnonzero(excess.reshape(-1) > 1)[:MAX_REFINE]:
@@ -129,12 +153,12 @@ def oracle_disagreement(result: Result, judge: Judge | None, params: Mapping[str
                 continue
             ref = judge.second_look(k, params[k], int(flat_i))
             if ref.status != "smooth":
-                leave_out(result, t, i, float(d[i]), float(e[i]), ref.step)
+                leave_out(result, t, i, float(d[i]), float(t.error[i]), ref.step)
                 excess[i] = 0.0
                 continue
-            b_i = MODEL.safety * ref.error + MODEL.oracle_ulps * eps_of(np.float64) * (abs(s[i]) + result.scale)
+            b_i = float(_bound(np.float64(ref.error), s[i], result.scale))
             excess[i] = abs(ref.value - s[i]) / b_i if b_i > 0 else math.inf
-            d[i], bound[i] = ref.value, b_i
+            d[i], e[i], bound[i] = ref.value, ref.error, b_i
             if excess[i] > 1 and symbolic_at is not None:
                 try:
                     # a few ulps to either side: the branch is decided there, the smooth change is not seen
@@ -144,8 +168,23 @@ def oracle_disagreement(result: Result, judge: Judge | None, params: Mapping[str
                     continue
                 branch = abs(above - below) > b_i or (abs(above - ref.value) <= b_i and abs(below - ref.value) <= b_i)
                 if branch:
-                    leave_out(result, t, i, float(d[i]), float(e[i]), ref.step)
+                    leave_out(result, t, i, float(d[i]), float(t.error[i]), ref.step)
                     excess[i] = 0.0
+        if exact is not None and excess.size and float(excess.max()) > 1:
+            try:
+                s = np.asarray(exact()[k], dtype=np.float64).reshape(d.shape)
+            except Exception:  # no ground truth (mpmath failed or refused): keep the float64 verdict
+                pass
+            else:
+                beyond = int(np.count_nonzero(excess > 1))
+                t.symbolic = s
+                bound = _bound(e, s, result.scale)
+                with np.errstate(all="ignore"):
+                    redone = np.where(left_out, 0.0, np.abs(d - s) / bound)
+                excess = np.where(np.isnan(redone), np.inf, redone)
+                result.notes.append(f"the symbolic oracle's float64 evaluation of {k} was beyond the bound at "
+                                    f"{beyond} element(s) (its intermediates round): {k} re-evaluated with mpmath "
+                                    f"at {EXACT_DPS} digits, whose values are used")
         if excess.size and float(excess.max()) > 1:
             i = np.unravel_index(int(np.argmax(excess)), d.shape)
             if worst is None or excess[i] > worst[0]:

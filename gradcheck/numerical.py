@@ -220,7 +220,8 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
     the smooth part (~ f^(k) step^k) vanish, leaving rounding noise with
     ``var(Delta^k f) = C(2k, k) sigma^2``. The directions' estimates are pooled, unless one is 10x
     the other (its probe crossed a kink): then the smaller is kept. Returns ``(sigma, calls)``;
-    ``params`` is restored before returning. Never below half an ulp of ``f0``.
+    ``params`` is restored before returning. Never below half an ulp of ``f0``; when no probe
+    value differs from ``f0`` at all, half an ulp of ``max(|f0|, 1)`` (nothing was measured).
 
     A ``loss`` that knows its own structure may measure its noise itself: its method
     ``noise_level(params, f0, points=, directions=, seed=) -> (sigma, calls)`` is used instead
@@ -235,6 +236,7 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
     calls = 0
     sigmas = []
     failed = False
+    unmoved = True  # every probe value equal to f0, bit for bit
     # small tensors of float16/32/64 (their sums with a float64 step are computed in float64): one
     # concatenated vector, each point one multiply and one add, then copied into the tensors (the
     # same roundings as the per-tensor sums; a long double tensor keeps its own precision)
@@ -268,13 +270,19 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
             f = np.array(values)
             if not np.all(np.isfinite(f)):
                 continue
+            unmoved = unmoved and bool(np.all(f == f0))
             sigmas.append(float(table_noise(f)))
     finally:
         for k, v in params.items():
             np.copyto(v, base[k])
     # pooled over directions, unless one direction is 10x noisier than the other: then its probe
     # crossed a kink, and the quieter one is the function's rounding noise
-    if not sigmas:
+    if unmoved and len(sigmas) == directions:
+        # not one bit moved at any point: no rounding was measured, which is not "none exists" (O(1)
+        # terms cancelling to a loss of 0 whose changes all fall below an ulp of those terms): half
+        # an ulp of max(|f0|, 1), the terms of a black-box loss taken as O(1)
+        sigma = 0.5 * machine_eps(next(iter(params.values())).dtype) * max(abs(f0), 1.0)
+    elif not sigmas:
         sigma = floor
     elif max(sigmas) > 10 * min(sigmas):
         sigma = min(sigmas)

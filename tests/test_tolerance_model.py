@@ -12,7 +12,9 @@
 * exactly-zero gradients (``softmax(z).sum()``) pass with every scheme and dtype, and a small
   planted error in the same code still fails.
 * the oracles cross-check: a symbolic oracle made wrong by 1% in one element fails the check as an
-  ``oracle_disagreement`` naming that element.
+  ``oracle_disagreement`` naming that element; wrong in its float64 evaluation only, it is settled
+  by the 50-digit one; a loss whose O(1) terms cancel to an exact 0 that no probe moves gets a
+  rounding floor (half an ulp of 1), not none.
 """
 from __future__ import annotations
 
@@ -150,6 +152,15 @@ def test_an_exactly_zero_gradient_passes_and_a_small_error_fails(dtype, scheme):
 
 
 # -- the oracles cross-check each other ----------------------------------------------------------------
+def one_element_off(right):
+    """``right`` (a symbolic gradient function) with W1[0, 1] made 1% too large."""
+    def wrong(*args, **kwargs):
+        g = {k: v.copy() for k, v in right(*args, **kwargs).items()}
+        g["W1"][0, 1] *= 1.01
+        return g
+    return wrong
+
+
 def test_a_wrong_symbolic_oracle_fails_the_check_as_an_oracle_disagreement(monkeypatch):
     pytest.importorskip("sympy")
     from gradcheck import Layer, NetworkSpec, symbolic
@@ -161,18 +172,74 @@ def test_a_wrong_symbolic_oracle_fails_the_check_as_an_oracle_disagreement(monke
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((2, 2)), rng.standard_normal((2, 3))
     assert gradcheck.check(net, params, X, y, spec=spec).passed
-    right = symbolic.network_gradient
-
-    def wrong(*args, **kwargs):
-        g = {k: v.copy() for k, v in right(*args, **kwargs).items()}
-        g["W1"][0, 1] *= 1.01
-        return g
-    monkeypatch.setattr(symbolic, "network_gradient", wrong)
+    # a wrong derivation: both the float64 evaluation and the 50-digit one asked for on disagreement
+    for name in ("network_gradient", "exact_gradient"):
+        monkeypatch.setattr(symbolic, name, one_element_off(getattr(symbolic, name)))
     r = gradcheck.check(net, params, X, y, spec=spec)
     assert not r.passed and [p.kind for p in r.problems] == ["oracle_disagreement"], str(r)
     assert r.problems[0].param == "W1" and r.problems[0].index == [0, 1]
     assert str(r).startswith("gradcheck FAILED: the oracles disagree: numerical vs symbolic at W1[0, 1]")
     assert r.diagnosis is None  # fn is not blamed
+
+
+def test_a_float64_rounding_of_the_symbolic_oracle_is_settled_by_its_50_digit_evaluation(monkeypatch):
+    """Only the float64 evaluation wrong (as rounding makes it where O(1) terms cancel): the cross-check
+    asks for the mpmath evaluation before blaming anyone, uses it, and says so."""
+    pytest.importorskip("sympy")
+    from gradcheck import Layer, NetworkSpec, symbolic
+    from reference.network import Network
+
+    spec = NetworkSpec(input_dim=2, layers=(Layer(3, "tanh"),), loss="mse", batch=2)
+    net = Network(spec)
+    params = net.init_params()
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((2, 2)), rng.standard_normal((2, 3))
+    exact = symbolic.exact_gradient(spec, params, X, y)["W1"][0, 1]
+    monkeypatch.setattr(symbolic, "network_gradient", one_element_off(symbolic.network_gradient))
+    r = gradcheck.check(net, params, X, y, spec=spec)
+    assert r.passed and not r.problems, str(r)
+    assert r.tensors["W1"].symbolic[0, 1] == exact
+    assert any("re-evaluated with mpmath at 50 digits" in n and "W1" in n for n in r.notes), r.notes
+
+
+def kl_of_sigmoids_at_a_tiny_input():
+    """Found by the random ``thorough`` profile: 1 -> 5 sigmoid (no bias), KL to a uniform target,
+    one input equal to float32's smallest normal. Every sigmoid is 0.5 exactly, the loss's O(1)
+    terms cancel to exactly 0, and no move of W1 changes one bit of it: the true gradient is
+    ~1e-78, float64 SymPy gives -2e-55 (rounding of softmax - y), the code 0."""
+    from gradcheck import Layer, NetworkSpec
+    from reference.network import Network
+
+    spec = NetworkSpec(input_dim=1, layers=(Layer(5, "sigmoid", bias=False),), loss="kl_div", batch=1)
+    params = {"W1": np.array([[0.1257302210933933, -0.1321048632913019, 0.6404226504432821,
+                               0.10490011715303971, -0.535669373161111]])}
+    return spec, Network(spec), params, np.array([[1.1754943508222875e-38]]), np.full((1, 5), 0.2)
+
+
+def test_a_loss_no_probe_can_move_has_a_rounding_floor_not_none():
+    spec, net, params, X, y = kl_of_sigmoids_at_a_tiny_input()
+    loss = lambda p: net.loss(p, X, y)
+    f0 = float(loss(params))
+    assert f0 == 0.0
+    sigma, _ = numerical.noise_level(loss, {k: v.copy() for k, v in params.items()}, f0)
+    # half an ulp of max(|f0|, 1): before, the smallest normal float, which let an estimate of 0 claim
+    # a bound of 1e-69 against a symbolic -2e-55
+    assert sigma == 0.5 * np.finfo(np.float64).eps
+    constant = lambda p: 3.0
+    assert numerical.noise_level(constant, {"w": np.ones(4)}, 3.0)[0] == 0.5 * np.finfo(np.float64).eps * 3.0
+
+
+def test_the_oracles_agree_where_the_loss_cancels_to_zero_and_a_planted_error_fails():
+    pytest.importorskip("sympy")
+    spec, net, params, X, y = kl_of_sigmoids_at_a_tiny_input()
+    ok = gradcheck.check(net, params, X, y, spec=spec, scheme="central")
+    assert ok.passed and not ok.problems and ok.symbolic_status == "ok", str(ok)
+
+    def planted(p, X_, y_):  # a gradient of 1e-6 where the loss cannot move: claimed, not real
+        loss, g = net(p, X_, y_)
+        return loss, {"W1": g["W1"] + 1e-6}
+    bad = gradcheck.check(planted, params, X, y, spec=spec, scheme="central")
+    assert not bad.passed and bad.worst_param == "W1" and not bad.problems, str(bad)
 
 
 # -- a convention on a path through an exact kink, where the loss itself is smooth ----------------------
