@@ -107,6 +107,8 @@ class Judge:
         #: elements judged against it (:meth:`wider_look`), and elements whose claimed rounding it
         #: widened (:meth:`wider_rounding`)
         self.widened = self.rounding_widened = 0
+        #: of the widened elements, those that still failed against fn's float64 evaluation
+        self.widened_failing = 0
         est = self.est
         with np.errstate(all="ignore"):
             self.global_scale = max(float(np.abs(g).max()) for g in est.grad.values())
@@ -334,6 +336,7 @@ class Judge:
         left_out = kink | unsettled | skipped
         judged = ~left_out
         failed = judged & ~cmp.passed
+        self.widened_failing += int(np.count_nonzero(widened & failed))
         # the headline: resolved elements (relative tolerance at most eps_c^(1/3))
         # and every failing one; entries below resolution are judged on absolute agreement only
         headline = (judged & cmp.resolved) | failed
@@ -579,11 +582,16 @@ class Judge:
         if self.widened:
             wider = self.wider()
             assert wider is not None
+            failing = self.widened_failing
+            passing = self.widened - failing
+            said = (f": {passing} {'passes' if passing == 1 else 'pass'} there (the {labels.dtype} loss is too "
+                    "coarse there, e.g. the log of a probability within a few ulps of 1)" if passing else "")
+            said += (f"{'; ' if passing else ': '}{failing} still {'fails' if failing == 1 else 'fail'} there (no "
+                     f"{labels.dtype} coarseness explains {'it' if failing == 1 else 'them'})" if failing else "")
             tally.note(f"{self.widened} element(s) failed or did not settle against the loss computed in "
                        f"{labels.dtype} and were judged against the loss evaluated with float64 parameters (fn "
                        f"accepts them, and its rounding noise there, {wider[2]:.2e}, is far below "
-                       f"{self.noise:.2e}): the {labels.dtype} loss is too coarse at these elements (e.g. the log "
-                       "of a probability within a few ulps of 1)")
+                       f"{self.noise:.2e}){said}")
         if self.claimed_noise:
             more = (f", and with float64 parameters (1 call), which showed more rounding at {self.rounding_widened} "
                     "element(s)" if self.rounding_widened else "")

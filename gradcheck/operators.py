@@ -234,8 +234,11 @@ class _Sub:
 
 def _inner_check(*args: Any, **kwargs: Any) -> Result:
     """:func:`gradcheck.check` without telling its observers (only the operator check's result is told).
-    Without the float64 second opinion of narrow checks (:meth:`gradcheck.judging.Judge.wider`): its
-    re-estimates change which operator diagnosis the per-row checks point to, not yet reviewed."""
+    Without the float64 second opinion of narrow checks (:meth:`gradcheck.judging.Judge.wider`): with
+    it, the float32 RNN lesson whose backward drops the carried hidden gradient (``rnn-no-carry``)
+    is still caught, in every tensor, but its rows' float64 re-estimates make the diagnosis read
+    "overwrites accumulation" instead of "missing path"; the operator diagnoses are tuned on the
+    rows' own-dtype estimates, and are not re-tuned yet."""
     from gradcheck import judging  # noqa: PLC0415 - checker imports it already; named for the switch
 
     with judging.no_wider():
