@@ -8,13 +8,11 @@ estimates that never settle are left out of the verdict and listed. The outcome 
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -47,19 +45,6 @@ WIDER_QUIETER = 64
 WIDER_AGREE = 1e-2
 #: the claimed gradient's rounding taken as |claimed - fn's float64 gradient| allows this many times it
 WIDER_ROUNDING = 2.0
-
-
-_wider_allowed: contextvars.ContextVar[bool] = contextvars.ContextVar("gradcheck_wider", default=True)
-
-
-@contextlib.contextmanager
-def no_wider() -> Iterator[None]:
-    """Within this block, checks never consult fn's float64 evaluation (:meth:`Judge.wider`)."""
-    token = _wider_allowed.set(False)
-    try:
-        yield
-    finally:
-        _wider_allowed.reset(token)
 
 
 def _shaped(a: Array | None, shape: tuple) -> Array | None:
@@ -431,7 +416,7 @@ class Judge:
         element narrower than float64 fails or the claimed gradient's rounding is measured."""
         if self._wider is None:
             self._wider = False
-            narrow = [v.dtype for v in self.work.values() if v.dtype.itemsize < 8] if _wider_allowed.get() else []
+            narrow = [v.dtype for v in self.work.values() if v.dtype.itemsize < 8]
             if narrow and all(v.dtype.kind == "f" and v.dtype.itemsize <= 8 for v in self.work.values()):
                 try:
                     with np.errstate(all="ignore"), warnings.catch_warnings():

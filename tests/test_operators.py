@@ -190,6 +190,35 @@ def test_kinks_at_ordinary_init_are_not_failures():
     assert r.kinks
 
 
+def _log_softmax(inp):
+    z = inp["z"]
+    shifted = z - z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _log_softmax_vjp(inp, g, *, bug=False):
+    z = inp["z"]
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    s = e / e.sum(axis=-1, keepdims=True)
+    return {"z": g - (0 if bug else s) * g.sum(axis=-1, keepdims=True)}
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_confident_float32_log_softmax_passes_and_a_dropped_row_sum_fails(seed):
+    """One logit 16 above the rest per row: the Jacobian entry ``1 - s`` (~5e-7) keeps 3 bits in
+    float32 and no finite difference of the float32 output resolves it. The checker's float64
+    second opinion (fn promotes) judges those entries; without it every seed failed. The row-sum
+    term dropped (an O(1) error on every entry off the diagonal) still fails."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((3, 4))
+    z[np.arange(3), rng.integers(0, 4, 3)] += 16.0
+    inp = {"z": z.astype(np.float32)}
+    r = gradcheck.check_vjp(_log_softmax, _log_softmax_vjp, inp, mode="jacobian")
+    assert r.passed, str(r)
+    bad = gradcheck.check_vjp(_log_softmax, lambda i, g: _log_softmax_vjp(i, g, bug=True), inp, mode="jacobian")
+    assert not bad.passed and bad.worst.input == "z", str(bad)
+
+
 def test_caller_inputs_untouched_and_mutation_reported():
     inp = layer_inputs()
     before = {k: v.copy() for k, v in inp.items()}
