@@ -182,8 +182,9 @@ class _FlatProbe:
         self.points = points
         self.rows: Array | None = None
 
-    def direction(self, rng: np.random.Generator) -> None:
-        """:func:`_probe_direction` of every tensor, scaled to the probe's step (norm per tensor)."""
+    def direction(self, rng: np.random.Generator, shrink: float = 1.0) -> None:
+        """:func:`_probe_direction` of every tensor, scaled to the probe's step (norm per tensor),
+        ``shrink`` times shorter."""
         d = rng.standard_normal(self.base.size)
         # scaled by max(1, |x|) at the parameters as they stand (the previous direction's last point)
         scale = np.concatenate([np.ravel(v) for v in self.params.values()], dtype=np.float64)
@@ -193,7 +194,7 @@ class _FlatProbe:
         dd = d * d
         norm = math.sqrt(sum(float(np.add.reduce(dd[a:b].reshape(shape), axis=None))
                              for _, a, b, shape in self.views)) or 1.0
-        d *= np.repeat(np.array([f / norm for f in self.factors]), self.sizes)
+        d *= np.repeat(np.array([f / norm / shrink for f in self.factors]), self.sizes)
         self.unit = d
         self.rows = None
 
@@ -232,63 +233,107 @@ def noise_level(loss: LossFn, params: dict[str, Array], f0: float, *, points: in
         return own(params, f0, points=points, directions=directions, seed=seed)
     rng = np.random.default_rng(seed)
     base = {k: v.copy() for k, v in params.items()}
-    floor = 0.5 * machine_eps(next(iter(params.values())).dtype) * abs(f0)
-    calls = 0
-    sigmas = []
-    failed = False
-    unmoved = True  # every probe value equal to f0, bit for bit
+    eps = machine_eps(next(iter(params.values())).dtype)
+    floor = 0.5 * eps * abs(f0)
     # small tensors of float16/32/64 (their sums with a float64 step are computed in float64): one
     # concatenated vector, each point one multiply and one add, then copied into the tensors (the
     # same roundings as the per-tensor sums; a long double tensor keeps its own precision)
     flat = (_FlatProbe(base, params, points) if len(params) > 1 and all(v.dtype in _F64_EXACT for v in params.values())
             and sum(v.size for v in params.values()) <= _FLAT_PROBE_MAX else None)
     try:
-        for _ in range(directions):
-            if flat is not None:
-                flat.direction(rng)
-            else:
-                dirs = {k: _probe_direction(rng, v) for k, v in params.items()}
-                norm = math.sqrt(sum(float(np.add.reduce(d * d, axis=None)) for d in dirs.values())) or 1.0
-                unit = dirs  # scaled in place (the same values): one direction-sized array, not two
-                for k, v in params.items():
-                    unit[k] *= machine_eps(v.dtype) ** (1 / 3) / 4 / norm
-            values = [f0]
-            for j in range(1, points + 1):
-                if flat is not None:
-                    flat.move(j)
-                else:
-                    for k, v in params.items():
-                        np.add(base[k], j * unit[k], out=v, casting="unsafe")
-                calls += 1
-                try:
-                    values.append(_as_float(loss(params)))
-                except Exception:  # fn's fault: the element-by-element pass meets it and names the element
-                    failed = True
-                    break
-            if failed:
+        probe = _probe(loss, params, base, f0, rng, flat, points, directions, 1.0)
+        calls, sigma = probe.calls, probe.sigma(floor, eps, f0, directions)
+        shrink = 1.0
+        # far above the loss's own ulps: rounding of an ill-conditioned loss, or the smooth part of a
+        # loss that curves on the probe's own scale (inputs ~1e3 from zero make the loss ~1e3 times
+        # steeper in the weights than a step scaled to the weights assumes). Rounding does not depend
+        # on the step and the smooth part falls as step^4..6: a probe SMOOTH_SHRINK times shorter
+        # tells them apart, and its sigma is kept only if SMOOTH_DROP times smaller (a staircase of a
+        # probe that became too short makes sigma smaller by far less, or 0: not kept)
+        while (not probe.failed and shrink < SMOOTH_SHRINK ** 2 and sigma > SMOOTH_SUSPECT * eps * abs(f0)):
+            shrink *= SMOOTH_SHRINK
+            shorter = _probe(loss, params, base, f0, rng, flat, points, directions, shrink)
+            calls += shorter.calls
+            if shorter.failed or shorter.unmoved or not shorter.sigmas:
                 break
-            f = np.array(values)
-            if not np.all(np.isfinite(f)):
-                continue
-            unmoved = unmoved and bool(np.all(f == f0))
-            sigmas.append(float(table_noise(f)))
+            sigma_short = shorter.sigma(floor, eps, f0, directions)
+            if not sigma_short * SMOOTH_DROP <= sigma:
+                break
+            sigma = sigma_short
     finally:
         for k, v in params.items():
             np.copyto(v, base[k])
-    # pooled over directions, unless one direction is 10x noisier than the other: then its probe
-    # crossed a kink, and the quieter one is the function's rounding noise
-    if unmoved and len(sigmas) == directions:
-        # not one bit moved at any point: no rounding was measured, which is not "none exists" (O(1)
-        # terms cancelling to a loss of 0 whose changes all fall below an ulp of those terms): half
-        # an ulp of max(|f0|, 1), the terms of a black-box loss taken as O(1)
-        sigma = 0.5 * machine_eps(next(iter(params.values())).dtype) * max(abs(f0), 1.0)
-    elif not sigmas:
-        sigma = floor
-    elif max(sigmas) > 10 * min(sigmas):
-        sigma = min(sigmas)
-    else:
-        sigma = math.sqrt(float(np.mean(np.square(sigmas))))
     return max(sigma, floor, np.finfo(np.float64).tiny), calls
+
+
+#: the noise probe is re-run this many times shorter when its sigma is suspiciously large ...
+SMOOTH_SHRINK = 16.0
+#: ... which is more than this many ulps of the loss ...
+SMOOTH_SUSPECT = 64.0
+#: ... and the shorter probe's sigma replaces it when at least this many times smaller
+SMOOTH_DROP = 64.0
+
+
+@dataclass
+class _Probe:
+    """The noise probe's values along its directions: per direction, the difference-table sigma."""
+
+    sigmas: list[float]
+    calls: int
+    failed: bool       # fn raised at some point (the element-by-element pass names it)
+    unmoved: bool      # every value equal to f0, bit for bit
+
+    def sigma(self, floor: float, eps: float, f0: float, directions: int) -> float:
+        """Pooled over directions, unless one direction is 10x noisier than the other: then its probe
+        crossed a kink, and the quieter one is the function's rounding noise."""
+        sigmas = self.sigmas
+        if self.unmoved and len(sigmas) == directions:
+            # not one bit moved at any point: no rounding was measured, which is not "none exists"
+            # (O(1) terms cancelling to a loss of 0 whose changes all fall below an ulp of those
+            # terms): half an ulp of max(|f0|, 1), the terms of a black-box loss taken as O(1)
+            return 0.5 * eps * max(abs(f0), 1.0)
+        if not sigmas:
+            return floor
+        if max(sigmas) > 10 * min(sigmas):
+            return min(sigmas)
+        return math.sqrt(float(np.mean(np.square(sigmas))))
+
+
+def _probe(loss: LossFn, params: dict[str, Array], base: dict[str, Array], f0: float, rng: np.random.Generator,
+           flat: _FlatProbe | None, points: int, directions: int, shrink: float) -> _Probe:
+    """``points`` evaluations along each of ``directions`` random directions, ``shrink`` times
+    shorter than the standard probe step (``params`` left at the last point; the caller restores)."""
+    calls, sigmas, failed, unmoved = 0, [], False, True
+    for _ in range(directions):
+        if flat is not None:
+            flat.direction(rng, shrink)
+        else:
+            dirs = {k: _probe_direction(rng, v) for k, v in params.items()}
+            norm = math.sqrt(sum(float(np.add.reduce(d * d, axis=None)) for d in dirs.values())) or 1.0
+            unit = dirs  # scaled in place (the same values): one direction-sized array, not two
+            for k, v in params.items():
+                unit[k] *= machine_eps(v.dtype) ** (1 / 3) / 4 / norm / shrink
+        values = [f0]
+        for j in range(1, points + 1):
+            if flat is not None:
+                flat.move(j)
+            else:
+                for k, v in params.items():
+                    np.add(base[k], j * unit[k], out=v, casting="unsafe")
+            calls += 1
+            try:
+                values.append(_as_float(loss(params)))
+            except Exception:  # fn's fault: the element-by-element pass meets it and names the element
+                failed = True
+                break
+        if failed:
+            break
+        f = np.array(values)
+        if not np.all(np.isfinite(f)):
+            continue
+        unmoved = unmoved and bool(np.all(f == f0))
+        sigmas.append(float(table_noise(f)))
+    return _Probe(sigmas, calls, failed, unmoved)
 
 
 def _evaluate(loss: LossFn, work: dict[str, Array], name: str, points: list[Array],

@@ -19,16 +19,22 @@ Tolerance
 
 Conditions that break checkers, one family per corpus module
     * exactly zero true gradients: sum(softmax(z)); sum(layernorm(x)) with gamma = 1 (dx = 0,
-      claimed ~1e-17); a bias removed by batch norm;
+      claimed ~1e-17); a bias removed by batch norm; the rows of an embedding matrix no bag uses
+      (a bag-of-embeddings mean, scattered back with np.add.at, one token repeated in a bag);
     * ill-conditioned but correct arithmetic: batch norm of inputs ~1000 standard deviations from
-      zero (the input itself, or a dense layer's W, b before it); softmax cross-entropy with one
+      zero (the input itself, or a dense layer's W, b before it); a tanh layer on raw features
+      1000 + N(0, 1) with small W1 (the loss ~1000 times steeper, ~1e6 times more curved, in W1
+      than in b1), then a linear layer and MSE; softmax cross-entropy with one
       logit 40 above the others after a dense layer; sigmoid outputs within a few float32 ulps of
       1 under binary cross-entropy on probabilities (in float32 the loss is a staircase there,
       steps far wider than a finite difference);
     * float32 (params, data and arithmetic all float32): every numpy case, and the torch conv net
       (Conv2d, BatchNorm2d in train mode, ReLU, Flatten, Linear) at torch's default init, 8 seeds;
-    * layer norm, self-attention (plain and causal), an LSTM over 4 steps, 2x2 max pooling with
-      ties (first maximum in row-major order gets the gradient), a ReLU MLP at He init.
+    * layer norm, self-attention (plain and causal), an LSTM over 4 steps, a GRU over 3 steps,
+      2x2 max pooling with ties (first maximum in row-major order gets the gradient), a ReLU MLP
+      at He init, the cs231n two-layer net with the multiclass SVM (hinge) loss and L2
+      regularization (ReLU and hinge kinks), an im2col/col2im 3x3 convolution -> ReLU -> 2x2
+      average pooling -> softmax cross-entropy (images, filters and biases checked).
 
 Each numpy case runs twice: as written (numpy code accepts complex input, so the checker may use
 the complex step) and via ``float_loss`` (``float(loss)`` returned, as training loops do: the

@@ -13,8 +13,9 @@ training loops do, which is not complex-safe: the checker must then difference t
 float64/float32 arithmetic, where the offsets, cancellations and float32 rounding bite.
 
 Modules (one per family): :mod:`.softmax`, :mod:`.sigmoid`, :mod:`.normalization`, :mod:`.attention`,
-:mod:`.recurrent`, :mod:`.pooling`, :mod:`.mlp` (numpy) and :mod:`.torch_models` (PyTorch via
-the adapter; torch is imported only when a torch case is built).
+:mod:`.recurrent`, :mod:`.recurrent_gru`, :mod:`.pooling`, :mod:`.mlp`, :mod:`.svm`,
+:mod:`.convolution`, :mod:`.embedding`, :mod:`.offsets` (numpy) and :mod:`.torch_models` (PyTorch
+via the adapter; torch is imported only when a torch case is built).
 """
 from __future__ import annotations
 
@@ -24,12 +25,17 @@ from typing import Any
 
 from tests.false_alarm_corpus import (
     attention,
+    convolution,
+    embedding,
     mlp,
     normalization,
+    offsets,
     pooling,
     recurrent,
+    recurrent_gru,
     sigmoid,
     softmax,
+    svm,
     torch_models,
 )
 from tests.false_alarm_corpus._common import DTYPES
@@ -70,6 +76,12 @@ CASES: dict[str, Case] = {c.name: c for c in [
     Case("maxpool_scaled_ties", "pooling", pooling.make_maxpool_scaled_ties, bugs=pooling.SCALED_TIES_BUGS),
     Case("maxpool_input_ties", "pooling", pooling.make_maxpool_input_ties, bugs=pooling.INPUT_TIES_BUGS),
     Case("relu_mlp", "mlp", mlp.make_relu_mlp, bugs=mlp.MLP_BUGS),
+    Case("svm_two_layer", "svm", svm.make_svm_two_layer, bugs=svm.SVM_BUGS),
+    Case("conv_relu_pool", "convolution", convolution.make_conv_relu_pool, bugs=convolution.CONV_BUGS),
+    Case("embedding_bag", "embedding", embedding.make_embedding_bag, bugs=embedding.EMBEDDING_BUGS),
+    Case("gru", "gru", recurrent_gru.make_gru, bugs=recurrent_gru.GRU_BUGS),
+    Case("large_offset_tanh", "offsets", offsets.make_large_offset_tanh, seeds=ILL_SEEDS,
+         bugs=offsets.OFFSET_BUGS),
     Case("convnet", "torch", torch_models.make_convnet, seeds=tuple(range(8)), needs_torch=True),
     Case("convnet_custom", "torch", torch_models.make_convnet_custom, seeds=(0, 1),
          bugs=torch_models.CONVNET_BUGS, needs_torch=True),
