@@ -782,12 +782,11 @@ def _merge(subs: list[_Sub], name: str | None, kind: str) -> Result:
             tensors.setdefault(sub.rename(t.name), []).append((None, t, sub))
     merged_tensors = {k: _merge_tensor(k, parts) for k, parts in tensors.items()}
     # Jacobian entries (rows or columns) first: they name the output element as well as the input's
-    failures = sorted((s.relabel(e) for s in subs for e in s.result.failures), key=lambda e: (e.output is None
-                                                                                              or e.input is None,
-                                                                                              -e.margin))
-    kinks = [s.relabel(e) for s in subs for e in s.result.kinks]
-    closest = [s.relabel(s.result.closest) for s in subs if s.result.closest is not None]
-    worsts = [s.relabel(s.result.worst) for s in subs if s.result.worst is not None]
+    failures = sorted((_lifted(s, e) for s in subs for e in s.result.failures),
+                      key=lambda e: (e.output is None or e.input is None, -e.margin))
+    kinks = [_lifted(s, e) for s in subs for e in s.result.kinks]
+    closest = [_lifted(s, s.result.closest) for s in subs if s.result.closest is not None]
+    worsts = [_lifted(s, s.result.worst) for s in subs if s.result.worst is not None]
     passed = not problems and all(s.result.passed for s in subs)
     worst = failures[0] if failures else (max(worsts, key=lambda e: e.rel_error) if worsts else None)
     first = subs[0].result if subs else None
@@ -819,6 +818,12 @@ def _merge(subs: list[_Sub], name: str | None, kind: str) -> Result:
         message = _translated(Problem("diagnosis", d.message), kind).message
         result.diagnosis = dataclasses.replace(d, message=message, params=[lead.rename(p) for p in d.params])
     return result
+
+
+def _lifted(sub: _Sub, e: Element) -> Element:
+    """A sub-check's element as the operator result shows it: relabeled, with the gradient scale its
+    tolerance was computed with (the merged result's scale is the largest sub-check's)."""
+    return dataclasses.replace(sub.relabel(e), scale=sub.result.scale)
 
 
 def _merge_tensor(name: str, parts: list[tuple[Element | None, TensorReport, _Sub]]) -> TensorReport:

@@ -77,6 +77,9 @@ class Element:
     input: str | None = None
     cotangent: int | None = None
     display: str | None = None
+    #: operator checks: the gradient scale of the sub-check that judged this entry (a row's or a
+    #: cotangent's), which its tolerance used; the result's own scale is the largest of them
+    scale: float | None = None
 
     def label(self) -> str:
         return self.display or fmt_index(self.param, self.index)
@@ -252,7 +255,7 @@ class Result:
 
 
 #: Element fields only operator checks fill: left out of the JSON when None
-_OPERATOR_FIELDS = ("output", "output_index", "input", "cotangent", "display")
+_OPERATOR_FIELDS = ("output", "output_index", "input", "cotangent", "display", "scale")
 
 
 def _compact(d: dict[str, Any]) -> dict[str, Any]:
@@ -385,8 +388,9 @@ def tolerance_text(r: Result, w: Element) -> str:
     if w.claimed_noise > 0:
         terms.append((k * w.claimed_noise, f"{k:g} x your gradient's own rounding, measured, {_e(w.claimed_noise)}",
                       "your gradient's own rounding"))
-    terms.append((u * eps * (abs(w.numerical) + r.scale),
-                  f"{u:g} ulp of {r.dtype} x (|numerical| + the check's gradient scale {_e(r.scale)})",
+    scale = r.scale if w.scale is None else w.scale
+    terms.append((u * eps * (abs(w.numerical) + scale),
+                  f"{u:g} ulp of {r.dtype} x (|numerical| + the check's gradient scale {_e(scale)})",
                   "the ulp floor"))
     largest = max(terms, key=lambda t: t[0])
     return (" + ".join(t[1] for t in terms) + ", over max(|numerical|, floor)"

@@ -219,6 +219,21 @@ def test_confident_float32_log_softmax_passes_and_a_dropped_row_sum_fails(seed):
     assert not bad.passed and bad.worst.input == "z", str(bad)
 
 
+def test_an_operator_failure_explains_the_tolerance_its_row_used():
+    """Each Jacobian row is its own check with its own gradient scale; the explanation's terms must
+    add up to the tolerance that row applied (it printed the largest row's scale instead)."""
+    from gradcheck.tolerance import MODEL
+    z = np.random.default_rng(0).standard_normal((3, 4))
+    r = gradcheck.check_vjp(_log_softmax, lambda i, g: _log_softmax_vjp(i, g, bug=True), {"z": z}, mode="jacobian")
+    w = r.worst
+    assert not r.passed and w.output == "out" and w.scale is not None and w.scale < r.scale, str(r)
+    eps = np.finfo(np.float64).eps
+    terms = MODEL.safety * w.error_bound + w.claimed_noise * MODEL.safety + MODEL.analytic_ulps * eps * (
+        abs(w.numerical) + w.scale)
+    assert w.tolerance * abs(w.numerical) == pytest.approx(terms, rel=1e-6)
+    assert f"the check's gradient scale {w.scale:.2e}" in str(r)
+
+
 def test_caller_inputs_untouched_and_mutation_reported():
     inp = layer_inputs()
     before = {k: v.copy() for k, v in inp.items()}
