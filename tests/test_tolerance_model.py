@@ -15,6 +15,10 @@
   ``oracle_disagreement`` naming that element; wrong in its float64 evaluation only, it is settled
   by the 50-digit one; a loss whose O(1) terms cancel to an exact 0 that no probe moves gets a
   rounding floor (half an ulp of 1), not none.
+* ``noise_level`` vs the actual rounding of a float32 loss (its difference from the same loss in
+  float64, sd over 200 nearby points): within 10x on a loss that curves on the probe's scale
+  (inputs ~1000 from zero; the shorter probe) and on a genuinely ill-conditioned one (batch norm
+  on inputs 1000 sd out, whose sigma must stand).
 """
 from __future__ import annotations
 
@@ -227,6 +231,47 @@ def test_a_loss_no_probe_can_move_has_a_rounding_floor_not_none():
     assert sigma == 0.5 * np.finfo(np.float64).eps
     constant = lambda p: 3.0
     assert numerical.noise_level(constant, {"w": np.ones(4)}, 3.0)[0] == 0.5 * np.finfo(np.float64).eps * 3.0
+
+
+def _rounding_truth(loss32, loss64, params, seed=0, points=200):
+    """The sd of (the float32 loss - the same loss in float64) over points a hair away from params
+    (each element moved by ~1e-3 relative): the float32 loss's actual rounding error."""
+    rng = np.random.default_rng(seed)
+    errors = []
+    for _ in range(points):
+        moved = {k: (v.astype(np.float64) * (1 + 1e-3 * rng.standard_normal(v.shape))).astype(v.dtype)
+                 for k, v in params.items()}
+        errors.append(float(loss32(moved)) - float(loss64({k: v.astype(np.float64) for k, v in moved.items()})))
+    return float(np.std(errors))
+
+
+def test_the_noise_probe_measures_rounding_not_the_curve_of_a_loss_on_offset_inputs():
+    """A float32 tanh layer on inputs 1000 + N(0, 1): a probe step scaled to the small weights moves
+    the pre-activations by O(1) per point, so its difference tables measured the loss's curve
+    (1.6e-2) as rounding (~1e-7): a missing db1 passed under the tolerance that followed. The
+    shorter probe must land within 10x of the actual rounding."""
+    from tests.false_alarm_corpus import CASES
+    fn, params, X, y = CASES["large_offset_tanh"].make("float32", 0)
+    fn64, _, X64, y64 = CASES["large_offset_tanh"].make("float64", 0)
+    loss32 = lambda p: fn(p, X, y)[0]
+    loss64 = lambda p: fn64(p, X64, y64)[0]
+    truth = _rounding_truth(loss32, loss64, params)
+    sigma, calls = numerical.noise_level(loss32, {k: v.copy() for k, v in params.items()}, float(loss32(params)))
+    assert truth / 10 <= sigma <= truth * 10, (sigma, truth)
+    assert calls > 16  # the shorter probe ran
+
+
+def test_the_noise_probe_keeps_the_rounding_of_an_ill_conditioned_loss():
+    """Batch norm in float32 on inputs 1000 sd from zero: the loss's rounding is genuinely ~1e4 ulps;
+    the shorter probe sees the same, so the first sigma stands (within 10x of the actual)."""
+    params, y = offset_batch(1000.0)
+    p32 = {k: v.astype(np.float32) for k, v in params.items()}
+    loss32 = lambda p: batchnorm(p, None, y.astype(np.float32))[0]
+    loss64 = lambda p: batchnorm(p, None, y)[0]
+    truth = _rounding_truth(loss32, loss64, p32)
+    sigma, _ = numerical.noise_level(loss32, {k: v.copy() for k, v in p32.items()}, float(loss32(p32)))
+    assert truth > 100 * np.finfo(np.float32).eps * abs(float(loss32(p32)))  # ill-conditioned indeed
+    assert truth / 10 <= sigma <= truth * 10, (sigma, truth)
 
 
 def test_the_oracles_agree_where_the_loss_cancels_to_zero_and_a_planted_error_fails():
