@@ -159,6 +159,55 @@ def test_model_dtype_float32_is_checked_with_float32_tolerance(batch):
     assert not bad.passed and bad.worst_param == "fc2.weight", str(bad)
 
 
+def _saturated_float32_torch():
+    """tests/test_check_wider.py's saturated tanh 1-1-6-1 (output against its target 1) as a float32
+    torch model: its float32 loss is a staircase no finite difference resolves."""
+    from tests.test_check_wider import _saturated_at_target
+    _, params, X, y = _saturated_at_target()
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1), torch.nn.Tanh(), torch.nn.Linear(1, 6), torch.nn.Tanh(),
+                                torch.nn.Linear(6, 1), torch.nn.Tanh())
+    with torch.no_grad():
+        for i, layer in zip((1, 2, 3), model[::2]):
+            layer.weight.copy_(torch.from_numpy(params[f"W{i}"].T.copy()))
+            layer.bias.copy_(torch.from_numpy(params[f"b{i}"]))
+    return model, X, y
+
+
+def test_a_float32_model_gets_the_float64_second_opinion():
+    """Handed float64 arrays for a float32 model, the adapter runs the whole model in float64 (as
+    numpy code promotes), so the checker's second opinion works for torch models too: the
+    saturated network was a false alarm (2.weight off by 1.1e-2 against a tolerance of 1.1e-3) and
+    passes; a 5% error in one entry is still caught, at that entry. The model is left in float32."""
+    model, X, y = _saturated_float32_torch()
+    fn, params = adapter.as_fn(model, torch.nn.MSELoss(), dtype=None)
+    result = gradcheck.check(fn, params, X, y, loss_fn=fn.loss)
+    assert result.passed and result.dtype == "float32", str(result)
+    assert any("judged against the loss evaluated with float64 parameters" in n for n in result.notes), result.notes
+
+    def planted(p, X_, y_):
+        loss, g = fn(p, X_, y_)
+        g = dict(g, **{"2.weight": g["2.weight"].copy()})
+        g["2.weight"][3, 0] *= 1.05
+        return loss, g
+    bad = gradcheck.check(planted, params, X, y, loss_fn=fn.loss)
+    assert not bad.passed and bad.worst.label() == "2.weight[3, 0]", str(bad)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_a_widened_call_computes_in_float64_and_a_narrow_one_in_the_models_dtype(batch):
+    X, y = batch
+    fn, params = adapter.as_fn(_net(), torch.nn.MSELoss(), dtype=None)
+    narrow_loss, narrow = fn(params, X.astype(np.float32), y.astype(np.float32))
+    wide_loss, wide = fn({k: v.astype(np.float64) for k, v in params.items()}, X, y)
+    assert narrow_loss.dtype == np.float32 and all(g.dtype == np.float32 for g in narrow.values())
+    assert wide_loss.dtype == np.float64 and all(g.dtype == np.float64 for g in wide.values())
+    assert abs(float(wide_loss) - float(narrow_loss)) <= 1e-5 * max(1.0, abs(float(wide_loss)))
+    for k in narrow:  # the same function, computed more precisely
+        np.testing.assert_allclose(wide[k], narrow[k], rtol=1e-3, atol=1e-5)
+    mixed = dict(params, **{next(iter(params)): params[next(iter(params))].astype(np.float64)})
+    assert fn.loss(mixed, X, y).dtype == np.float32  # only an all-float64 call is widened
+
+
 def test_integer_class_labels_stay_integers():
     rng = np.random.default_rng(2)
     X, labels = rng.standard_normal((6, 3)), rng.integers(0, 3, 6)

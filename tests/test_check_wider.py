@@ -168,8 +168,8 @@ def test_a_planted_bug_is_caught_whatever_fn_does_in_float64(wrap):
 
 
 @pytest.mark.xfail(strict=True, reason="known limit (docs/checker.md): fn that computes in float32 whatever dtype "
-                                       "it is given (a float32 torch model) has no float64 second opinion; "
-                                       "its saturated float32 loss is still read as flat")
+                                       "it is given (numpy code that casts its parameters) has no float64 second "
+                                       "opinion; its saturated float32 loss is still read as flat")
 def test_known_limit_float32_inside_whatever_the_dtype():
     fn, params, X, y = _saturated_at_target()
     result = gradcheck.check(_cast_inside(fn), params, X, y)

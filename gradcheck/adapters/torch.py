@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -179,24 +179,36 @@ def as_fn(model: Any, loss_fn: Callable[[Any, Any], Any], *, dtype: Any = "float
 
     data_dtype = tdt or named[checked[0]].dtype
 
-    def forward(leaves: dict, X: Any):
-        inputs = _tensor(torch, X, data_dtype)
+    def forward(leaves: dict, X: Any, wide: bool):
+        inputs = _tensor(torch, X, torch.float64 if wide else data_dtype)
         args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-        return torch.func.functional_call(model, {**constants(), **leaves}, args)
+        fixed = constants()
+        if wide:
+            fixed = {n: v.to(torch.float64) if v.is_floating_point() else v for n, v in fixed.items()}
+        return torch.func.functional_call(model, {**fixed, **leaves}, args)
 
-    def grad_fn(p, X, y):
-        with _Seeded(torch, seed), torch.enable_grad():
-            leaves = _leaves(torch, p, checked, dtypes)
-            loss = _scalar_loss(torch, loss_fn(forward(leaves, X), _tensor(torch, y, data_dtype)), "loss_fn")
-            return _result(torch, loss, leaves)
+    wide_dtypes = dict.fromkeys(checked, np.dtype(np.float64))
 
-    def loss_only(p, X, y):
-        with _Seeded(torch, seed), torch.no_grad():
-            leaves = _leaves(torch, p, checked, dtypes, grad=False)
-            loss = _scalar_loss(torch, loss_fn(forward(leaves, X), _tensor(torch, y, data_dtype)), "loss_fn")
-            return loss.cpu().numpy().copy()
+    def call(p, X, y, grad: bool):
+        wide = _widened(p, checked, dtypes)
+        with _Seeded(torch, seed), torch.set_grad_enabled(grad):
+            leaves = _leaves(torch, p, checked, wide_dtypes if wide else dtypes, grad)
+            target = _tensor(torch, y, torch.float64 if wide else data_dtype)
+            loss = _scalar_loss(torch, loss_fn(forward(leaves, X, wide), target), "loss_fn")
+            return _result(torch, loss, leaves) if grad else loss.cpu().numpy().copy()
 
-    return AdaptedFn(grad_fn, loss_only, checked, "torch", type(model).__name__), params
+    return (AdaptedFn(lambda p, X, y: call(p, X, y, True), lambda p, X, y: call(p, X, y, False), checked, "torch",
+                      type(model).__name__), params)
+
+
+def _widened(p: Mapping[str, Any], names: Iterable[str], dtypes: Mapping[str, np.dtype]) -> bool:
+    """A call with every parameter in float64 where the model's own are narrower (the checker's
+    float64 second opinion, :meth:`gradcheck.judging.Judge.wider`): then the whole model runs in
+    float64, constants and data too, as numpy code promotes; torch would otherwise cast the values
+    back to float32 and the second opinion would see no difference."""
+    names = list(names)
+    return (any(dtypes[n].itemsize < 8 for n in names)
+            and all(isinstance(p.get(n), np.ndarray) and p[n].dtype == np.float64 for n in names))
 
 
 def from_function(loss_fn: Callable[[dict, Any, Any], Any], params: Mapping[str, Any], *,
@@ -221,13 +233,15 @@ def from_function(loss_fn: Callable[[dict, Any, Any], Any], params: Mapping[str,
         start[n] = numpy_leaf(n, v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dt, "params")
     names = list(start)
     dtypes = {n: start[n].dtype for n in names}
+    wide_dtypes = dict.fromkeys(names, np.dtype(np.float64))
     data_dtype = _torch_dtype(torch, dt if dt is not None else start[names[0]].dtype)
 
     def call(p, X, y, grad: bool):
+        wide = _widened(p, names, dtypes)  # the checker's float64 second opinion: all in float64
+        ddt = torch.float64 if wide else data_dtype
         with _Seeded(torch, seed), torch.set_grad_enabled(grad):
-            leaves = _leaves(torch, p, names, dtypes, grad)
-            loss = _scalar_loss(torch, loss_fn(leaves, _tensor(torch, X, data_dtype), _tensor(torch, y, data_dtype)),
-                                "loss_fn")
+            leaves = _leaves(torch, p, names, wide_dtypes if wide else dtypes, grad)
+            loss = _scalar_loss(torch, loss_fn(leaves, _tensor(torch, X, ddt), _tensor(torch, y, ddt)), "loss_fn")
             return _result(torch, loss, leaves) if grad else loss.cpu().numpy().copy()
 
     fn = AdaptedFn(lambda p, X, y: call(p, X, y, True), lambda p, X, y: call(p, X, y, False), names, "torch",
