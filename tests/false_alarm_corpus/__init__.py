@@ -1,6 +1,7 @@
 """A corpus of correct, hand-written backprop code (and planted-bug variants of it) that exercises
 what makes gradient checkers raise false alarms: exactly-zero true gradients, ill-conditioned but
-correct arithmetic, float32 rounding, ReLU kinks and max-pooling ties.
+correct arithmetic, float32 rounding, ReLU kinks and max-pooling ties, L1 kinks at pruned (zero)
+weights, a parameter used twice (tied embeddings), saturated logits, and a whole transformer block.
 
 Every case is a factory ``make(dtype="float64" | "float32", seed=0, bug=None | name)`` returning
 ``(fn, params, X, y)`` in gradcheck's contract ``fn(params, X, y) -> (loss, grads)``; for float32
@@ -14,8 +15,9 @@ float64/float32 arithmetic, where the offsets, cancellations and float32 roundin
 
 Modules (one per family): :mod:`.softmax`, :mod:`.sigmoid`, :mod:`.normalization`, :mod:`.attention`,
 :mod:`.recurrent`, :mod:`.recurrent_gru`, :mod:`.pooling`, :mod:`.mlp`, :mod:`.svm`,
-:mod:`.convolution`, :mod:`.embedding`, :mod:`.offsets` (numpy) and :mod:`.torch_models` (PyTorch
-via the adapter; torch is imported only when a torch case is built).
+:mod:`.convolution`, :mod:`.embedding`, :mod:`.offsets`, :mod:`.tied`, :mod:`.pruning`, :mod:`.cosine`,
+:mod:`.transformer`, :mod:`.focal` (numpy) and :mod:`.torch_models` (PyTorch via the adapter; torch is
+imported only when a torch case is built).
 """
 from __future__ import annotations
 
@@ -26,17 +28,22 @@ from typing import Any
 from tests.false_alarm_corpus import (
     attention,
     convolution,
+    cosine,
     embedding,
+    focal,
     mlp,
     normalization,
     offsets,
     pooling,
+    pruning,
     recurrent,
     recurrent_gru,
     sigmoid,
     softmax,
     svm,
+    tied,
     torch_models,
+    transformer,
 )
 from tests.false_alarm_corpus._common import DTYPES
 
@@ -82,6 +89,12 @@ CASES: dict[str, Case] = {c.name: c for c in [
     Case("gru", "gru", recurrent_gru.make_gru, bugs=recurrent_gru.GRU_BUGS),
     Case("large_offset_tanh", "offsets", offsets.make_large_offset_tanh, seeds=ILL_SEEDS,
          bugs=offsets.OFFSET_BUGS),
+    Case("tied_embeddings", "tied", tied.make_tied_embeddings, bugs=tied.TIED_BUGS),
+    Case("l1_pruned", "pruning", pruning.make_l1_pruned, bugs=pruning.PRUNING_BUGS),
+    Case("cosine_loss", "cosine", cosine.make_cosine_loss, bugs=cosine.COSINE_BUGS),
+    Case("transformer_block", "transformer", transformer.make_transformer_block,
+         bugs=transformer.TRANSFORMER_BUGS),
+    Case("focal_extreme", "focal", focal.make_focal_extreme, seeds=ILL_SEEDS, bugs=focal.FOCAL_BUGS),
     Case("convnet", "torch", torch_models.make_convnet, seeds=tuple(range(8)), needs_torch=True),
     Case("convnet_custom", "torch", torch_models.make_convnet_custom, seeds=(0, 1),
          bugs=torch_models.CONVNET_BUGS, needs_torch=True),
