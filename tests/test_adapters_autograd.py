@@ -103,3 +103,34 @@ def test_inputs_untouched_lists_and_errors(case):
         adapter.as_fn("loss", params)
     with pytest.raises(ValueError, match="same name 'a.b'"):
         adapter.as_fn(lambda p, X, y: 0.0, {"a.b": np.zeros(1), "a": {"b": np.zeros(1)}})
+
+
+def _saturated_tanh(p, X, y):
+    """tests/test_check_wider.py's saturated tanh 1-1-6-1 (output against its target 1)."""
+    a = X
+    for i in (1, 2, 3):
+        a = anp.tanh(anp.dot(a, p[f"W{i}"]) + p[f"b{i}"])
+    return anp.mean((a - y) ** 2)
+
+
+def test_a_float32_check_gets_the_float64_second_opinion_from_fn_too():
+    """Handed all-float64 parameters for a float32 check, the adapter computes the loss AND the
+    gradient in float64, so the checker can measure the float32 gradient's own rounding against it.
+    Without a ``loss_fn`` the saturated network was a false alarm (W2 off by 251x its tolerance:
+    the float64 gradient came back cast to float32); a 5% error in one entry is still caught."""
+    from tests.test_check_wider import _saturated_at_target
+    _, params, X, y = _saturated_at_target()
+    fn, p = adapter.as_fn(_saturated_tanh, params, dtype=None)
+    loss, grads = fn({k: v.astype(np.float64) for k, v in p.items()}, X, y)
+    assert np.asarray(loss).dtype == np.float64 and all(g.dtype == np.float64 for g in grads.values())
+    assert all(g.dtype == np.float32 for g in fn(p, X, y)[1].values())
+    result = gradcheck.check(fn, p, X, y)
+    assert result.passed, str(result)
+
+    def planted(q, X_, y_):
+        value, g = fn(q, X_, y_)
+        g = dict(g, W2=g["W2"].copy())
+        g["W2"][0, 3] *= 1.05
+        return value, g
+    bad = gradcheck.check(planted, p, X, y)
+    assert not bad.passed and bad.worst.label() == "W2[0, 3]", str(bad)

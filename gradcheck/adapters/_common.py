@@ -63,6 +63,16 @@ def cast_data(value: Any, dtype: np.dtype | None) -> Any:
     return value
 
 
+def widened(params: Mapping[str, Any], names: Iterable[str], dtypes: Mapping[str, np.dtype]) -> bool:
+    """A call with every parameter a float64 array where the code's own are narrower: the checker
+    asking for its float64 second opinion (:meth:`gradcheck.judging.Judge.wider`). Adapters then
+    run the whole computation in float64 (data too), as numpy code promotes; a framework that cast
+    the values back to float32 would give the second opinion nothing to see."""
+    names = list(names)
+    return (any(np.dtype(dtypes[n]).itemsize < 8 for n in names)
+            and all(isinstance(params.get(n), np.ndarray) and params[n].dtype == np.float64 for n in names))
+
+
 class AdaptedFn:
     """The checker's contract around framework code: ``fn(params, X, y) -> (loss, grads)``.
 

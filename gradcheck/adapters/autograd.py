@@ -23,6 +23,7 @@ from gradcheck.adapters._common import (
     require,
     unflatten,
     unique_names,
+    widened,
 )
 
 Array = np.ndarray
@@ -45,10 +46,20 @@ def as_fn(loss_fn: Callable[[Any, Any, Any], Any], params: Any, *,
     names = list(start)
     value_and_grad = autograd.value_and_grad(loss_fn)
 
+    dtypes = {n: start[n].dtype for n in names}
+
+    def compute_dtype(p) -> tuple[dict[str, np.dtype], np.dtype | None]:
+        """The parameters' and the data's dtypes for this call: float64 throughout when the checker
+        asks for its float64 second opinion (:func:`widened`), else the check's."""
+        if widened(p, names, dtypes):
+            return dict.fromkeys(names, np.dtype(np.float64)), np.dtype(np.float64)
+        return dtypes, dt
+
     def grad_fn(p, X, y):
         reject_complex(p, "autograd (value_and_grad)")
-        tree = unflatten(params, {n: np.array(p[n], dtype=start[n].dtype) for n in names})
-        Xc, yc = cast_data(X, dt), cast_data(y, dt)
+        leaf_dtypes, data_dt = compute_dtype(p)
+        tree = unflatten(params, {n: np.array(p[n], dtype=leaf_dtypes[n]) for n in names})
+        Xc, yc = cast_data(X, data_dt), cast_data(y, data_dt)
         try:
             value, grads = value_and_grad(tree, Xc, yc)
         except TypeError:
@@ -59,8 +70,9 @@ def as_fn(loss_fn: Callable[[Any, Any, Any], Any], params: Any, *,
         return np.asarray(value).copy(), {n: np.array(g, copy=True) for n, g in flatten(grads)}
 
     def loss_only(p, X, y):
+        _, data_dt = compute_dtype(p)
         tree = unflatten(params, {n: np.array(p[n]) for n in names})
-        return np.asarray(loss_fn(tree, cast_data(X, dt), cast_data(y, dt))).copy()
+        return np.asarray(loss_fn(tree, cast_data(X, data_dt), cast_data(y, data_dt))).copy()
 
     return AdaptedFn(grad_fn, loss_only, names, "autograd", getattr(loss_fn, "__name__", "")), start
 

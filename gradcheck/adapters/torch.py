@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ from gradcheck.adapters._common import (
     tell_observers,
     unique_name,
     unobserved,
+    widened,
 )
 from gradcheck.result import Problem, Result
 
@@ -190,7 +191,7 @@ def as_fn(model: Any, loss_fn: Callable[[Any, Any], Any], *, dtype: Any = "float
     wide_dtypes = dict.fromkeys(checked, np.dtype(np.float64))
 
     def call(p, X, y, grad: bool):
-        wide = _widened(p, checked, dtypes)
+        wide = widened(p, checked, dtypes)
         with _Seeded(torch, seed), torch.set_grad_enabled(grad):
             leaves = _leaves(torch, p, checked, wide_dtypes if wide else dtypes, grad)
             target = _tensor(torch, y, torch.float64 if wide else data_dtype)
@@ -199,16 +200,6 @@ def as_fn(model: Any, loss_fn: Callable[[Any, Any], Any], *, dtype: Any = "float
 
     return (AdaptedFn(lambda p, X, y: call(p, X, y, True), lambda p, X, y: call(p, X, y, False), checked, "torch",
                       type(model).__name__), params)
-
-
-def _widened(p: Mapping[str, Any], names: Iterable[str], dtypes: Mapping[str, np.dtype]) -> bool:
-    """A call with every parameter in float64 where the model's own are narrower (the checker's
-    float64 second opinion, :meth:`gradcheck.judging.Judge.wider`): then the whole model runs in
-    float64, constants and data too, as numpy code promotes; torch would otherwise cast the values
-    back to float32 and the second opinion would see no difference."""
-    names = list(names)
-    return (any(dtypes[n].itemsize < 8 for n in names)
-            and all(isinstance(p.get(n), np.ndarray) and p[n].dtype == np.float64 for n in names))
 
 
 def from_function(loss_fn: Callable[[dict, Any, Any], Any], params: Mapping[str, Any], *,
@@ -237,7 +228,7 @@ def from_function(loss_fn: Callable[[dict, Any, Any], Any], params: Mapping[str,
     data_dtype = _torch_dtype(torch, dt if dt is not None else start[names[0]].dtype)
 
     def call(p, X, y, grad: bool):
-        wide = _widened(p, names, dtypes)  # the checker's float64 second opinion: all in float64
+        wide = widened(p, names, dtypes)  # the checker's float64 second opinion: all in float64
         ddt = torch.float64 if wide else data_dtype
         with _Seeded(torch, seed), torch.set_grad_enabled(grad):
             leaves = _leaves(torch, p, names, wide_dtypes if wide else dtypes, grad)
