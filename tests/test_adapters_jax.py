@@ -127,6 +127,24 @@ def test_float32_leaves_keep_their_dtype(case):
     assert result.passed and result.dtype == "float32", str(result)
 
 
+def test_an_all_float64_call_of_a_float32_check_computes_in_float64(case):
+    """The checker's float64 second opinion: with x64 on (this process has it, as any float64 JAX
+    check turns it on), a call whose parameters are all float64 runs loss and gradient in float64;
+    any other call keeps the check's float32."""
+    adapter.enable_x64()
+    params, X, y = case
+    p32 = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), params)
+    fn, flat = adapter.as_fn(make_loss(), p32, dtype=None)
+    X32, y32 = X.astype(np.float32), y.astype(np.float32)  # a float32 check's data, for both calls
+    loss, grads = fn({k: v.astype(np.float64) for k, v in flat.items()}, X32, y32)
+    assert np.asarray(loss).dtype == np.float64 and all(g.dtype == np.float64 for g in grads.values())
+    narrow_loss, narrow = fn(flat, X32, y32)
+    assert np.asarray(narrow_loss).dtype == np.float32 and all(g.dtype == np.float32 for g in narrow.values())
+    assert fn.loss(flat, X32, y32).dtype == np.float32
+    for k in narrow:  # the same function, computed more precisely
+        np.testing.assert_allclose(grads[k], narrow[k], rtol=1e-3, atol=1e-5)
+
+
 def test_caller_pytree_untouched_and_per_sample_loss_reported(case):
     params, X, y = case
     before = jax.tree_util.tree_map(np.copy, params)

@@ -37,6 +37,7 @@ from gradcheck.adapters._common import (
     tell_observers,
     unique_name,
     unobserved,
+    widened,
 )
 from gradcheck.result import Result
 
@@ -106,10 +107,19 @@ def as_fn(loss_fn: Callable[[Any, Any, Any], Any], params: Any, *, dtype: Any = 
     concretization = tuple(getattr(jax.errors, n) for n in ("ConcretizationTypeError", "TracerBoolConversionError",
                                                             "TracerIntegerConversionError") if hasattr(jax.errors, n))
 
-    def tree_of(p: Mapping[str, Array]) -> Any:
+    dtypes = {n: start[n].dtype for n in names}
+
+    def wide(p: Mapping[str, Array]) -> bool:
+        """The checker's float64 second opinion (:func:`widened`), computed in float64 when JAX's
+        64-bit mode is on (without it float64 arrays become float32: the second opinion then sees
+        no move and is not used)."""
+        return bool(jax.config.jax_enable_x64) and widened(p, names, dtypes)
+
+    def tree_of(p: Mapping[str, Array], wide: bool) -> Any:
         """numpy leaves (jit moves them to the device itself: cheaper than jnp.asarray per leaf)."""
         reject_complex(p, "jax")
-        return jax.tree_util.tree_unflatten(treedef, [np.asarray(p[n], dtype=start[n].dtype) for n in names])
+        return jax.tree_util.tree_unflatten(
+            treedef, [np.asarray(p[n], dtype=np.float64 if wide else dtypes[n]) for n in names])
 
     def run(kind: str, *args: Any) -> Any:
         try:
@@ -121,7 +131,9 @@ def as_fn(loss_fn: Callable[[Any, Any, Any], Any], params: Any, *, dtype: Any = 
             return state[kind](*args)
 
     def grad_fn(p, X, y):
-        tree, Xc, yc = tree_of(p), cast_data(X, dt), cast_data(y, dt)
+        w = wide(p)
+        ddt = np.dtype(np.float64) if w else dt
+        tree, Xc, yc = tree_of(p, w), cast_data(X, ddt), cast_data(y, ddt)
         try:
             value, grads = run("vg", tree, Xc, yc)
         except TypeError:
@@ -133,7 +145,9 @@ def as_fn(loss_fn: Callable[[Any, Any, Any], Any], params: Any, *, dtype: Any = 
         return np.asarray(value).copy(), {n: np.array(g, copy=True) for n, g in zip(names, g_leaves)}
 
     def loss_only(p, X, y):
-        return np.asarray(run("loss", tree_of(p), cast_data(X, dt), cast_data(y, dt))).copy()
+        w = wide(p)
+        ddt = np.dtype(np.float64) if w else dt
+        return np.asarray(run("loss", tree_of(p, w), cast_data(X, ddt), cast_data(y, ddt))).copy()
 
     return AdaptedFn(grad_fn, loss_only, names, "jax", getattr(loss_fn, "__name__", "")), start
 
