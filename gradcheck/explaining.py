@@ -1,6 +1,7 @@
 """Explaining a failure: the diagnosis (which bug it looks like) and the step-size curve."""
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -29,5 +30,15 @@ def explain_failure(result: Result, loss_of: Callable[[dict], Any], work: dict[s
             warnings.simplefilter("ignore")
             curve = numerical.step_curve(loss_of, work, w.param, flat_i)
         floor = result.tensors[w.param].floor
-        result.step_curve = [[h, abs(w.claimed - dh) / max(abs(dh), floor)] for h, dh in curve]
+        result.step_curve = [[h, _relative(w.claimed - dh, max(abs(dh), floor))] for h, dh in curve]
         result.calls += 2 * len(curve)
+
+
+def _relative(error: float, scale: float) -> float:
+    """``|error| / scale`` as a float, inf where that overflows or scale is 0 (an exactly-zero
+    gradient with a zero floor), 0 where both are 0: no warning, whatever the numbers."""
+    error, scale = abs(float(error)), float(scale)
+    if scale > 0 and math.isfinite(scale):
+        with np.errstate(all="ignore"):
+            return float(np.float64(error) / np.float64(scale))
+    return 0.0 if error == 0 else math.inf
