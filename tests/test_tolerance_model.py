@@ -156,6 +156,17 @@ def test_an_exactly_zero_gradient_passes_and_a_small_error_fails(dtype, scheme):
 
 
 # -- the oracles cross-check each other ----------------------------------------------------------------
+def _small_tanh_network():
+    """A 2-3 tanh network into MSE, batch 2: small enough for the symbolic oracle."""
+    from gradcheck import Layer, NetworkSpec
+    from reference.network import Network
+
+    spec = NetworkSpec(input_dim=2, layers=(Layer(3, "tanh"),), loss="mse", batch=2)
+    net = Network(spec)
+    rng = np.random.default_rng(0)
+    return spec, net, net.init_params(), rng.standard_normal((2, 2)), rng.standard_normal((2, 3))
+
+
 def one_element_off(right):
     """``right`` (a symbolic gradient function) with W1[0, 1] made 1% too large."""
     def wrong(*args, **kwargs):
@@ -166,15 +177,8 @@ def one_element_off(right):
 
 
 def test_a_wrong_symbolic_oracle_fails_the_check_as_an_oracle_disagreement(monkeypatch):
-    pytest.importorskip("sympy")
-    from gradcheck import Layer, NetworkSpec, symbolic
-    from reference.network import Network
-
-    spec = NetworkSpec(input_dim=2, layers=(Layer(3, "tanh"),), loss="mse", batch=2)
-    net = Network(spec)
-    params = net.init_params()
-    rng = np.random.default_rng(0)
-    X, y = rng.standard_normal((2, 2)), rng.standard_normal((2, 3))
+    symbolic = pytest.importorskip("gradcheck.symbolic")
+    spec, net, params, X, y = _small_tanh_network()
     assert gradcheck.check(net, params, X, y, spec=spec).passed
     # a wrong derivation: both the float64 evaluation and the 50-digit one asked for on disagreement
     for name in ("network_gradient", "exact_gradient"):
@@ -189,15 +193,8 @@ def test_a_wrong_symbolic_oracle_fails_the_check_as_an_oracle_disagreement(monke
 def test_a_float64_rounding_of_the_symbolic_oracle_is_settled_by_its_50_digit_evaluation(monkeypatch):
     """Only the float64 evaluation wrong (as rounding makes it where O(1) terms cancel): the cross-check
     asks for the mpmath evaluation before blaming anyone, uses it, and says so."""
-    pytest.importorskip("sympy")
-    from gradcheck import Layer, NetworkSpec, symbolic
-    from reference.network import Network
-
-    spec = NetworkSpec(input_dim=2, layers=(Layer(3, "tanh"),), loss="mse", batch=2)
-    net = Network(spec)
-    params = net.init_params()
-    rng = np.random.default_rng(0)
-    X, y = rng.standard_normal((2, 2)), rng.standard_normal((2, 3))
+    symbolic = pytest.importorskip("gradcheck.symbolic")
+    spec, net, params, X, y = _small_tanh_network()
     exact = symbolic.exact_gradient(spec, params, X, y)["W1"][0, 1]
     monkeypatch.setattr(symbolic, "network_gradient", one_element_off(symbolic.network_gradient))
     r = gradcheck.check(net, params, X, y, spec=spec)

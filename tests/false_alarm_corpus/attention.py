@@ -44,8 +44,10 @@ def attention_forward(X, Wq, Wk, Wv, Wo, causal=False):
     return H @ Wo, (X, Q, K, V, A, H, Wq, Wk, Wv, Wo)
 
 
-def attention_backward(dout, cache, bug=None):
-    """Returns dict of dWq, dWk, dWv, dWo (masked entries have A = 0, so they pass no gradient)."""
+def attention_backward(dout, cache, bug=None, with_input=False):
+    """Returns dict of dWq, dWk, dWv, dWo (masked entries have A = 0, so they pass no gradient);
+    with ``with_input``, ``(dX, that dict)``. ``bug="attention_scale_missing"`` drops 1/sqrt(dk)
+    from both dQ and dK (the transformer block's planted bug)."""
     X, Q, K, V, A, H, Wq, Wk, Wv, Wo = cache
     scale = 1.0 / math.sqrt(Wq.shape[1])
     dWo = _flat(H).T @ _flat(dout)
@@ -56,12 +58,15 @@ def attention_backward(dout, cache, bug=None):
         dS = A * dA
     else:
         dS = A * (dA - (dA * A).sum(axis=-1, keepdims=True))
-    dQ = (dS @ K) * (1.0 if bug == "dq_missing_scale" else scale)
-    dK = (_bT(dS) @ Q) * scale
+    dQ = (dS @ K) * (1.0 if bug in ("dq_missing_scale", "attention_scale_missing") else scale)
+    dK = (_bT(dS) @ Q) * (1.0 if bug == "attention_scale_missing" else scale)
     dWv = _flat(X).T @ _flat(dV)
     if bug == "dWv_transposed":
         dWv = dWv.T
-    return {"Wq": _flat(X).T @ _flat(dQ), "Wk": _flat(X).T @ _flat(dK), "Wv": dWv, "Wo": dWo}
+    grads = {"Wq": _flat(X).T @ _flat(dQ), "Wk": _flat(X).T @ _flat(dK), "Wv": dWv, "Wo": dWo}
+    if with_input:
+        return dQ @ Wq.T + dK @ Wk.T + dV @ Wv.T, grads
+    return grads
 
 
 def _make(dtype, seed, bug, causal, salt):

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from tests.false_alarm_corpus._common import cast, check_bug, float_dtype, generator
+from tests.false_alarm_corpus.attention import attention_backward, attention_forward
 
 TRANSFORMER_BUGS = {
     # gelu'(z) taken as 0.5 (1 + tanh(.)): the z * d tanh(.)/dz part dropped; wrong from W1 back
@@ -42,10 +43,6 @@ def _flat(a):
     return a.reshape(-1, a.shape[-1])
 
 
-def _bT(a):
-    return a.transpose(0, 2, 1)
-
-
 def layernorm_forward(x, gamma, beta):
     mu = x.mean(axis=-1, keepdims=True)
     xc = x - mu
@@ -64,32 +61,6 @@ def layernorm_backward(dout, cache):
     dx = inv_std * (dxhat - dxhat.mean(axis=-1, keepdims=True)
                     - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
     return dx, dgamma, dbeta
-
-
-def self_attention_forward(h, Wq, Wk, Wv, Wo):
-    scale = 1.0 / math.sqrt(Wq.shape[1])
-    Q, K, V = h @ Wq, h @ Wk, h @ Wv
-    S = (Q @ _bT(K)) * scale
-    E = np.exp(S - S.max(axis=-1, keepdims=True))
-    A = E / E.sum(axis=-1, keepdims=True)
-    H = A @ V
-    return H @ Wo, (h, Q, K, V, A, H, Wq, Wk, Wv, Wo)
-
-
-def self_attention_backward(dout, cache, bug=None):
-    """Returns (dh, {"Wq": ..., "Wk": ..., "Wv": ..., "Wo": ...})."""
-    h, Q, K, V, A, H, Wq, Wk, Wv, Wo = cache
-    scale = 1.0 if bug == "attention_scale_missing" else 1.0 / math.sqrt(Wq.shape[1])
-    dWo = _flat(H).T @ _flat(dout)
-    dH = dout @ Wo.T
-    dA = dH @ _bT(V)
-    dV = _bT(A) @ dH
-    dS = A * (dA - (dA * A).sum(axis=-1, keepdims=True))
-    dQ = (dS @ K) * scale
-    dK = (_bT(dS) @ Q) * scale
-    dh = dQ @ Wq.T + dK @ Wk.T + dV @ Wv.T
-    hf = _flat(h)
-    return dh, {"Wq": hf.T @ _flat(dQ), "Wk": hf.T @ _flat(dK), "Wv": hf.T @ _flat(dV), "Wo": dWo}
 
 
 def gelu_forward(z):
@@ -129,7 +100,7 @@ def make_transformer_block(dtype="float64", seed=0, bug=None):
 
     def fn(p, X, y):
         h1, ln1_cache = layernorm_forward(X, p["ln1_gamma"], p["ln1_beta"])
-        att, att_cache = self_attention_forward(h1, p["Wq"], p["Wk"], p["Wv"], p["Wo"])
+        att, att_cache = attention_forward(h1, p["Wq"], p["Wk"], p["Wv"], p["Wo"])
         x2 = X + att
         h2, ln2_cache = layernorm_forward(x2, p["ln2_gamma"], p["ln2_beta"])
         z = h2 @ p["W1"] + p["b1"]
@@ -146,7 +117,7 @@ def make_transformer_block(dtype="float64", seed=0, bug=None):
         dx2, grads["ln2_gamma"], grads["ln2_beta"] = layernorm_backward(dz @ p["W1"].T, ln2_cache)
         if bug != "residual_grad_dropped":
             dx2 = dx2 + dout
-        dh1, attention_grads = self_attention_backward(dx2, att_cache, bug)
+        dh1, attention_grads = attention_backward(dx2, att_cache, bug, with_input=True)
         grads.update(attention_grads)
         _, grads["ln1_gamma"], grads["ln1_beta"] = layernorm_backward(dh1, ln1_cache)
         return loss, grads
