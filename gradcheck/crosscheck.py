@@ -62,15 +62,17 @@ def add_symbolic(result: Result, spec: Any, params: Mapping[str, Array], X: Any,
         moved[k].reshape(-1)[flat_i] += delta
         return float(np.asarray(sym.network_gradient(spec, moved, X, y)[k], dtype=np.float64).reshape(-1)[flat_i])
 
-    exact_cache: dict[str, Array] = {}
+    high_precision: dict[str, Array] = {}
 
-    def exact() -> dict[str, Array]:
+    def at_50_digits() -> dict[str, Array]:
         """The same expressions at 50 digits (mpmath), computed once on first need."""
-        if not exact_cache:
-            exact_cache.update(sym.exact_gradient(spec, params, X, y, dps=EXACT_DPS))
-        return exact_cache
+        if not high_precision:
+            floats = sym.exact_gradient(spec, params, X, y, dps=EXACT_DPS)
+            assert isinstance(floats, dict)  # without return_mpf: the float64 arrays alone
+            high_precision.update(floats)
+        return high_precision
 
-    disagreement = oracle_disagreement(result, judge, params, symbolic_at, exact)
+    disagreement = oracle_disagreement(result, judge, params, symbolic_at, at_50_digits)
     a_vs_s, n_vs_s = 0.0, 0.0
     for k, t in tensors.items():
         exact_k = np.asarray(t.symbolic, dtype=np.float64)
