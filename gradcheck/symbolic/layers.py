@@ -64,6 +64,10 @@ def _exact(value: float) -> sp.Rational:
 # --------------------------------------------------------------------------------------------
 # the builder: naming and progress
 # --------------------------------------------------------------------------------------------
+#: seconds of building before the total time is extrapolated from the terms built so far
+EXTRAPOLATE_AFTER = 1.0
+
+
 @dataclass
 class Builder:
     """Names intermediates (when ``named``), counts the terms built and checks the deadline.
@@ -105,7 +109,9 @@ class Builder:
             return
         elapsed = self.deadline.elapsed
         predicted = None
-        if elapsed > 0.2 and self.expected and self.terms:
+        # extrapolated only after a second of work: terms cost unevenly, and a stall of a few tenths
+        # early on (a busy CI worker) once predicted 19 s for a 0.6 s build and refused it
+        if elapsed > EXTRAPOLATE_AFTER and self.expected and self.terms:
             predicted = elapsed * max(self.expected / self.terms, 1.0)
         self.deadline.check(self.stage, predicted)
 
