@@ -118,6 +118,13 @@ def _bound(error: Array, symbolic: Array, scale: float) -> Array:
         return MODEL.safety * error + MODEL.oracle_ulps * eps_of(np.float64) * (np.abs(symbolic) + scale)
 
 
+def _excess(numerical: Array, symbolic: Array, bound: Array, left_out: Array) -> Array:
+    """``|numerical - symbolic| / bound`` per element: 0 where left out, inf where undefined."""
+    with np.errstate(all="ignore"):
+        excess = np.where(left_out, 0.0, np.abs(numerical - symbolic) / bound)
+    return np.where(np.isnan(excess), np.inf, excess)
+
+
 def oracle_disagreement(result: Result, judge: Judge | None, params: Mapping[str, Array],
                          symbolic_at: Callable[[str, int, float], float] | None = None,
                          exact: Callable[[], Mapping[str, Array]] | None = None) -> Problem | None:
@@ -146,9 +153,7 @@ def oracle_disagreement(result: Result, judge: Judge | None, params: Mapping[str
         e = np.array(t.error, dtype=np.float64)  # a copy: refined bounds stay here
         t.kink = left_out
         bound = _bound(e, s, result.scale)
-        with np.errstate(all="ignore"):
-            excess = np.where(left_out, 0.0, np.abs(d - s) / bound)
-        excess = np.where(np.isnan(excess), np.inf, excess)
+        excess = _excess(d, s, bound, left_out)
         for flat_i in np.flatnonzero(excess.reshape(-1) > 1)[:MAX_REFINE]:
             i = np.unravel_index(int(flat_i), d.shape)
             if judge is None:
@@ -181,9 +186,7 @@ def oracle_disagreement(result: Result, judge: Judge | None, params: Mapping[str
                 beyond = int(np.count_nonzero(excess > 1))
                 t.symbolic = s
                 bound = _bound(e, s, result.scale)
-                with np.errstate(all="ignore"):
-                    redone = np.where(left_out, 0.0, np.abs(d - s) / bound)
-                excess = np.where(np.isnan(redone), np.inf, redone)
+                excess = _excess(d, s, bound, left_out)
                 result.notes.append(f"the symbolic oracle's float64 evaluation of {k} was beyond the bound at "
                                     f"{beyond} element(s) (its intermediates round): {k} re-evaluated with mpmath "
                                     f"at {EXACT_DPS} digits, whose values are used")

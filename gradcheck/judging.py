@@ -304,14 +304,13 @@ class Judge:
                         ref, widened[i] = wide, True
                 if widened[i]:
                     d[i], e[i], h[i] = ref.value, ref.error, ref.step
-                elif ref.status == "unsettled" and self.used == "complex" and not self.confirm_complex:
-                    pass  # central differences could not settle: the complex step's value stands
                 elif ref.status == "unsettled" and self.used == "complex":
-                    # central differences could not settle: nothing confirms the complex step here,
-                    # and code not analytic everywhere (abs or max inside a stable softplus) passes
-                    # the complex-step test yet is wrong at some elements: a failure on the complex
-                    # step alone is no verdict; left out like any unsettled element
-                    if self.detect_kinks:
+                    # central differences could not settle: the complex step's value stands, unless
+                    # it must be confirmed (operator checks: code not analytic everywhere, abs or
+                    # max inside a stable softplus, passes a row's complex-step test yet is wrong
+                    # at some entries): then a failure on it alone is no verdict, left out like any
+                    # unsettled element
+                    if self.confirm_complex and self.detect_kinks:
                         unsettled[i] = True
                         h[i] = ref.step
                         self.complex_alone += 1
